@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both create what they need, idempotently.
+PYTHON ?= python3.11
+VENV := .venv
+LS_VENV := .venv-labelstudio
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test lint labelstudio env clean-demo
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip check
+	@touch $@
+
+# Label Studio's server lives in its own virtualenv: it is heavy (Django) and the pipeline only needs the SDK.
+$(LS_VENV)/.installed:
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check label-studio==1.23.2
+	@touch $@
+
+demo: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/madseg demo
+
+lint: env
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: env $(LS_VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" $(BIN)/pytest -q
+
+# Optional third command: a real Label Studio server for teams that label for real (URL + token -> .env).
+labelstudio: env $(LS_VENV)/.installed
+	$(BIN)/madseg labelstudio-server --label-studio "$(CURDIR)/$(LS_VENV)/bin/label-studio"

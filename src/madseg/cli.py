@@ -1,0 +1,63 @@
+"""Command line: `madseg run STAGE [--round R] [--model M]` is what dvc.yaml calls; plus the user commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from madseg.config import load_params
+
+STAGES = (
+    "make_world",
+    "crawl_index",
+    "pretrain",
+    "infer",
+    "mine",
+    "export_weak_tasks",
+    "import_scores",
+    "select_S",
+    "build_T",
+    "export_pixel_tasks",
+    "import_masks",
+    "evaluate",
+    "finetune",
+)
+
+
+def _run_stage(args: argparse.Namespace) -> None:
+    if args.stage not in STAGES:
+        raise SystemExit(f"unknown stage {args.stage!r}; valid stages: {', '.join(STAGES)}")
+    module = importlib.import_module(f"madseg.stages.{args.stage}")
+    params = load_params(args.params)
+    kwargs = {k: v for k, v in (("round_key", args.round), ("model", args.model)) if v is not None}
+    module.run(params, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="madseg", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
+    run.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
+    run.add_argument("--round", help="round key for round-scoped stages")
+    run.add_argument("--model", help="model name for per-model stages")
+    run.add_argument("--params", default="params.yaml")
+    run.set_defaults(func=_run_stage)
+
+    demo = sub.add_parser("demo", help="run the whole demo with dvc repro and say where the results are")
+    demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main())
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Typed sections of params.yaml.
+
+Each section is a frozen dataclass; :func:`parse_section` turns a mapping into one, recursing into nested
+dataclasses and refusing unknown or missing keys with a message naming the section. Stage entry points call
+:func:`load_params` once and pass the typed sections on; library code never reads params.yaml itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from madseg.labels import ClassList, make_class_list
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params.yaml section is malformed."""
+
+
+def parse_section(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass ``cls`` from mapping ``data``; ``where`` names the section in error messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: missing required key {name!r}")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return parse_section(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} matches none of {hint}: {errors}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg, *_) = typing.get_args(hint) or (Any,)
+        return tuple(_coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_t, val_t = typing.get_args(hint) or (Any, Any)
+        return {_coerce(key_t, k, where): _coerce(val_t, v, f"{where}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # round keys like 0 written without quotes
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class DatasetParams:
+    """The labelled data S0/T0 in VOC layout and its class list."""
+
+    classes: str | list[str] = "demo"
+    palette: list[list[int]] | None = None
+    voc_root: str = "data/world/voc"
+    train_split: str = "train"
+    val_split: str = "val"
+
+    def class_list(self) -> ClassList:
+        return make_class_list(self.classes, self.palette)
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """The embedded demo world (see madseg.world)."""
+
+    seed: int = 0
+    image_size: int = 64
+    n_train: int = 1500
+    n_val: int = 300
+    n_pool: int = 4000
+    n_eval_pool: int = 2000
+    corner_share: float = 0.32
+    ood_share: float = 0.06
+    max_factors: int = 2
+    out_dir: str = "data/world"
+
+
+@dataclass(frozen=True)
+class CrawlParams:
+    folders: list[str] = field(default_factory=list)
+    url_list: str | None = None
+    store_dir: str = "data/crawl_store"
+    reference_sets: list[str] = field(default_factory=list)
+    min_side: int = 32
+    max_side: int = 8192
+    max_pixels: int = 40_000_000
+    max_bytes: int = 30_000_000
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    workers: int = 8
+    near_dup_threshold: int = 6
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: a registered architecture to build/train, or a user-supplied artefact.
+
+    ``source`` is ``registry`` (build ``arch`` and train it in the demo's pretrain stage, or load ``path`` if
+    given), ``checkpoint`` (a madseg checkpoint at ``path``), ``torchscript``, ``onnx`` or ``predictions``
+    (a folder of palette-PNG masks named by image id).
+    """
+
+    name: str = ""  # filled from the key under models.competitors
+    arch: str = ""
+    source: str = "registry"
+    path: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    class_map: dict[str, str] | None = None  # its class name -> target class name; unmapped -> ignore
+    classes: list[str] | None = None  # its own class list when it differs from the dataset's
+
+
+@dataclass(frozen=True)
+class ModelsParams:
+    input_size: int = 64
+    mean: list[float] = (0.485, 0.456, 0.406)  # type: ignore[assignment]
+    std: list[float] = (0.229, 0.224, 0.225)  # type: ignore[assignment]
+    target: ModelSpec = field(default_factory=lambda: ModelSpec(name="target", arch="smp.DeepLabV3Plus"))
+    competitors: dict[str, ModelSpec] = field(default_factory=dict)  # key = the model's name
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    time_budget_s: float = 110.0
+    augment: bool = True
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class InferParams:
+    batch_size: int = 32
+    workers: int = 1
+    shard_size: int = 1024
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class MiningParams:
+    strategy: str = "mad"  # mad | entropy | random
+    n3: int = 6
+    distance: str = "miou"  # miou | pixel_accuracy
+    area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
+    area_overrides: dict[str, list[float]] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SimulatedAnnotators:
+    thresholds: list[float] = (0.3, 0.5, 0.7, 0.85)  # type: ignore[assignment]
+    bias: list[float] = (0.0, 0.25, -0.25)  # type: ignore[assignment]
+    noise_sd: float = 0.5
+    ood_veto_prob: float = 0.8
+    false_veto_rate: float = 0.01
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelStudioParams:
+    env_file: str = ".env"
+    project_prefix: str = "madseg"
+    batch_size: int = 500
+    document_root: str = "."
+
+
+@dataclass(frozen=True)
+class AnnotationParams:
+    backend: str = "simulated"  # simulated | labelstudio
+    annotators_per_task: int = 3
+    simulated: SimulatedAnnotators = field(default_factory=SimulatedAnnotators)
+    labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    n4: int = 100
+    t_size: int = 40
+    t_cap: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    lr_grid: list[float] = (1e-3, 3e-3, 1e-2)  # type: ignore[assignment]
+    epochs: int = 4
+    batch_size: int = 8
+    replay_ratio: float = 0.5
+    poly_power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    prev: str = ""  # the previous round's key ('' for the first round)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    dataset: DatasetParams
+    world: WorldParams
+    crawl: CrawlParams
+    models: ModelsParams
+    pretrain: PretrainParams
+    infer: InferParams
+    mining: MiningParams
+    annotation: AnnotationParams
+    selection: SelectionParams
+    finetune: FinetuneParams
+    rounds: dict[str, RoundSpec]
+    finetunes: dict[str, RoundSpec]
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the first problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    params = parse_section(Params, raw, str(path))
+    _check_rounds(params)
+    return _name_competitors(params)
+
+
+def _name_competitors(params: Params) -> Params:
+    named = {}
+    for key, spec in params.models.competitors.items():
+        if spec.name and spec.name != key:
+            raise ConfigError(f"models.competitors.{key}: name {spec.name!r} differs from its key")
+        if key == params.models.target.name:
+            raise ConfigError(f"models.competitors.{key}: a competitor cannot share the target's name")
+        named[key] = dataclasses.replace(spec, name=key)
+    models = dataclasses.replace(params.models, competitors=named)
+    return dataclasses.replace(params, models=models)
+
+
+def _check_rounds(params: Params) -> None:
+    keys = list(params.rounds)
+    if keys != [str(i) for i in range(len(keys))]:
+        raise ConfigError(f"rounds: keys must be '0', '1', ... in order, got {keys}")
+    for i, key in enumerate(keys):
+        want = str(i - 1) if i else ""
+        if params.rounds[key].prev != want:
+            raise ConfigError(f"rounds.{key}.prev must be {want!r}, got {params.rounds[key].prev!r}")
+    want_ft = keys[:-1]
+    if list(params.finetunes) != want_ft:
+        raise ConfigError(f"finetunes must hold every round but the last ({want_ft}), got {list(params.finetunes)}")

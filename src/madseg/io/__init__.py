@@ -1,0 +1,1 @@
+"""File formats: atomic writes, images, palette-PNG masks, tables, the sharded prediction store."""

@@ -1,0 +1,231 @@
+"""A sharded prediction store: a pool of a million images is ~1,000 files per model, not a million.
+
+Layout of a store folder::
+
+    manifest.json          model, class names, shard size, image count, fingerprint, shard checksums
+    shards/00000.npz       ids (N,) str, shapes (N, 2) int32, offsets (N + 1,) int64, maps (sum H*W,) uint8,
+                           area (N, K) float32, entropy (N,) float32, maxprob (N,) float32
+    shards/00000.json      sidecar written after its shard: sha256, count, fingerprint
+
+Shard ``s`` holds rows ``[s * shard_size, (s + 1) * shard_size)`` of the pool index sorted by id, so stores of
+different models over one index line up shard by shard and can be streamed in lockstep. A shard counts as done
+only if its sidecar exists, names the store's fingerprint and matches the shard's bytes; anything else is
+recomputed (resume) or reported as corrupt (read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from madseg.io.atomic import read_json, write_bytes, write_json
+
+FORMAT_VERSION = 1
+
+
+class CorruptShardError(ValueError):
+    """A shard's bytes do not match its sidecar, or it cannot be decoded."""
+
+
+@dataclass
+class Shard:
+    """One shard's contents. ``maps[i]`` is image ``ids[i]``'s (H, W) uint8 label map."""
+
+    ids: list[str]
+    maps: list[np.ndarray]
+    area: np.ndarray  # (N, K) float32: predicted area fraction per class
+    entropy: np.ndarray  # (N,) float32: mean pixel entropy of the softmax (nats)
+    maxprob: np.ndarray  # (N,) float32: mean max softmax probability
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(self.maps) != n or self.area.shape[0] != n or self.entropy.shape != (n,) or self.maxprob.shape != (n,):
+            raise ValueError(
+                f"shard fields disagree on the image count: ids {n}, maps {len(self.maps)}, "
+                f"area {self.area.shape}, entropy {self.entropy.shape}, maxprob {self.maxprob.shape}"
+            )
+        for i, m in enumerate(self.maps):
+            if m.ndim != 2 or m.dtype != np.uint8:
+                raise ValueError(f"map of image {self.ids[i]} must be (H, W) uint8, got {m.shape} {m.dtype}")
+
+
+def _encode(shard: Shard) -> bytes:
+    shapes = np.array([m.shape for m in shard.maps], dtype=np.int32).reshape(-1, 2)
+    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    flat = np.concatenate([m.reshape(-1) for m in shard.maps]) if shard.maps else np.zeros(0, np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        ids=np.array(shard.ids, dtype="U"),
+        shapes=shapes,
+        offsets=offsets,
+        maps=flat,
+        area=shard.area.astype(np.float32),
+        entropy=shard.entropy.astype(np.float32),
+        maxprob=shard.maxprob.astype(np.float32),
+    )
+    return buf.getvalue()
+
+
+def _decode(data: bytes, what: str) -> Shard:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            ids = z["ids"].tolist()
+            shapes, offsets, flat = z["shapes"], z["offsets"], z["maps"]
+            maps = [flat[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(ids))]
+            return Shard(ids=ids, maps=maps, area=z["area"], entropy=z["entropy"], maxprob=z["maxprob"])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise CorruptShardError(f"{what}: cannot decode shard ({e})") from None
+
+
+class PredictionStore:
+    """A folder of shards for one model over one pool index."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ writing
+    def shard_path(self, s: int) -> Path:
+        return self.root / "shards" / f"{s:05d}.npz"
+
+    def _sidecar(self, s: int) -> Path:
+        return self.root / "shards" / f"{s:05d}.json"
+
+    def write_shard(self, s: int, shard: Shard, fingerprint: str) -> None:
+        """Write shard ``s`` atomically, then its sidecar (so a sidecar always describes a whole shard)."""
+        data = _encode(shard)
+        write_bytes(self.shard_path(s), data)
+        write_json(
+            self._sidecar(s),
+            {"sha256": hashlib.sha256(data).hexdigest(), "count": len(shard.ids), "fingerprint": fingerprint},
+        )
+
+    def shard_is_done(self, s: int, fingerprint: str, expected_ids: Sequence[str]) -> bool:
+        """True if shard ``s`` is complete, for this fingerprint and these ids, and its bytes are intact."""
+        side, path = self._sidecar(s), self.shard_path(s)
+        if not (side.exists() and path.exists()):
+            return False
+        try:
+            meta = read_json(side)
+        except ValueError:
+            return False
+        if meta.get("fingerprint") != fingerprint or meta.get("count") != len(expected_ids):
+            return False
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            return False
+        try:
+            return _decode(data, str(path)).ids == list(expected_ids)
+        except CorruptShardError:
+            return False
+
+    def finalize(self, *, model: str, classes: Sequence[str], shard_size: int, ids: Sequence[str], fingerprint: str,
+                 extra: dict | None = None) -> None:
+        """Write the manifest once every shard is done; removes shards left over from a larger earlier run."""
+        n_shards = -(-len(ids) // shard_size) if ids else 0
+        checksums = []
+        for s in range(n_shards):
+            meta = read_json(self._sidecar(s))
+            if meta["fingerprint"] != fingerprint:
+                raise ValueError(f"{self._sidecar(s)}: shard from another run (fingerprint mismatch)")
+            checksums.append(meta["sha256"])
+        for stale in sorted((self.root / "shards").glob("*.npz")):
+            if int(stale.stem) >= n_shards:
+                stale.unlink()
+                self._sidecar(int(stale.stem)).unlink(missing_ok=True)
+        write_json(
+            self.root / "manifest.json",
+            {
+                "format": FORMAT_VERSION,
+                "model": model,
+                "classes": list(classes),
+                "shard_size": shard_size,
+                "count": len(ids),
+                "ids_sha256": ids_digest(ids),
+                "fingerprint": fingerprint,
+                "shards": checksums,
+                **({"extra": extra} if extra else {}),
+            },
+        )
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def manifest(self) -> dict:
+        path = self.root / "manifest.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{self.root}: not a finished prediction store (no manifest.json)")
+        return read_json(path)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    def read_shard(self, s: int, verify: bool = True) -> Shard:
+        """Read shard ``s``; with ``verify`` its sha256 is checked against the manifest."""
+        manifest = self.manifest
+        if not 0 <= s < len(manifest["shards"]):
+            raise IndexError(f"{self.root}: shard {s} out of range 0..{len(manifest['shards']) - 1}")
+        path = self.shard_path(s)
+        if not path.exists():
+            raise CorruptShardError(f"{path}: shard missing")
+        data = path.read_bytes()
+        if verify and hashlib.sha256(data).hexdigest() != manifest["shards"][s]:
+            raise CorruptShardError(f"{path}: checksum mismatch (truncated or modified shard)")
+        return _decode(data, str(path))
+
+    def iter_shards(self, verify: bool = True) -> Iterator[Shard]:
+        for s in range(len(self.manifest["shards"])):
+            yield self.read_shard(s, verify=verify)
+
+    def stats(self) -> pd.DataFrame:
+        """Per-image statistics without the maps: columns id, area_<class>..., entropy, maxprob."""
+        classes = self.classes
+        frames = []
+        for shard in self.iter_shards():
+            df = pd.DataFrame(shard.area, columns=[f"area_{c}" for c in classes])
+            df.insert(0, "id", shard.ids)
+            df["entropy"] = shard.entropy
+            df["maxprob"] = shard.maxprob
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=["id", *[f"area_{c}" for c in classes], "entropy", "maxprob"])
+        return pd.concat(frames, ignore_index=True)
+
+    def read_maps(self, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+        """Maps of the ``wanted`` ids (any order), reading only the shards that hold them."""
+        manifest = self.manifest
+        size = manifest["shard_size"]
+        ids = self.ids()
+        pos = {i: n for n, i in enumerate(ids)}
+        missing = [w for w in wanted if w not in pos]
+        if missing:
+            raise KeyError(f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        out: dict[str, np.ndarray] = {}
+        for s in sorted({pos[w] // size for w in wanted}):
+            shard = self.read_shard(s)
+            for i, m in zip(shard.ids, shard.maps, strict=True):
+                if i in wanted:
+                    out[i] = m
+        return out
+
+    def ids(self) -> list[str]:
+        out: list[str] = []
+        for s in range(len(self.manifest["shards"])):
+            with np.load(self.shard_path(s), allow_pickle=False) as z:
+                out.extend(z["ids"].tolist())
+        return out
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()

@@ -1,0 +1,64 @@
+"""Where each stage reads and writes, relative to the project root. dvc.yaml spells the same paths.
+
+Only stage entry points use this module; library functions take arrays and frames, not paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# the embedded demo world (make_world)
+WORLD = Path("data/world")
+POOL_IMAGES = WORLD / "pool" / "images"  # D, unlabelled: what crawl_index ingests in the demo
+POOL_TRUTH = WORLD / "pool_truth"  # D's hidden truth: read only by simulated annotators and validity checks
+EVAL_POOL = WORLD / "eval_pool"  # D_eval: held out, never indexed or mined (images + its truth, apart from D)
+
+# crawl_index
+INDEX = Path("data/index")
+POOL_INDEX = INDEX / "pool.csv"
+POOL_REJECTS = INDEX / "rejects.csv"
+
+# models
+MODELS = Path("models")
+COMPETITORS = MODELS / "competitors"  # one folder per competitor: model.pt | model.ts | model.onnx | predictions/
+
+
+def competitor_dir(name: str) -> Path:
+    return COMPETITORS / name
+
+
+def target_checkpoint(round_key: str) -> Path:
+    """f_t^(i): round 0 is the pretrained target, round i+1 is written by finetune@i."""
+    return MODELS / f"target_{round_key}.pt"
+
+
+# predictions on the pool (sharded stores)
+PREDICTIONS = Path("data/predictions")
+
+
+def competitor_predictions(name: str) -> Path:
+    return PREDICTIONS / "competitors" / name
+
+
+def target_predictions(round_key: str) -> Path:
+    return PREDICTIONS / "target" / round_key
+
+
+# round-scoped artefacts
+def mining_dir(round_key: str) -> Path:
+    return Path("data/mining") / f"round_{round_key}"
+
+
+def annotations_dir(round_key: str) -> Path:
+    return Path("annotations") / f"round_{round_key}"
+
+
+def finetune_dir(round_key: str) -> Path:
+    return MODELS / f"finetune_{round_key}"
+
+
+METRICS = Path("metrics")
+
+
+def round_metrics(round_key: str) -> Path:
+    return METRICS / f"round_{round_key}.json"
