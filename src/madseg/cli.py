@@ -23,6 +23,7 @@ STAGES = (
     "import_masks",
     "evaluate",
     "finetune",
+    "summarize",
 )
 
 

@@ -234,8 +234,15 @@ class FinetuneParams:
 
 
 @dataclass(frozen=True)
+class EvaluationParams:
+    bootstrap: int = 1000  # resamples of T's images for the 95 % interval
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RoundSpec:
-    prev: str = ""  # the previous round's key ('' for the first round)
+    prev: str = "init"  # the previous round's key; 'init' names the state before round 0
+    next: str = ""  # finetunes only: the round whose target this fine-tune produces
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,7 @@ class Params:
     annotation: AnnotationParams
     selection: SelectionParams
     finetune: FinetuneParams
+    evaluation: EvaluationParams
     rounds: dict[str, RoundSpec]
     finetunes: dict[str, RoundSpec]
 
@@ -264,7 +272,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(f) or {}
     params = parse_section(Params, raw, str(path))
     _check_rounds(params)
+    _check_test_set(params)
     return _name_competitors(params)
+
+
+def _check_test_set(params: Params) -> None:
+    # a T that cannot be filled must fail before anything runs, not after a round of labelling
+    from madseg.selection import check_test_set_feasible
+
+    try:
+        check_test_set_feasible(
+            params.dataset.class_list().num_classes - 1, params.selection.t_size, params.selection.t_cap
+        )
+    except ValueError as e:
+        raise ConfigError(f"selection: {e}") from None
 
 
 def _name_competitors(params: Params) -> Params:
@@ -284,9 +305,15 @@ def _check_rounds(params: Params) -> None:
     if keys != [str(i) for i in range(len(keys))]:
         raise ConfigError(f"rounds: keys must be '0', '1', ... in order, got {keys}")
     for i, key in enumerate(keys):
-        want = str(i - 1) if i else ""
+        want = str(i - 1) if i else "init"
         if params.rounds[key].prev != want:
             raise ConfigError(f"rounds.{key}.prev must be {want!r}, got {params.rounds[key].prev!r}")
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
         raise ConfigError(f"finetunes must hold every round but the last ({want_ft}), got {list(params.finetunes)}")
+    for key, spec in params.finetunes.items():
+        if spec.prev != params.rounds[key].prev or spec.next != str(int(key) + 1):
+            raise ConfigError(
+                f"finetunes.{key} must read {{prev: {params.rounds[key].prev!r}, next: {str(int(key) + 1)!r}}}, "
+                f"got {{prev: {spec.prev!r}, next: {spec.next!r}}}"
+            )

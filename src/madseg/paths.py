@@ -61,4 +61,4 @@ METRICS = Path("metrics")
 
 
 def round_metrics(round_key: str) -> Path:
-    return METRICS / f"round_{round_key}.json"
+    return METRICS / "rounds" / f"round_{round_key}.json"

@@ -1,0 +1,104 @@
+"""Scoring models on a labelled set (T0, T^(i+1)) and the paper's Table 1 across rounds.
+
+Everything derives from per-image confusion matrices (madseg.metrics): the dataset mIoU sums them, the
+per-image view averages per-image mIoUs, and the bootstrap resamples images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from madseg.metrics import confusion_matrix, iou_per_class, mean_iou, miou_from_batch
+
+
+def per_image_confusions(
+    predictions: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], ids: Sequence[str], num_classes: int
+) -> np.ndarray:
+    """Confusion matrices of ``predictions`` against ``truth`` for ``ids``: (N, K, K) int64.
+
+    Both mappings hold (H, W) uint8 label maps keyed by image id; a missing id or a shape mismatch is an
+    error naming the image.
+    """
+    out = np.zeros((len(ids), num_classes, num_classes), dtype=np.int64)
+    for n, image in enumerate(ids):
+        if image not in predictions:
+            raise ValueError(f"no prediction for image {image}")
+        if image not in truth:
+            raise ValueError(f"no ground truth for image {image}")
+        if predictions[image].shape != truth[image].shape:
+            raise ValueError(
+                f"image {image}: prediction {predictions[image].shape} and truth {truth[image].shape} differ in shape"
+            )
+        out[n] = confusion_matrix(truth[image], predictions[image], num_classes)
+    return out
+
+
+def bootstrap_miou(cms: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the dataset mIoU, resampling images.
+
+    Args:
+        cms: (N, K, K) per-image confusion matrices.
+    Returns:
+        (low, high) at ``level``.
+    """
+    n = cms.shape[0]
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    totals = np.stack([cms[d].sum(0) for d in draws])  # (B, K, K)
+    scores = miou_from_batch(totals)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(scores, alpha)), float(np.quantile(scores, 1.0 - alpha))
+
+
+def score_set(cms: np.ndarray, class_names: Sequence[str], *, n_boot: int, seed: int) -> dict[str, float]:
+    """Flat scores of one model on one labelled set from its (N, K, K) per-image confusion matrices.
+
+    Keys: miou (pixels pooled over the set), image_miou (mean of per-image mIoUs), miou_ci_low/high (95 %
+    bootstrap over images), n_images, iou.<class> for every class present in truth or prediction.
+    """
+    total = cms.sum(0)
+    scores: dict[str, float] = {
+        "miou": mean_iou(total),
+        "image_miou": float(miou_from_batch(cms).mean()) if len(cms) else float("nan"),
+        "n_images": int(len(cms)),
+    }
+    scores["miou_ci_low"], scores["miou_ci_high"] = bootstrap_miou(cms, n_boot, seed)
+    for name, iou in zip(class_names, iou_per_class(total), strict=True):
+        if not np.isnan(iou):
+            scores[f"iou.{name}"] = float(iou)
+    return scores
+
+
+def flatten(prefix: str, scores: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{k}": v for k, v in scores.items()}
+
+
+def table1(rounds: Mapping[str, Mapping[str, float]], models: Sequence[str]) -> pd.DataFrame:
+    """The paper's Table 1: rows = models, columns = each round's T0 and T^(i+1) mIoU.
+
+    Args:
+        rounds: round key -> that round's flat metrics (keys ``<model>.T0.miou`` and ``<model>.T.miou``).
+        models: row order; the target first.
+    """
+    columns: dict[str, list[float]] = {}
+    for key in sorted(rounds, key=int):
+        metrics = rounds[key]
+        columns[f"round {key} T0"] = [metrics.get(f"{m}.T0.miou", float("nan")) for m in models]
+        columns[f"round {key} T{int(key) + 1}"] = [metrics.get(f"{m}.T.miou", float("nan")) for m in models]
+    return pd.DataFrame(columns, index=pd.Index(models, name="model")).reset_index()
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """A Markdown rendering of a Table-1 frame (mIoU in points, one decimal)."""
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" if c == "model" else "---:" for c in table.columns) + "|"
+    rows = [
+        "| " + " | ".join(str(v) if c == "model" else f"{100 * v:.1f}" for c, v in row.items()) + " |"
+        for _, row in table.iterrows()
+    ]
+    return "\n".join([header, rule, *rows]) + "\n"

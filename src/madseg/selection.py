@@ -1,0 +1,185 @@
+"""From weak labels to the sets people label: mean opinion scores, vetoes, S^(i+1) and T^(i+1).
+
+All functions are pure: they take tables of ids and scores and return tables; the stages read and write files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SCORE_LEVELS = ("bad", "poor", "fair", "good", "excellent")  # 1..5
+
+
+def mean_opinion_scores(scores: pd.DataFrame, candidates: Sequence[str]) -> pd.DataFrame:
+    """Mean opinion score per candidate image; any out-of-domain vote vetoes the image (MOS = +inf).
+
+    Args:
+        scores: one row per (image_id, annotator) with columns image_id, annotator, score (1..5),
+            out_of_domain (bool).
+        candidates: the image ids that were sent for rating (M); every one must have at least one rating.
+    Returns:
+        DataFrame indexed 0..n-1 with columns image_id, mos (float, +inf if vetoed), n_ratings, n_vetoes,
+        vetoed, sorted by (mos, image_id) — the order in which S is taken.
+    """
+    required = {"image_id", "annotator", "score", "out_of_domain"}
+    missing = required - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores table lacks columns {sorted(missing)}")
+    bad = scores[~scores["score"].isin(range(1, 6))]
+    if len(bad):
+        raise ValueError(f"scores outside 1..5 for images {bad['image_id'].tolist()[:5]}")
+    unknown = sorted(set(scores["image_id"]) - set(candidates))
+    if unknown:
+        raise ValueError(f"ratings for images that were not candidates: {unknown[:5]}")
+    unrated = sorted(set(candidates) - set(scores["image_id"]))
+    if unrated:
+        raise ValueError(f"{len(unrated)} candidate images have no rating, e.g. {unrated[:5]}")
+    ood = scores["out_of_domain"].astype(bool)
+    grouped = scores.assign(ood=ood).groupby("image_id", sort=True)
+    table = pd.DataFrame(
+        {
+            "mean_score": grouped["score"].mean(),
+            "n_ratings": grouped["score"].size(),
+            "n_vetoes": grouped["ood"].sum().astype(int),
+        }
+    ).reset_index()
+    table["vetoed"] = table["n_vetoes"] > 0
+    table["mos"] = np.where(table["vetoed"], np.inf, table["mean_score"])
+    table = table.sort_values(["mos", "image_id"], kind="stable").reset_index(drop=True)
+    return table[["image_id", "mos", "mean_score", "n_ratings", "n_vetoes", "vetoed"]]
+
+
+def select_lowest(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """S^(i+1): the ``n4`` lowest-MOS images of M, never a vetoed one, none already in S^(1..i).
+
+    Returns the chosen rows of ``mos`` in MOS order (fewer than n4 if M has too few eligible images).
+    """
+    if n4 < 0:
+        raise ValueError(f"n4 must be >= 0, got {n4}")
+    excluded = set(exclude)
+    eligible = mos[~mos["vetoed"] & ~mos["image_id"].isin(excluded)]
+    if len(eligible) < n4:
+        log.warning("only %d eligible images for S (asked for %d)", len(eligible), n4)
+    return eligible.head(n4).reset_index(drop=True)
+
+
+def main_class(area: pd.DataFrame, class_names: Sequence[str]) -> pd.Series:
+    """The main foreground class of each image: the class with the largest predicted area (background apart).
+
+    Args:
+        area: rows per image with column ``id`` and ``area_<name>`` for every class in ``class_names``
+            (index 0 is background).
+    Returns:
+        Series indexed by image id with a class name; 'background' where nothing foreground was predicted.
+    """
+    fg = [f"area_{c}" for c in class_names[1:]]
+    values = area[fg].to_numpy()
+    best = np.argmax(values, axis=1)
+    names = np.array(class_names[1:], dtype=object)[best]
+    names[values.max(axis=1) <= 0] = class_names[0]
+    return pd.Series(names, index=area["id"].to_numpy(), name="main_class")
+
+
+def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> None:
+    """Raise ValueError if ``num_foreground`` classes x ``t_cap`` cannot fill a test set of ``t_size``."""
+    if t_size <= 0 or t_cap <= 0:
+        raise ValueError(f"t_size and t_cap must be positive, got {t_size} and {t_cap}")
+    if num_foreground * t_cap < t_size:
+        raise ValueError(
+            f"a test set of {t_size} images cannot be filled with at most {t_cap} images per main class "
+            f"and {num_foreground} foreground classes ({num_foreground * t_cap} < {t_size}): raise t_cap"
+        )
+
+
+def build_test_set(
+    mos: pd.DataFrame,
+    main_classes: pd.Series,
+    *,
+    size: int,
+    t_cap: int,
+    seed: int,
+    exclude: Iterable[str] = (),
+) -> pd.DataFrame:
+    """T^(i+1): an unbiased seeded random sample of M, in its drawn order.
+
+    No vetoed image, none of ``exclude`` (the images used to fine-tune f_t^(i)), at most ``t_cap`` images per
+    main class. Images are visited in a seeded random permutation of the sorted ids and accepted while their
+    class has room, so the stored order is the draw order (the stability check uses its first k images).
+
+    Returns:
+        DataFrame with columns order (0..size-1), image_id, main_class, mos.
+    Raises:
+        ValueError if the eligible images cannot fill ``size`` under the cap.
+    """
+    excluded = set(exclude)
+    eligible = mos[~mos["vetoed"] & ~mos["image_id"].isin(excluded)].sort_values("image_id")
+    missing = sorted(set(eligible["image_id"]) - set(main_classes.index))
+    if missing:
+        raise ValueError(f"no predicted main class for images {missing[:5]}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(eligible))
+    taken: list[int] = []
+    per_class: dict[str, int] = {}
+    for pos in order:
+        image = eligible["image_id"].iloc[pos]
+        cls = main_classes[image]
+        if per_class.get(cls, 0) >= t_cap:
+            continue
+        per_class[cls] = per_class.get(cls, 0) + 1
+        taken.append(pos)
+        if len(taken) == size:
+            break
+    if len(taken) < size:
+        raise ValueError(
+            f"T needs {size} images but only {len(taken)} of {len(eligible)} eligible candidates fit the cap of "
+            f"{t_cap} per main class (per class: {dict(sorted(per_class.items()))}); mine more (n3) or raise t_cap"
+        )
+    chosen = eligible.iloc[taken]
+    return pd.DataFrame(
+        {
+            "order": np.arange(size),
+            "image_id": chosen["image_id"].to_numpy(),
+            "main_class": [main_classes[i] for i in chosen["image_id"]],
+            "mos": chosen["mos"].to_numpy(),
+        }
+    )
+
+
+def krippendorff_alpha_ordinal(scores: pd.DataFrame) -> float:
+    """Krippendorff's alpha for ordinal ratings (1..5) from a table with image_id, annotator, score.
+
+    Images with fewer than two ratings carry no pairable information and are skipped. Returns NaN when no
+    image has two ratings or all ratings agree on a single value (no variation to explain).
+    """
+    pivot = scores.pivot_table(index="image_id", columns="annotator", values="score", aggfunc="first")
+    units = [row.dropna().to_numpy() for _, row in pivot.iterrows()]
+    units = [u for u in units if len(u) >= 2]
+    if not units:
+        return float("nan")
+    values = np.arange(1, 6)
+    # coincidence matrix o[c, k]: pairable values within units, each pair weighted 1 / (m_u - 1)
+    o = np.zeros((5, 5))
+    for u in units:
+        counts = np.array([(u == v).sum() for v in values], dtype=float)
+        o += (np.outer(counts, counts) - np.diag(counts)) / (len(u) - 1)
+    n_c = o.sum(1)
+    n = n_c.sum()
+    if n <= 1 or (n_c > 0).sum() < 2:
+        return float("nan")
+    # ordinal metric: delta(c, k) = (sum of n_g for g between c and k minus (n_c + n_k) / 2) ** 2
+    cum = np.cumsum(n_c)
+    delta = np.zeros((5, 5))
+    for c in range(5):
+        for k in range(5):
+            lo, hi = min(c, k), max(c, k)
+            between = cum[hi] - (cum[lo - 1] if lo > 0 else 0.0)
+            delta[c, k] = (between - (n_c[c] + n_c[k]) / 2.0) ** 2
+    d_observed = (o * delta).sum() / n
+    d_expected = (np.outer(n_c, n_c) * delta).sum() / (n * (n - 1))
+    return float(1.0 - d_observed / d_expected) if d_expected > 0 else float("nan")

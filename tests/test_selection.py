@@ -1,0 +1,106 @@
+"""MOS, vetoes, S and T construction, and rater agreement."""
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+
+from madseg.selection import (
+    build_test_set,
+    check_test_set_feasible,
+    krippendorff_alpha_ordinal,
+    main_class,
+    mean_opinion_scores,
+    select_lowest,
+)
+
+
+def _scores(rows):
+    return pd.DataFrame(rows, columns=["image_id", "annotator", "score", "out_of_domain"])
+
+
+def test_mos_averages_and_any_ood_vote_vetoes():
+    scores = _scores(
+        [("a", "x", 1, False), ("a", "y", 2, False), ("b", "x", 1, False), ("b", "y", 1, True), ("c", "x", 4, False)]
+    )
+    mos = mean_opinion_scores(scores, ["a", "b", "c"])
+    assert mos["image_id"].tolist() == ["a", "c", "b"]
+    assert mos.set_index("image_id").loc["a", "mos"] == 1.5
+    assert np.isinf(mos.set_index("image_id").loc["b", "mos"])
+    assert mos.set_index("image_id").loc["b", "vetoed"]
+
+
+def test_mos_rejects_missing_ratings_and_bad_scores():
+    with pytest.raises(ValueError, match="no rating"):
+        mean_opinion_scores(_scores([("a", "x", 3, False)]), ["a", "b"])
+    with pytest.raises(ValueError, match="outside 1..5"):
+        mean_opinion_scores(_scores([("a", "x", 7, False)]), ["a"])
+    with pytest.raises(ValueError, match="not candidates"):
+        mean_opinion_scores(_scores([("z", "x", 3, False)]), [])
+
+
+def test_select_lowest_skips_vetoed_and_previous():
+    scores = _scores([("a", "x", 1, False), ("b", "x", 1, True), ("c", "x", 2, False), ("d", "x", 3, False)])
+    mos = mean_opinion_scores(scores, list("abcd"))
+    chosen = select_lowest(mos, 2, exclude=["a"])
+    assert chosen["image_id"].tolist() == ["c", "d"]
+    assert select_lowest(mos, 10)["image_id"].tolist() == ["a", "c", "d"]  # never a vetoed image
+
+
+def _mos_table(n, vetoed=()):
+    ids = [f"img{i:03d}" for i in range(n)]
+    return pd.DataFrame({"image_id": ids, "mos": np.linspace(1, 5, n), "vetoed": [i in vetoed for i in ids]})
+
+
+def test_build_T_constraints_and_determinism():
+    mos = _mos_table(60, vetoed={"img000", "img001"})
+    classes = pd.Series(["disc"] * 30 + ["square"] * 20 + ["ring"] * 10, index=mos["image_id"])
+    t1 = build_test_set(mos, classes, size=20, t_cap=8, seed=3, exclude=["img002", "img003"])
+    t2 = build_test_set(mos, classes, size=20, t_cap=8, seed=3, exclude=["img002", "img003"])
+    pd.testing.assert_frame_equal(t1, t2)
+    assert len(t1) == 20 and t1["order"].tolist() == list(range(20))
+    assert not set(t1["image_id"]) & {"img000", "img001", "img002", "img003"}
+    assert t1["main_class"].value_counts().max() <= 8
+    assert t1["image_id"].is_unique
+    t3 = build_test_set(mos, classes, size=20, t_cap=8, seed=4)
+    assert t3["image_id"].tolist() != t1["image_id"].tolist()
+
+
+def test_build_T_errors_when_cap_cannot_fill():
+    mos = _mos_table(30)
+    classes = pd.Series(["disc"] * 30, index=mos["image_id"])
+    with pytest.raises(ValueError, match="cannot|only 5"):
+        build_test_set(mos, classes, size=10, t_cap=5, seed=0)
+    with pytest.raises(ValueError, match="raise t_cap"):
+        check_test_set_feasible(num_foreground=6, t_size=40, t_cap=6)
+    check_test_set_feasible(num_foreground=6, t_size=40, t_cap=7)
+
+
+def test_main_class_is_largest_foreground_area():
+    area = pd.DataFrame(
+        {"id": ["a", "b", "c"], "area_background": [0.9, 0.5, 1.0], "area_disc": [0.02, 0.3, 0.0],
+         "area_ring": [0.08, 0.2, 0.0]}
+    )  # fmt: skip
+    got = main_class(area, ["background", "disc", "ring"])
+    assert got.to_dict() == {"a": "ring", "b": "disc", "c": "background"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_krippendorff_alpha_matches_reference_package(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(1, 6, size=40)
+    rows = []
+    for i, t in enumerate(truth):
+        for a in range(3):
+            if rng.random() < 0.9:
+                rows.append((f"i{i}", f"a{a}", int(np.clip(t + rng.integers(-1, 2), 1, 5)), False))
+    scores = _scores(rows)
+    ours = krippendorff_alpha_ordinal(scores)
+    pivot = scores.pivot_table(index="annotator", columns="image_id", values="score").to_numpy(float)
+    ref = krippendorff.alpha(reliability_data=pivot, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
+    assert ours == pytest.approx(ref, abs=1e-9)
+
+
+def test_krippendorff_alpha_perfect_agreement_is_one():
+    scores = _scores([(f"i{i}", a, 1 + i % 5, False) for i in range(10) for a in ("x", "y")])
+    assert krippendorff_alpha_ordinal(scores) == pytest.approx(1.0)
