@@ -36,6 +36,10 @@ def _run_stage(args: argparse.Namespace) -> None:
     module.run(params, **kwargs)
 
 
+def _serve(executable: str, params: str) -> None:
+    importlib.import_module("madseg.annotation.server").serve(executable, params)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="madseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = sub.add_parser("demo", help="run the whole demo with dvc repro and say where the results are")
     demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main())
+
+    ls = sub.add_parser("labelstudio-server", help="run Label Studio in the foreground; URL + token -> .env")
+    ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")
+    ls.add_argument("--params", default="params.yaml")
+    ls.set_defaults(func=lambda a: _serve(a.label_studio, a.params))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

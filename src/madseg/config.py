@@ -115,6 +115,14 @@ class WorldParams:
 
 @dataclass(frozen=True)
 class CrawlParams:
+    """crawl_index: local folders (recursive) and/or a file of URLs (one a line) -> data/index (see madseg.crawl).
+
+    ``timeout_s`` bounds connect and each read (a whole body: 3x); ``retries`` applies to timeouts, connection
+    errors, 429 and 5xx, with ``backoff_s * 2**attempt`` between tries. ``workers`` download threads,
+    ``decode_workers`` decoding processes. ``near_dup_threshold``: Hamming bits of the 64-bit pHash;
+    ``near_dup_max_color_diff``: mean abs difference (0..255) of the 8x8 colour layouts that confirms it.
+    """
+
     folders: list[str] = field(default_factory=list)
     url_list: str | None = None
     store_dir: str = "data/crawl_store"
@@ -127,7 +135,10 @@ class CrawlParams:
     retries: int = 2
     backoff_s: float = 0.5
     workers: int = 8
+    decode_workers: int = 2
+    max_redirects: int = 5
     near_dup_threshold: int = 6
+    near_dup_max_color_diff: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -198,10 +209,18 @@ class SimulatedAnnotators:
 
 @dataclass(frozen=True)
 class LabelStudioParams:
+    """A real Label Studio server: URL + token from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY or ``env_file``.
+
+    ``document_root``: the folder the server serves local files from (task images must lie below it);
+    ``data_dir``/``port``: where `make labelstudio` keeps the server's database and which port it asks for.
+    """
+
     env_file: str = ".env"
     project_prefix: str = "madseg"
     batch_size: int = 500
     document_root: str = "."
+    data_dir: str = ".labelstudio"
+    port: int = 8080
 
 
 @dataclass(frozen=True)

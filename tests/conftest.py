@@ -1,0 +1,39 @@
+"""A real Label Studio server for the whole test session (tests marked ``labelstudio`` use it).
+
+The server executable comes from env MADSEG_LABEL_STUDIO (``make test`` sets it) or the project's own
+.venv-labelstudio. Its first start migrates a template data folder under the temp dir (~30 s, once per
+machine); every session then copies it and is up in ~3 s on a free port of 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def label_studio_executable() -> Path:
+    return Path(os.environ.get("MADSEG_LABEL_STUDIO") or ROOT / ".venv-labelstudio" / "bin" / "label-studio")
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A running server: ``.url``, ``.token`` and ``.document_root`` (the folder it serves files from)."""
+    from madseg.annotation.server import shared_template_dir, start_server, stop_server
+
+    exe = label_studio_executable()
+    if not exe.exists():
+        pytest.skip(
+            f"no Label Studio server executable at {exe}: run `make .venv-labelstudio/.installed` or set "
+            "MADSEG_LABEL_STUDIO (`make test` does both)"
+        )
+    template = shared_template_dir(exe)  # one per server install: another label-studio never reuses its DB
+    root = tmp_path_factory.mktemp("labelstudio")
+    document_root = root / "files"
+    document_root.mkdir()
+    handle = start_server(exe, root / "data", document_root=document_root, template_dir=template)
+    yield handle
+    stop_server(handle)
