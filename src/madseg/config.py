@@ -110,6 +110,8 @@ class WorldParams:
     corner_share: float = 0.32
     ood_share: float = 0.06
     max_factors: int = 2
+    near_duplicates: int = 30  # re-encoded/resized/cropped copies of pool images planted in the pool folder
+    benchmark_leaks: int = 15  # copies of S0/T0 images planted in the pool folder (crawl must exclude them)
     out_dir: str = "data/world"
 
 

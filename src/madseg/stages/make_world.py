@@ -1,0 +1,94 @@
+"""make_world: write the demo world (VOC S0/T0, the pool D, D's truth apart, D_eval) under world.out_dir."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from madseg.config import Params
+from madseg.io.atomic import write_bytes, write_json, write_text
+from madseg.io.images import image_id, write_mask
+from madseg.io.tables import write_csv
+from madseg.world.generate import SPLIT_CODES, iter_world, near_duplicate
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> None:
+    world = params.world
+    classes = params.dataset.class_list()
+    root = Path(world.out_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    voc, pool, truth, eval_pool = (
+        root / "voc",
+        root / "pool" / "images",
+        root / "pool_truth",
+        root / "eval_pool",
+    )
+    counts: dict[str, dict[str, int]] = {}
+    benchmark: dict[str, bytes] = {}
+
+    for split in ("train", "val"):
+        names = []
+        for item in tqdm(iter_world(world, split), total=getattr(world, f"n_{split}"), desc=f"world {split}"):
+            write_bytes(voc / "JPEGImages" / f"{item.name}.jpg", item.jpeg)
+            write_mask(voc / "SegmentationClass" / f"{item.name}.png", item.label, classes)
+            names.append(item.name)
+            benchmark[item.name] = item.jpeg
+        write_text(voc / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(names) + "\n")
+        counts[split] = {"normal": len(names)}
+
+    pool_items: dict[str, bytes] = {}
+    for split, image_dir, truth_dir, n in (
+        ("pool", pool, truth, world.n_pool),
+        ("eval_pool", eval_pool / "images", eval_pool / "truth", world.n_eval_pool),
+    ):
+        rows = []
+        for item in tqdm(iter_world(world, split), total=n, desc=f"world {split}"):
+            write_bytes(image_dir / f"{item.name}.jpg", item.jpeg)
+            ident = image_id(item.jpeg)
+            write_mask(truth_dir / "masks" / f"{ident}.png", item.label, classes)
+            rows.append(
+                {"image_id": ident, "name": item.name, "kind": item.kind, "factors": ";".join(item.factors)}
+            )
+            if split == "pool":
+                pool_items[item.name] = item.jpeg
+        table = pd.DataFrame(rows).sort_values("image_id").reset_index(drop=True)
+        write_csv(truth_dir / "factors.csv", table)
+        counts[split] = table["kind"].value_counts().sort_index().to_dict()
+        counts[f"{split}_factors"] = (
+            table["factors"]
+            .str.split(";")
+            .explode()
+            .loc[lambda s: s != ""]
+            .value_counts()
+            .sort_index()
+            .to_dict()
+        )
+
+    # near-duplicates, as web crawls have them: copies of pool images and leaked benchmark images
+    rng = np.random.default_rng([world.seed, SPLIT_CODES["dup"]])
+    duplicates = []
+    sources = [
+        ("pool", sorted(pool_items), world.near_duplicates),
+        ("benchmark", sorted(benchmark), world.benchmark_leaks),
+    ]
+    for kind, names, n in sources:
+        for k, of_name in enumerate(rng.choice(names, size=min(n, len(names)), replace=False)):
+            how = ("reencoded", "resized", "cropped")[k % 3]
+            data = near_duplicate((pool_items if kind == "pool" else benchmark)[of_name], how, rng)
+            name = f"pool_{world.n_pool + len(duplicates):06d}"
+            write_bytes(pool / f"{name}.jpg", data)
+            duplicates.append({"name": name, "of_name": str(of_name), "kind": f"{kind}_{how}"})
+    write_csv(truth / "duplicates.csv", pd.DataFrame(duplicates, columns=["name", "of_name", "kind"]))
+    write_json(
+        root / "manifest.json",
+        {"counts": counts, "duplicates": len(duplicates), "image_size": world.image_size},
+    )
+    log.info("world written to %s: %s", root, counts)

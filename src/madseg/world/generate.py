@@ -1,0 +1,86 @@
+"""The whole demo world: which images exist, of which kind, and their pixels; written by the make_world stage."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from madseg.config import WorldParams
+from madseg.io.images import encode_jpeg
+from madseg.world.scenes import FACTORS, render_scene, sample_scene
+
+SPLIT_CODES = {"train": 0, "val": 1, "pool": 2, "eval_pool": 3, "dup": 4}
+JPEG_QUALITY = 95
+
+
+@dataclass
+class WorldImage:
+    split: str
+    name: str
+    kind: str  # normal | corner | ood
+    factors: tuple[str, ...]
+    jpeg: bytes
+    label: np.ndarray  # (H, W) uint8
+
+
+def plan_kinds(n: int, params: WorldParams, rng: np.random.Generator) -> list[tuple[str, tuple[str, ...]]]:
+    """Kinds and factors for ``n`` pool images: exact shares, shuffled; factors cycle so each one appears."""
+    n_corner = round(n * params.corner_share)
+    n_ood = round(n * params.ood_share)
+    if n_corner + n_ood > n:
+        raise ValueError(f"corner_share + ood_share exceed 1: {params.corner_share} + {params.ood_share}")
+    plan: list[tuple[str, tuple[str, ...]]] = [("normal", ())] * (n - n_corner - n_ood) + [
+        ("ood", ())
+    ] * n_ood
+    for i in range(n_corner):
+        first = FACTORS[i % len(FACTORS)]
+        k = int(rng.integers(1, params.max_factors + 1))
+        others = [f for f in FACTORS if f != first and {f, first} != {"tiny_scale", "huge_scale"}]
+        extra = tuple(rng.choice(others, size=k - 1, replace=False)) if k > 1 else ()
+        plan.append(("corner", tuple(sorted((first, *extra)))))
+    order = rng.permutation(len(plan))
+    return [plan[i] for i in order]
+
+
+def render_image(
+    params: WorldParams, split: str, index: int, kind: str, factors: tuple[str, ...]
+) -> WorldImage:
+    """One image, seeded by (seed, split, index) alone so any subset renders the same bytes in any order."""
+    rng = np.random.default_rng([params.seed, SPLIT_CODES[split], index])
+    scene = sample_scene(rng, params.image_size, kind, factors)
+    image, label = render_scene(scene, params.image_size, rng)
+    return WorldImage(split, f"{split}_{index:06d}", kind, factors, encode_jpeg(image, JPEG_QUALITY), label)
+
+
+def iter_world(params: WorldParams, split: str) -> Iterator[WorldImage]:
+    """All images of one split: train/val are benchmark images; pool/eval_pool follow the shares."""
+    counts = {
+        "train": params.n_train,
+        "val": params.n_val,
+        "pool": params.n_pool,
+        "eval_pool": params.n_eval_pool,
+    }
+    n = counts[split]
+    if split in ("train", "val"):
+        plan = [("normal", ())] * n
+    else:
+        plan = plan_kinds(n, params, np.random.default_rng([params.seed, SPLIT_CODES[split], 10**9]))
+    for index, (kind, factors) in enumerate(plan):
+        yield render_image(params, split, index, kind, factors)
+
+
+def near_duplicate(jpeg: bytes, how: str, rng: np.random.Generator) -> bytes:
+    """A re-encoded, resized or lightly cropped copy of an image (what web crawls are full of)."""
+    im = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    w, h = im.size
+    if how == "resized":
+        im = im.resize((int(w * 1.5), int(h * 1.5)), Image.BILINEAR)
+    elif how == "cropped":
+        d = max(1, int(round(w * 0.04)))
+        im = im.crop((d, d, w - d, h - d)).resize((w, h), Image.BILINEAR)
+    quality = int(rng.integers(70, 85))
+    return encode_jpeg(np.asarray(im), quality)
