@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test lint labelstudio env clean-demo
+.PHONY: demo test lint labelstudio env browser
 
 env: $(VENV)/.installed
 
@@ -29,7 +29,11 @@ lint: env
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: env $(LS_VENV)/.installed
+# Debian's Chromium for the report's browser tests (root on the CI machine; skipped when already present)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: env $(LS_VENV)/.installed browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" $(BIN)/pytest -q

@@ -37,3 +37,11 @@ def label_studio(tmp_path_factory):
     handle = start_server(exe, root / "data", document_root=document_root, template_dir=template)
     yield handle
     stop_server(handle)
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """The whole pipeline reproduced once (`dvc repro`) on the tiny configuration in a scratch repo."""
+    from tests.project import make_tiny_project
+
+    return make_tiny_project(tmp_path_factory.mktemp("e2e") / "project")

@@ -139,8 +139,8 @@ class CrawlParams:
     workers: int = 8
     decode_workers: int = 2
     max_redirects: int = 5
-    near_dup_threshold: int = 6
-    near_dup_max_color_diff: float = 12.0
+    near_dup_threshold: int = 12
+    near_dup_max_color_diff: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ class ModelSpec:
     path: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # its class name -> target class name; unmapped -> ignore
+    steps: int | None = None  # pretraining steps for this model (demo), overriding pretrain.steps
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
 
 
@@ -172,12 +173,10 @@ class ModelsParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    epochs: int = 8
+    steps: int = 400  # default optimiser steps per model (a fixed count, so training is reproducible)
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    time_budget_s: float = 110.0
-    augment: bool = True
     threads: int = 2
 
 
@@ -197,6 +196,7 @@ class MiningParams:
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0
+    overlay_min_side: int = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
 
 
 @dataclass(frozen=True)

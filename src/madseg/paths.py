@@ -62,3 +62,13 @@ METRICS = Path("metrics")
 
 def round_metrics(round_key: str) -> Path:
     return METRICS / "rounds" / f"round_{round_key}.json"
+
+
+REPORT = METRICS / "report"
+REPORT_INDEX = REPORT / "index.html"
+EXPORT = MODELS / "export"  # the final target for use outside the project
+
+
+def labelled_dir(round_key: str) -> Path:
+    """S^(1..i+1) with its masks after finetune@i; 'init' is the empty set before round 0."""
+    return Path("data/labelled") / f"round_{round_key}"

@@ -1,0 +1,233 @@
+"""Fine-tuning f_t^(i) into f_t^(i+1) on S^(1..i+1) plus S0 (replay), the learning rate chosen on T0.
+
+The paper's recipe: SGD (momentum 0.9, weight decay 5e-4), polynomial learning-rate decay, small batches, and
+an initial learning rate picked from a grid by mIoU on T0 — the choice is what keeps the fine-tuned target from
+forgetting the benchmark. Every batch mixes newly labelled images with replayed S0 images at ``replay_ratio``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GridResult:
+    lr: float
+    t0_miou: float
+    history: list[dict] = field(default_factory=list)
+
+
+def mixed_batches(
+    n_new: int, n_replay: int, *, batch_size: int, replay_ratio: float, steps: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Index batches mixing new and replayed samples.
+
+    Each batch takes ``round(batch_size * replay_ratio)`` replay indices and the rest from the new set (all
+    replay when there is no new sample). New samples are drawn as shuffled passes so each is seen equally
+    often. Returns ``steps`` pairs (new_indices, replay_indices) of int64 arrays.
+    """
+    if not 0.0 <= replay_ratio <= 1.0:
+        raise ValueError(f"replay_ratio must be in [0, 1], got {replay_ratio}")
+    if n_new == 0 and n_replay == 0:
+        raise ValueError("nothing to train on: no new and no replay samples")
+    n_rep = round(batch_size * replay_ratio) if n_new else batch_size
+    n_rep = n_rep if n_replay else 0
+    n_fresh = batch_size - n_rep
+    new_pool: list[int] = []
+    batches = []
+    for _ in range(steps):
+        while len(new_pool) < n_fresh and n_new:
+            new_pool.extend(rng.permutation(n_new).tolist())
+        fresh = np.array(new_pool[:n_fresh], dtype=np.int64)
+        del new_pool[:n_fresh]
+        replay = rng.integers(0, n_replay, size=n_rep).astype(np.int64) if n_rep else np.zeros(0, np.int64)
+        batches.append((fresh, replay))
+    return batches
+
+
+def pick_best(results: Sequence[GridResult]) -> GridResult:
+    """The grid entry with the highest T0 mIoU; ties go to the smaller learning rate (the gentler change)."""
+    if not results:
+        raise ValueError("empty learning-rate grid")
+    return sorted(results, key=lambda r: (-r.t0_miou, r.lr))[0]
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
+    return base_lr * (1.0 - step / max(total, 1)) ** power
+
+
+def train_sgd_poly(
+    model: torch.nn.Module,
+    new: tuple[torch.Tensor, torch.Tensor],
+    replay: tuple[torch.Tensor, torch.Tensor],
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    replay_ratio: float,
+    momentum: float,
+    weight_decay: float,
+    poly_power: float,
+    seed: int,
+    device: torch.device,
+    resume_dir: Path | None = None,
+    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    | None = None,
+) -> list[dict]:
+    """Fine-tune ``model`` in place; resumable per epoch.
+
+    Args:
+        new: images (N, 3, H, W) float32 normalised, masks (N, H, W) int64 (255 = ignore) of S^(1..i+1).
+        replay: the same for S0.
+        resume_dir: if given, the state after each epoch is saved there atomically and a rerun continues from
+            the last finished epoch with the same result as an uninterrupted run.
+    Returns:
+        per-epoch history dicts (epoch, loss, lr).
+    """
+    from madseg.io.atomic import atomic_open
+
+    n_new, n_replay = len(new[0]), len(replay[0])
+    per_epoch = max(1, -(-max(n_new, 1) // max(1, batch_size - round(batch_size * replay_ratio))))
+    total = per_epoch * epochs
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    plan = mixed_batches(
+        n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng
+    )
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    start_epoch = 0
+    state_path = resume_dir / "state.pt" if resume_dir else None
+    if state_path and state_path.exists():
+        state = torch.load(state_path, weights_only=True, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        history = state["history"]
+        start_epoch = int(state["epoch"])
+        log.info("resuming fine-tune at epoch %d/%d from %s", start_epoch, epochs, state_path)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        losses = []
+        for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+            fresh, rep = plan[step]
+            x = torch.cat([new[0][fresh], replay[0][rep]]).to(device)
+            y = torch.cat([new[1][fresh], replay[1][rep]]).to(device)
+            if augment is not None:
+                x, y = augment(x, y, gen)
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(lr, step, total, poly_power)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "lr": poly_lr(lr, (epoch + 1) * per_epoch, total, poly_power),
+            }
+        )
+        if state_path:
+            with atomic_open(state_path, "wb") as f:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": gen.get_state(),
+                        "history": history,
+                        "epoch": epoch + 1,
+                    },
+                    f,
+                )
+    return history
+
+
+@dataclass
+class FinetuneResult:
+    model: torch.nn.Module
+    best: GridResult
+    grid: list[GridResult]
+    t0_before: float
+
+
+def hflip_augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample horizontally with probability 1/2 (image (N,3,H,W) and mask (N,H,W) together)."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x, y = x.clone(), y.clone()
+    x[flip] = x[flip].flip(-1)
+    y[flip] = y[flip].flip(-1)
+    return x, y
+
+
+def finetune_target(
+    model: torch.nn.Module,
+    meta: dict,
+    *,
+    new: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    replay: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    params,
+    num_classes: int,
+    resume_root: Path | None = None,
+    device: torch.device | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` once per learning rate of ``params.lr_grid`` and keep the best on T0.
+
+    Args:
+        new, replay, val: (images, masks) with images (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore).
+        meta: the checkpoint's metadata (input_size, mean, std).
+        params: a FinetuneParams section.
+    """
+    import copy
+
+    from madseg.inference import evaluate_model, to_tensors
+
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(params.threads)
+    size = tuple(meta["input_size"])
+    new_t = to_tensors(*new, size=size, mean=meta["mean"], std=meta["std"])
+    replay_t = to_tensors(*replay, size=size, mean=meta["mean"], std=meta["std"])
+    t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
+    log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
+    grid: list[GridResult] = []
+    models: dict[float, torch.nn.Module] = {}
+    for lr in params.lr_grid:
+        torch.manual_seed(params.seed)
+        candidate = copy.deepcopy(model)
+        history = train_sgd_poly(
+            candidate,
+            new_t,
+            replay_t,
+            lr=lr,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            replay_ratio=params.replay_ratio,
+            momentum=params.momentum,
+            weight_decay=params.weight_decay,
+            poly_power=params.poly_power,
+            seed=params.seed,
+            device=device,
+            resume_dir=resume_root / f"lr_{lr:g}" if resume_root else None,
+            augment=hflip_augment,
+        )
+        score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)
+        history[-1]["t0_miou"] = score
+        log.info("lr %g: T0 mIoU %.4f", lr, score)
+        grid.append(GridResult(lr=lr, t0_miou=score, history=history))
+        models[lr] = candidate
+    best = pick_best(grid)
+    return FinetuneResult(model=models[best.lr].cpu(), best=best, grid=grid, t0_before=t0_before)

@@ -1,0 +1,159 @@
+"""Batched, streaming, resumable prediction of an image index into a sharded PredictionStore."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from madseg.io.images import read_rgb
+from madseg.io.store import PredictionStore, Shard, ids_digest
+from madseg.labels import ClassList
+from madseg.metrics import confusion_matrix, mean_iou
+from madseg.models.predictors import Prediction, postprocess, preprocess
+
+log = logging.getLogger(__name__)
+POLICY = "resize-bilinear-to-input/argmax/nearest-back-v1"
+
+
+class _Images(Dataset):
+    """Decodes and preprocesses images in DataLoader workers: (tensor (3, h, w), (H, W))."""
+
+    def __init__(self, paths: Sequence[str], predictor):
+        self.paths, self.predictor = list(paths), predictor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        image = read_rgb(self.paths[i])
+        if not self.predictor.needs_pixels:
+            return torch.zeros(0), image.shape[:2]
+        return self.predictor.preprocess([image])[0], image.shape[:2]
+
+
+def _collate(items):
+    return torch.stack([t for t, _ in items]), [s for _, s in items]
+
+
+def fingerprint(model_path: str | Path, ids: Sequence[str]) -> str:
+    """Identifies a prediction run: the model's bytes, the pool's ids and the resize policy."""
+    h = hashlib.sha256()
+    model_path = Path(model_path)
+    files = sorted(p for p in model_path.rglob("*") if p.is_file()) if model_path.is_dir() else [model_path]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    h.update(ids_digest(ids).encode())
+    h.update(POLICY.encode())
+    return h.hexdigest()
+
+
+def predict_pool(
+    predictor,
+    index: pd.DataFrame,
+    store: PredictionStore,
+    *,
+    model_name: str,
+    classes: ClassList,
+    fingerprint: str,
+    shard_size: int,
+    batch_size: int,
+    workers: int,
+) -> int:
+    """Predict every image of ``index`` (columns id, path; sorted by id) into ``store``, shard by shard.
+
+    Finished shards (sidecar present, same fingerprint, intact bytes) are kept, so a killed run resumes
+    where it stopped and ends with the same bytes as an uninterrupted one. Returns the shards computed.
+    """
+    ids = index["id"].tolist()
+    if ids != sorted(ids) or len(set(ids)) != len(ids):
+        raise ValueError("the pool index must be sorted by id with unique ids")
+    n_shards = -(-len(ids) // shard_size)
+    computed = 0
+    for s in tqdm(range(n_shards), desc=f"infer {model_name}", unit="shard"):
+        rows = index.iloc[s * shard_size : (s + 1) * shard_size]
+        if store.shard_is_done(s, fingerprint, rows["id"].tolist()):
+            continue
+        maps, entropy, maxprob = [], [], []
+        loader = DataLoader(
+            _Images(rows["path"].tolist(), predictor), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+        )
+        offset = 0
+        for batch, shapes in loader:
+            batch_ids = rows["id"].iloc[offset : offset + len(shapes)].tolist()
+            offset += len(shapes)
+            if predictor.needs_pixels:
+                pred = postprocess(predictor.forward(batch), shapes, predictor.lut)
+            else:
+                pred = predictor.predict([None] * len(batch_ids), batch_ids)
+            maps.extend(pred.maps)
+            entropy.append(pred.entropy)
+            maxprob.append(pred.maxprob)
+        store.write_shard(
+            s,
+            Shard(ids=rows["id"].tolist(), maps=maps, area=area_fractions(maps, classes.num_classes),
+                  entropy=np.concatenate(entropy), maxprob=np.concatenate(maxprob)),  # fmt: skip
+            fingerprint,
+        )
+        computed += 1
+    store.finalize(model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint)
+    return computed
+
+
+def area_fractions(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Predicted area fraction per class: (N, K) float32 (ignored pixels count in the denominator)."""
+    out = np.zeros((len(maps), num_classes), np.float32)
+    for i, m in enumerate(maps):
+        counts = np.bincount(m.reshape(-1), minlength=256)[:num_classes]
+        out[i] = counts / m.size
+    return out
+
+
+def predict_images(predictor, images: Sequence[np.ndarray], ids: Sequence[str], batch_size: int = 64) -> Prediction:
+    """Predict a list of in-memory images (any sizes) in batches."""
+    maps, entropy, maxprob = [], [], []
+    for start in range(0, len(images), batch_size):
+        pred = predictor.predict(images[start : start + batch_size], ids[start : start + batch_size])
+        maps.extend(pred.maps)
+        entropy.append(pred.entropy)
+        maxprob.append(pred.maxprob)
+    return Prediction(maps, np.concatenate(entropy) if entropy else np.zeros(0), np.concatenate(maxprob) if maxprob else np.zeros(0))
+
+
+def to_tensors(images, masks, *, size, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training tensors at the model's input size: images (N, 3, h, w) float32, masks (N, h, w) int64."""
+    from madseg.models.predictors import resize_map
+
+    x = preprocess(images, size, mean, std) if len(images) else torch.zeros(0, 3, *size)
+    y = np.stack([resize_map(m, tuple(size)) for m in masks]) if len(masks) else np.zeros((0, *size), np.uint8)
+    return x, torch.from_numpy(y.astype(np.int64))
+
+
+def evaluate_model(model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None) -> float:
+    """Dataset mIoU of a torch model on (images, masks), with the same resize policy as pool inference."""
+    from madseg.models.predictors import TorchPredictor, class_lut
+    from madseg.labels import make_class_list
+
+    classes = make_class_list(meta["classes"])
+    predictor = TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"],
+                               lut=class_lut(meta["classes"], classes, None), device=device)  # fmt: skip
+    pred = predict_images(predictor, images, [""] * len(images))
+    cm = sum(confusion_matrix(t, p, num_classes) for t, p in zip(masks, pred.maps, strict=True))
+    return mean_iou(cm)
+
+
+def predict_voc_split(predictor, dataset, classes: ClassList, infer_params) -> tuple[dict, dict, list[str]]:
+    """Predict a VOC split (T0 by default) -> (predictions by id, truth by id, ids)."""
+    from madseg.io.voc import read_split
+
+    split = read_split(dataset, dataset.val_split, classes)
+    pred = predict_images(predictor, split.images, split.ids, infer_params.batch_size)
+    return dict(zip(split.ids, pred.maps, strict=True)), dict(zip(split.ids, split.masks, strict=True)), split.ids

@@ -1,0 +1,1 @@
+"""Model zoo: a registry of buildable architectures, self-describing checkpoints, and predictors."""

@@ -1,0 +1,68 @@
+"""Self-describing checkpoints: architecture, class list, input size, normalisation and provenance beside the
+weights, loadable with ``torch.load(weights_only=True)`` and rebuilt from the file alone (nanoGPT-style)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from madseg.io.atomic import write_bytes
+from madseg.models.registry import build_model
+
+FORMAT = 1
+REQUIRED = ("format", "arch", "kwargs", "classes", "input_size", "mean", "std", "provenance", "state_dict")
+
+
+def make_meta(*, arch: str, kwargs: dict, classes: list[str], input_size: int | list[int], mean, std) -> dict:
+    """The checkpoint fields other than weights and provenance."""
+    size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
+    return {"arch": arch, "kwargs": dict(kwargs), "classes": list(classes), "input_size": size,
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}  # fmt: skip
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, *, provenance: dict[str, Any]) -> None:
+    """Write ``model``'s weights with ``meta`` and ``provenance`` atomically (byte-stable for equal inputs)."""
+    payload = {
+        "format": FORMAT,
+        **{k: meta[k] for k in ("arch", "kwargs", "classes", "input_size", "mean", "std")},
+        "provenance": provenance,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and validate a checkpoint's payload (weights_only); clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable madseg checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
+        missing = [k for k in REQUIRED if not isinstance(payload, dict) or k not in payload]
+        raise ValueError(f"{path}: not a madseg checkpoint (missing fields {missing})")
+    if payload["format"] != FORMAT:
+        raise ValueError(f"{path}: checkpoint format {payload['format']} is not supported (expected {FORMAT})")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, metadata without weights)."""
+    payload = read_checkpoint(path)
+    model = build_model(payload["arch"], len(payload["classes"]), **payload["kwargs"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit {payload['arch']} ({e})") from None
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model.eval(), meta

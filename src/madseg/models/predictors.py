@@ -1,0 +1,180 @@
+"""Predictors: anything that turns images into label maps in the target's class space.
+
+Sources: a madseg checkpoint, a TorchScript file, an ONNX file (onnxruntime, optional) or a folder of
+precomputed prediction masks named ``<image_id>.png`` (so any external system can compete). A competitor
+trained on another label space is mapped through ``class_map`` (its class -> target class; unmapped -> ignore).
+
+Resize policy (one for all sources): the image is resized to the model's input size (bilinear), the model's
+argmax map is resized back to the image's own size (nearest neighbour). Per-image statistics (mean pixel
+entropy, mean max probability) are taken at the model's resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from madseg.io.images import read_mask
+from madseg.labels import IGNORE_INDEX, ClassList
+
+SOURCES = ("checkpoint", "torchscript", "onnx", "predictions")
+SOURCE_FILES = {"checkpoint": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx", "predictions": "predictions"}
+
+
+@dataclass
+class Prediction:
+    """A batch's results: maps[i] is (H_i, W_i) uint8 in target classes; stats are (N,) float32."""
+
+    maps: list[np.ndarray]
+    entropy: np.ndarray
+    maxprob: np.ndarray
+
+
+def class_lut(own: Sequence[str], target: ClassList, class_map: Mapping[str, str] | None) -> np.ndarray:
+    """A (256,) uint8 lookup from a model's class indices to the target's (unmapped -> IGNORE).
+
+    Without ``class_map`` the two class lists must be identical. Every name is validated against both lists.
+    """
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    if class_map is None:
+        if list(own) != list(target.names):
+            raise ValueError(f"class lists differ ({list(own)} vs {list(target.names)}): give a class_map")
+        lut[: len(own)] = np.arange(len(own))
+        return lut
+    for theirs, ours in class_map.items():
+        if theirs not in own:
+            raise ValueError(f"class_map: {theirs!r} is not one of the model's classes {list(own)}")
+        lut[list(own).index(theirs)] = target.index(ours)
+    return lut
+
+
+def preprocess(images: Sequence[np.ndarray], size: Sequence[int], mean, std) -> torch.Tensor:
+    """Resize (bilinear) and normalise a list of (H, W, 3) uint8 images: (N, 3, size[0], size[1]) float32."""
+    h, w = size
+    arr = np.stack(
+        [im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in images]
+    ).astype(np.float32)
+    arr = (arr / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
+
+
+def resize_map(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (h, w) uint8 map to ``shape`` (H, W)."""
+    if label.shape == shape:
+        return label
+    return np.asarray(Image.fromarray(label).resize((shape[1], shape[0]), Image.NEAREST))
+
+
+def postprocess(logits: torch.Tensor, shapes: Sequence[tuple[int, int]], lut: np.ndarray) -> Prediction:
+    """From logits (N, K, h, w) to maps at each image's own size, in target classes, plus statistics."""
+    probs = torch.softmax(logits.float(), dim=1)
+    maxprob, labels = probs.max(dim=1)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+    labels_np = labels.to(torch.uint8).cpu().numpy()
+    maps = [lut[resize_map(labels_np[i], tuple(shapes[i]))] for i in range(len(shapes))]
+    return Prediction(
+        maps=maps,
+        entropy=entropy.mean(dim=(1, 2)).cpu().numpy().astype(np.float32),
+        maxprob=maxprob.mean(dim=(1, 2)).cpu().numpy().astype(np.float32),
+    )
+
+
+class TorchPredictor:
+    """A torch module (from a checkpoint or TorchScript) with its input size and normalisation."""
+
+    needs_pixels = True
+
+    def __init__(self, module, *, input_size, mean, std, lut: np.ndarray, device: torch.device | None = None):
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.module = module.to(self.device).eval()
+        self.input_size, self.mean, self.std, self.lut = tuple(input_size), mean, std, lut
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return preprocess(images, self.input_size, self.mean, self.std)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.module(batch)
+        return self.module(batch)
+
+    def predict(self, images: Sequence[np.ndarray], ids: Sequence[str] = ()) -> Prediction:
+        return postprocess(self.forward(self.preprocess(images)), [im.shape[:2] for im in images], self.lut)
+
+
+class OnnxPredictor(TorchPredictor):
+    def __init__(self, path: Path, **kwargs):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("ONNX competitors need onnxruntime: pip install -e '.[onnx]'") from None
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+        self.input_size, self.mean, self.std, self.lut = (
+            tuple(kwargs["input_size"]), kwargs["mean"], kwargs["std"], kwargs["lut"])  # fmt: skip
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: batch.numpy()})[0])
+
+
+class FolderPredictor:
+    """Precomputed predictions: ``<folder>/<image_id>.png`` palette or greyscale masks."""
+
+    needs_pixels = False
+
+    def __init__(self, folder: Path, lut: np.ndarray):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such predictions folder")
+        self.folder, self.lut = folder, lut
+
+    def predict(self, images: Sequence[np.ndarray | None], ids: Sequence[str]) -> Prediction:
+        maps = []
+        for n, image in enumerate(ids):
+            path = self.folder / f"{image}.png"
+            if not path.exists():
+                raise FileNotFoundError(f"{self.folder}: no precomputed prediction for image {image}")
+            label = self.lut[read_mask(path)]
+            if images and images[n] is not None and label.shape != images[n].shape[:2]:
+                raise ValueError(f"{path}: prediction {label.shape} does not match the image {images[n].shape[:2]}")
+            maps.append(label)
+        ones = np.ones(len(ids), np.float32)
+        return Prediction(maps=maps, entropy=0 * ones, maxprob=ones)
+
+
+def load_predictor(path: str | Path, *, classes: ClassList, device: torch.device | None = None):
+    """A predictor from a madseg checkpoint file or a competitor folder (``spec.json`` + one model source)."""
+    from madseg.models.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_file():
+        model, meta = load_checkpoint(path)
+        lut = class_lut(meta["classes"], classes, None)
+        return TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device)
+    spec_path = path / "spec.json"
+    if not spec_path.exists():
+        raise FileNotFoundError(f"{path}: neither a checkpoint nor a competitor folder with spec.json")
+    spec = json.loads(spec_path.read_text())
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise ValueError(f"{spec_path}: unknown source {source!r}; valid: {SOURCES}")
+    artefact = path / SOURCE_FILES[source]
+    if source == "checkpoint":
+        model, meta = load_checkpoint(artefact)
+        lut = class_lut(meta["classes"], classes, spec.get("class_map"))
+        return TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device)
+    lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
+    if source == "predictions":
+        return FolderPredictor(artefact, lut)
+    kwargs = {"input_size": spec["input_size"], "mean": spec["mean"], "std": spec["std"], "lut": lut}
+    if source == "torchscript":
+        return TorchPredictor(torch.jit.load(str(artefact), map_location="cpu"), device=device, **kwargs)
+    return OnnxPredictor(artefact, **kwargs)

@@ -1,0 +1,75 @@
+"""One mapping from architecture names to builders; nothing is ever downloaded.
+
+Names are ``smp.<Architecture>`` (segmentation-models-pytorch, any encoder via ``encoder_name``) and
+``tv.<function>`` (torchvision's segmentation models). Every model returns logits (N, K, H, W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torchvision.models.segmentation as tvseg
+from torch import nn
+
+SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "PSPNet", "PAN", "MAnet")
+TV_ARCHS = (
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "lraspp_mobilenet_v3_large",
+    "fcn_resnet50",
+    "fcn_resnet101",
+)
+
+
+class TorchvisionLogits(nn.Module):
+    """Wraps a torchvision segmentation model so that forward returns the 'out' logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def _smp_builder(arch: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, **kwargs: Any) -> nn.Module:
+        if kwargs.get("encoder_weights") not in (None, "none"):
+            raise ValueError(f"smp.{arch}: encoder_weights must be None (nothing is downloaded here)")
+        kwargs["encoder_weights"] = None
+        kwargs.setdefault("encoder_name", "resnet18")
+        return getattr(smp, arch)(classes=num_classes, **kwargs)
+
+    return build
+
+
+def _tv_builder(fn: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, **kwargs: Any) -> nn.Module:
+        for key in ("weights", "weights_backbone"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"tv.{fn}: {key} must be None (nothing is downloaded here)")
+        kwargs.update(weights=None, weights_backbone=None)
+        if fn.startswith(("deeplabv3", "fcn")):
+            kwargs.setdefault("aux_loss", False)
+        return TorchvisionLogits(getattr(tvseg, fn)(num_classes=num_classes, **kwargs))
+
+    return build
+
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    **{f"smp.{a}": _smp_builder(a) for a in SMP_ARCHS},
+    **{f"tv.{f}": _tv_builder(f) for f in TV_ARCHS},
+}
+
+
+def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build an untrained model; an unknown ``arch`` raises ValueError listing the valid names."""
+    if arch not in REGISTRY:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(REGISTRY))}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return REGISTRY[arch](num_classes, **dict(kwargs))

@@ -1,0 +1,1 @@
+"""The per-round HTML report: self-contained pages (inline SVG charts, local image files), no network."""

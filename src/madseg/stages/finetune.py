@@ -1,0 +1,96 @@
+"""finetune@<round>: f_t^(i+1) from f_t^(i) on S^(1..i+1) + S0, the learning rate chosen on T0 from a grid."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pandas as pd
+
+from madseg import paths
+from madseg.config import Params
+from madseg.finetuning import finetune_target
+from madseg.io.atomic import sha256_file, write_json
+from madseg.io.images import read_mask, read_rgb
+from madseg.io.tables import read_csv, write_csv
+from madseg.io.voc import read_split
+from madseg.models.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, *, round_key: str) -> None:
+    spec = params.finetunes[round_key]
+    classes = params.dataset.class_list()
+    parent = paths.target_checkpoint(round_key)
+    model, meta = load_checkpoint(parent)
+
+    # S^(1..i+1): earlier rounds' masks come from the previous labelled set, this round's from its import
+    s_all = read_csv(paths.annotations_dir(round_key) / "S_all.csv", required=["image_id", "round"])
+    prev_dir = paths.labelled_dir(spec.prev)
+    previous = read_csv(prev_dir / "index.csv", required=["image_id", "round", "mask"])
+    here_dir = paths.labelled_dir(round_key)
+    rows = []
+    for image, r in zip(s_all["image_id"], s_all["round"].astype(str), strict=True):
+        source = (paths.annotations_dir(round_key) / "masks" if r == round_key else prev_dir) / f"{image}.png"
+        rows.append({"image_id": image, "round": r, "mask": f"{image}.png", "source": source})
+    missing = [str(row["source"]) for row in rows if not row["source"].exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"masks missing for {len(missing)} images of S^(1..{int(round_key) + 1}): {missing[:3]}"
+        )
+    if len(previous) and not set(previous["image_id"]) <= set(s_all["image_id"]):
+        raise ValueError(f"{prev_dir}/index.csv holds images that S_all.csv of round {round_key} lacks")
+
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
+    new_images = [read_rgb(index.loc[row["image_id"], "path"]) for row in rows]
+    new_masks = [read_mask(row["source"], classes) for row in rows]
+    s0 = read_split(params.dataset, params.dataset.train_split, classes)
+    t0 = read_split(params.dataset, params.dataset.val_split, classes)
+
+    result = finetune_target(
+        model,
+        meta,
+        new=(new_images, new_masks),
+        replay=(s0.images, s0.masks),
+        val=(t0.images, t0.masks),
+        params=params.finetune,
+        num_classes=classes.num_classes,
+        resume_root=paths.finetune_dir(round_key) / "resume",
+    )
+
+    provenance = {
+        "round": int(spec.next),
+        "parent": str(parent),
+        "parent_sha256": sha256_file(parent),
+        "labelled_images": [row["image_id"] for row in rows],
+        "replay": f"{params.dataset.voc_root}:{params.dataset.train_split} ({len(s0.images)} images)",
+        "lr": result.best.lr,
+        "lr_grid": {str(r.lr): r.t0_miou for r in result.grid},
+    }
+    save_checkpoint(paths.target_checkpoint(spec.next), result.model, meta, provenance=provenance)
+
+    if here_dir.exists():
+        shutil.rmtree(here_dir)
+    here_dir.mkdir(parents=True)
+    for row in rows:
+        shutil.copyfile(row["source"], here_dir / row["mask"])
+    write_csv(here_dir / "index.csv", pd.DataFrame(rows)[["image_id", "round", "mask"]])
+
+    curve = pd.DataFrame(
+        [{"lr": r.lr, **h} for r in result.grid for h in r.history],
+        columns=["lr", "epoch", "loss", "t0_miou"],
+    )
+    write_csv(paths.METRICS / "finetune" / f"round_{round_key}_curve.csv", curve)
+    write_json(
+        paths.METRICS / "finetune" / f"round_{round_key}.json",
+        {
+            "chosen_lr": result.best.lr,
+            "t0_miou_before": result.t0_before,
+            "t0_miou_after": result.best.t0_miou,
+            "labelled_images": len(rows),
+            "replay_images": len(s0.images),
+            **{f"grid.{r.lr:g}.t0_miou": r.t0_miou for r in result.grid},
+        },
+    )
+    shutil.rmtree(paths.finetune_dir(round_key) / "resume", ignore_errors=True)

@@ -1,0 +1,37 @@
+"""infer --model NAME (a competitor, once per pool) or infer --round R (the target f_t^(R))."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from madseg import paths
+from madseg.config import Params
+from madseg.inference import fingerprint, predict_pool
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv
+from madseg.models.predictors import load_predictor
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, *, model: str | None = None, round_key: str | None = None) -> None:
+    if (model is None) == (round_key is None):
+        raise ValueError("infer needs exactly one of --model (a competitor) or --round (the target)")
+    if model is not None and model not in params.models.competitors:
+        raise ValueError(f"unknown competitor {model!r}; competitors: {', '.join(params.models.competitors)}")
+    torch.set_num_threads(params.infer.threads)
+    classes = params.dataset.class_list()
+    if model is not None:
+        source, out, name = paths.competitor_dir(model), paths.competitor_predictions(model), model
+    else:
+        source, out, name = paths.target_checkpoint(round_key), paths.target_predictions(round_key), f"target_{round_key}"
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"]).sort_values("id").reset_index(drop=True)
+    predictor = load_predictor(source, classes=classes)
+    computed = predict_pool(
+        predictor, index, PredictionStore(out), model_name=name, classes=classes,
+        fingerprint=fingerprint(source, index["id"].tolist()), shard_size=params.infer.shard_size,
+        batch_size=params.infer.batch_size, workers=params.infer.workers,
+    )  # fmt: skip
+    log.info("%s: %d images, %d shards computed (the rest resumed)", name, len(index), computed)

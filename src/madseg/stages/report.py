@@ -1,0 +1,157 @@
+"""report: a static HTML page per round plus an index, from the pipeline's metrics, tables and overlays."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from madseg import paths
+from madseg.config import Params
+from madseg.io.atomic import read_json, sha256_file, write_text
+from madseg.io.tables import read_csv
+from madseg.report.charts import bar_chart, line_chart
+from madseg.report.pages import GalleryItem, Section, page, table1_html
+from madseg.selection import SCORE_LEVELS
+
+log = logging.getLogger(__name__)
+GALLERY_SIZE = 12
+
+
+def run(params: Params) -> None:
+    out = paths.REPORT
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "assets").mkdir(parents=True)
+    target = params.models.target.name
+    models = [target, *params.models.competitors]
+    rounds = {k: read_json(paths.round_metrics(k)) for k in params.rounds if paths.round_metrics(k).exists()}
+    table = pd.read_csv(paths.METRICS / "table1.csv") if (paths.METRICS / "table1.csv").exists() else None
+    nav = {"index": "index.html", **{f"round {k}": f"round_{k}.html" for k in rounds}}
+    provenance = _provenance(params)
+
+    overview = [
+        Section("Table 1: mIoU on T0 and on each round's MAD test set", "table1",
+                table1_html(table, target) if table is not None else '<p class="empty">no rounds evaluated</p>',
+                note="Points of mIoU. The target's row is highlighted; a T column is green where it rose since "
+                     "the previous round's T column and red where it fell."),  # fmt: skip
+        Section("mIoU per model across rounds", "curves", _round_curves(rounds, models, target)),
+        Section("Science", "science", _science()),
+    ]
+    write_text(out / "index.html", page("madseg report", overview, nav, provenance))
+    for key in rounds:
+        sections = _round_sections(params, key, rounds, out)
+        write_text(out / f"round_{key}.html", page(f"madseg round {key}", sections, nav, provenance))
+    log.info("report written to %s", paths.REPORT_INDEX)
+
+
+def _round_curves(rounds: dict, models: list[str], target: str) -> str:
+    charts = []
+    for column, label in (("T0", "T0 (benchmark)"), ("T", "T^(i+1) (MAD test set)")):
+        series = {m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())] for m in models}
+        charts.append(line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target))
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _science() -> str:
+    parts = []
+    stability = paths.METRICS / "stability.csv"
+    if stability.exists():
+        df = pd.read_csv(stability)
+        series = {f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in df.groupby("round")}
+        parts.append(line_chart(series, title="Ranking stability (Appendix C)", x_label="k (first k images of T)",
+                                y_label="SRCC with all of T", y_range=(-1, 1)))  # fmt: skip
+    validity = paths.METRICS / "validity.json"
+    if validity.exists():
+        rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in sorted(read_json(validity).items()))
+        parts.append(f'<table class="t1"><tbody>{rows}</tbody></table>')
+    return "".join(parts) or '<p class="empty">no study results yet (see README: the validity study)</p>'
+
+
+def _copy(src: Path, out: Path, key: str, kind: str) -> str:
+    rel = Path("assets") / f"round_{key}" / kind / src.name
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out / rel)
+    return rel.as_posix()
+
+
+def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[Section]:
+    ann, mining = paths.annotations_dir(key), paths.mining_dir(key)
+    sections = []
+    metrics = rounds[key]
+    rows = "".join(
+        f"<tr><td>{m}</td><td>{100 * metrics.get(f'{m}.T0.miou', float('nan')):.1f}</td>"
+        f"<td>{100 * metrics.get(f'{m}.T.miou', float('nan')):.1f}</td>"
+        f"<td>[{100 * metrics.get(f'{m}.T.miou_ci_low', float('nan')):.1f}, "
+        f"{100 * metrics.get(f'{m}.T.miou_ci_high', float('nan')):.1f}]</td>"
+        f"<td>{100 * metrics.get(f'{m}.T.image_miou', float('nan')):.1f}</td></tr>"
+        for m in [params.models.target.name, *params.models.competitors]
+    )
+    sections.append(Section(
+        "Scores this round", "scores",
+        '<table class="t1"><thead><tr><th>model</th><th>T0</th><th>T</th><th>T 95 % CI</th><th>T per-image</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table>",
+        note=f"T has {metrics.get('T_size', '?')} images: the bootstrap interval shows how little a test set this "
+             "small can separate models.",
+    ))  # fmt: skip
+
+    if (mining / "candidates.csv").exists():
+        cands = read_csv(mining / "candidates.csv")
+        top = cands.sort_values(["rank", "distance"], ascending=[True, False]).drop_duplicates("image_id").head(GALLERY_SIZE)
+        items = [
+            GalleryItem(_copy(mining / "overlays" / "report" / f"{r.image_id}.png", out, key, "candidates"),
+                        f"{r.competitor} · {r['class']} · dir {r.direction} · d={r.distance:.2f} · rank {r['rank']}")
+            for _, r in top.iterrows() if (mining / "overlays" / "report" / f"{r.image_id}.png").exists()
+        ]  # fmt: skip
+        sections.append(Section("Candidates from M (image | target | competitor)", "candidates", gallery=items))
+
+    charts = []
+    if (ann / "scores.csv").exists():
+        scores = read_csv(ann / "scores.csv")
+        hist = {name: int((scores["score"] == n + 1).sum()) for n, name in enumerate(SCORE_LEVELS)}
+        hist["out of domain"] = int(scores["out_of_domain"].astype(bool).sum())
+        charts.append(bar_chart(hist, title="Ratings of M", y_label="ratings"))
+    agreement = paths.METRICS / "annotation" / f"agreement_round_{key}.json"
+    agree_text = ""
+    if agreement.exists():
+        alpha = read_json(agreement).get("krippendorff_alpha_ordinal")
+        agree_text = f"<p>Annotator agreement (Krippendorff's α, ordinal): <b>{alpha if alpha is None else f'{alpha:.3f}'}</b></p>"
+    curve = paths.METRICS / "finetune" / f"round_{key}_curve.csv"
+    if curve.exists():
+        df = pd.read_csv(curve)
+        series = {f"lr {lr:g}": list(zip(g["epoch"], g["loss"], strict=True)) for lr, g in df.groupby("lr")}
+        charts.append(line_chart(series, title="Fine-tuning loss", x_label="epoch", y_label="loss"))
+    sections.append(Section("Ratings, agreement and fine-tuning", "humans", agree_text + f'<div class="charts">{"".join(charts)}</div>'))
+
+    for name, table_name in (("S (fine-tuning set)", "S.csv"), ("T (test set)", "T.csv")):
+        if (ann / table_name).exists():
+            ids = read_csv(ann / table_name)["image_id"].head(GALLERY_SIZE)
+            items = [
+                GalleryItem(_copy(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i)
+                for i in ids if (mining / "overlays" / "rater" / f"{i}.png").exists()
+            ]  # fmt: skip
+            sections.append(Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items))
+
+    compare = paths.mining_dir(key) / "before_after"
+    if compare.exists():
+        items = [GalleryItem(_copy(p, out, key, "before_after"), p.stem) for p in sorted(compare.glob("*.png"))[:GALLERY_SIZE]]
+        sections.append(Section("Before / after fine-tuning", "before-after", gallery=items))
+    return sections
+
+
+def _provenance(params: Params) -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    params_hash = hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest()[:16]
+    prov = {"commit": commit, "params.yaml sha256": params_hash, "annotation backend": params.annotation.backend}
+    for key in params.rounds:
+        ckpt = paths.target_checkpoint(key)
+        if ckpt.exists():
+            prov[f"target_{key}.pt sha256"] = sha256_file(ckpt)[:16]
+    return prov
