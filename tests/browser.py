@@ -50,7 +50,8 @@ def visit(page_path: Path, screenshot: Path, wait_for: str | None = None) -> Pag
         if wait_for:
             page.wait_for_selector(wait_for, timeout=20_000)
         broken = page.eval_on_selector_all(
-            "img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.getAttribute('src'))"
+            "img",
+            "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.getAttribute('src'))",
         )
         visit = PageVisit(
             headings=page.eval_on_selector_all("h1, h2", "els => els.map(e => e.textContent.trim())"),

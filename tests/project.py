@@ -17,14 +17,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
 def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "competitors" else v
+        out[k] = (
+            merge(base[k], v)
+            if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "competitors"
+            else v
+        )
     return out
 
 
@@ -33,16 +39,19 @@ def make_tiny_project(work: Path) -> Path:
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for rel in files:
         src = ROOT / rel
-        generated = rel.startswith(("data/", "models/", "metrics/", "annotations/")) and "round_init" not in rel
+        generated = (
+            rel.startswith(("data/", "models/", "metrics/", "annotations/")) and "round_init" not in rel
+        )
         if src.is_file() and not generated:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / rel)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text()))
+    params = merge(
+        yaml.safe_load((ROOT / "params.yaml").read_text()),
+        yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text()),
+    )
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "tiny config"], work)
     run(["dvc", "repro"], work)
     return work
-
-

@@ -37,7 +37,7 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_project):
         for model in ["target", *params["models"]["competitors"]]:
             assert 0.0 <= metrics[f"{model}.T0.miou"] <= 1.0
             assert 0.0 <= metrics[f"{model}.T.miou"] <= 1.0
-    for key, spec in params["finetunes"].items():
+    for spec in params["finetunes"].values():
         assert (tiny_project / f"models/target_{spec['next']}.pt").exists()
     summary = json.loads((tiny_project / "metrics/summary.json").read_text())
     assert summary["round"] == max(int(k) for k in params["rounds"])

@@ -18,12 +18,17 @@ def test_report_renders_offline_with_every_image(tiny_project):
     assert index.exists()
     page = visit(index, ARTIFACTS / "report_index.png")
     assert page.external_requests == []
-    assert {"madseg report", "Table 1: mIoU on T0 and on each round's MAD test set", "Provenance"} <= set(page.headings)
+    assert {"madseg report", "Table 1: mIoU on T0 and on each round's MAD test set", "Provenance"} <= set(
+        page.headings
+    )
     assert page.svgs >= 2
     round_page = visit(tiny_project / "metrics/report/round_0.html", ARTIFACTS / "report_round_0.png")
     assert round_page.external_requests == [] and round_page.errors == []
     assert round_page.images > 0 and round_page.broken_images == []
-    for section in ("Candidates from M (image | target | competitor)", "T (test set): image | target's prediction"):
+    for section in (
+        "Candidates from M (image | target | competitor)",
+        "T (test set): image | target's prediction",
+    ):
         assert section in round_page.headings
 
 

@@ -21,7 +21,13 @@ def _scores(rows):
 
 def test_mos_averages_and_any_ood_vote_vetoes():
     scores = _scores(
-        [("a", "x", 1, False), ("a", "y", 2, False), ("b", "x", 1, False), ("b", "y", 1, True), ("c", "x", 4, False)]
+        [
+            ("a", "x", 1, False),
+            ("a", "y", 2, False),
+            ("b", "x", 1, False),
+            ("b", "y", 1, True),
+            ("c", "x", 4, False),
+        ]
     )
     mos = mean_opinion_scores(scores, ["a", "b", "c"])
     assert mos["image_id"].tolist() == ["a", "c", "b"]
@@ -33,7 +39,7 @@ def test_mos_averages_and_any_ood_vote_vetoes():
 def test_mos_rejects_missing_ratings_and_bad_scores():
     with pytest.raises(ValueError, match="no rating"):
         mean_opinion_scores(_scores([("a", "x", 3, False)]), ["a", "b"])
-    with pytest.raises(ValueError, match="outside 1..5"):
+    with pytest.raises(ValueError, match=r"outside 1\.\.5"):
         mean_opinion_scores(_scores([("a", "x", 7, False)]), ["a"])
     with pytest.raises(ValueError, match="not candidates"):
         mean_opinion_scores(_scores([("z", "x", 3, False)]), [])
@@ -69,7 +75,7 @@ def test_build_T_constraints_and_determinism():
 def test_build_T_errors_when_cap_cannot_fill():
     mos = _mos_table(30)
     classes = pd.Series(["disc"] * 30, index=mos["image_id"])
-    with pytest.raises(ValueError, match="cannot|only 5"):
+    with pytest.raises(ValueError, match=r"cannot|only 5"):
         build_test_set(mos, classes, size=10, t_cap=5, seed=0)
     with pytest.raises(ValueError, match="raise t_cap"):
         check_test_set_feasible(num_foreground=6, t_size=40, t_cap=6)
@@ -97,7 +103,9 @@ def test_krippendorff_alpha_matches_reference_package(seed):
     scores = _scores(rows)
     ours = krippendorff_alpha_ordinal(scores)
     pivot = scores.pivot_table(index="annotator", columns="image_id", values="score").to_numpy(float)
-    ref = krippendorff.alpha(reliability_data=pivot, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
+    ref = krippendorff.alpha(
+        reliability_data=pivot, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5]
+    )
     assert ours == pytest.approx(ref, abs=1e-9)
 
 

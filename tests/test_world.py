@@ -65,7 +65,7 @@ def test_voc_layout_is_readable(world):
 
 
 def test_pool_truth_is_apart_and_complete(world):
-    params, root = world
+    _, root = world
     pool_files = sorted((root / "pool/images").iterdir())
     assert all(p.suffix == ".jpg" for p in pool_files)  # no masks or tables beside the pool images
     assert not any(k in p.name for p in pool_files for k in ("corner", "ood", "normal"))

@@ -196,7 +196,9 @@ class MiningParams:
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0
-    overlay_min_side: int = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
+    overlay_min_side: int = (
+        192  # overlays upscale small images (maps nearest-neighbour) to at least this side
+    )
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,9 @@ def _check_rounds(params: Params) -> None:
             raise ConfigError(f"rounds.{key}.prev must be {want!r}, got {params.rounds[key].prev!r}")
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
-        raise ConfigError(f"finetunes must hold every round but the last ({want_ft}), got {list(params.finetunes)}")
+        raise ConfigError(
+            f"finetunes must hold every round but the last ({want_ft}), got {list(params.finetunes)}"
+        )
     for key, spec in params.finetunes.items():
         if spec.prev != params.rounds[key].prev or spec.next != str(int(key) + 1):
             raise ConfigError(

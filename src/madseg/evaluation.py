@@ -15,7 +15,10 @@ from madseg.metrics import confusion_matrix, iou_per_class, mean_iou, miou_from_
 
 
 def per_image_confusions(
-    predictions: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], ids: Sequence[str], num_classes: int
+    predictions: Mapping[str, np.ndarray],
+    truth: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    num_classes: int,
 ) -> np.ndarray:
     """Confusion matrices of ``predictions`` against ``truth`` for ``ids``: (N, K, K) int64.
 
@@ -65,7 +68,7 @@ def score_set(cms: np.ndarray, class_names: Sequence[str], *, n_boot: int, seed:
     scores: dict[str, float] = {
         "miou": mean_iou(total),
         "image_miou": float(miou_from_batch(cms).mean()) if len(cms) else float("nan"),
-        "n_images": int(len(cms)),
+        "n_images": len(cms),
     }
     scores["miou_ci_low"], scores["miou_ci_high"] = bootstrap_miou(cms, n_boot, seed)
     for name, iou in zip(class_names, iou_per_class(total), strict=True):

@@ -84,7 +84,10 @@ def predict_pool(
             continue
         maps, entropy, maxprob = [], [], []
         loader = DataLoader(
-            _Images(rows["path"].tolist(), predictor), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+            _Images(rows["path"].tolist(), predictor),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
         )
         offset = 0
         for batch, shapes in loader:
@@ -99,12 +102,19 @@ def predict_pool(
             maxprob.append(pred.maxprob)
         store.write_shard(
             s,
-            Shard(ids=rows["id"].tolist(), maps=maps, area=area_fractions(maps, classes.num_classes),
-                  entropy=np.concatenate(entropy), maxprob=np.concatenate(maxprob)),  # fmt: skip
+            Shard(
+                ids=rows["id"].tolist(),
+                maps=maps,
+                area=area_fractions(maps, classes.num_classes),
+                entropy=np.concatenate(entropy),
+                maxprob=np.concatenate(maxprob),
+            ),
             fingerprint,
         )
         computed += 1
-    store.finalize(model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint)
+    store.finalize(
+        model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint
+    )
     return computed
 
 
@@ -117,7 +127,9 @@ def area_fractions(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     return out
 
 
-def predict_images(predictor, images: Sequence[np.ndarray], ids: Sequence[str], batch_size: int = 64) -> Prediction:
+def predict_images(
+    predictor, images: Sequence[np.ndarray], ids: Sequence[str], batch_size: int = 64
+) -> Prediction:
     """Predict a list of in-memory images (any sizes) in batches."""
     maps, entropy, maxprob = [], [], []
     for start in range(0, len(images), batch_size):
@@ -125,7 +137,11 @@ def predict_images(predictor, images: Sequence[np.ndarray], ids: Sequence[str], 
         maps.extend(pred.maps)
         entropy.append(pred.entropy)
         maxprob.append(pred.maxprob)
-    return Prediction(maps, np.concatenate(entropy) if entropy else np.zeros(0), np.concatenate(maxprob) if maxprob else np.zeros(0))
+    return Prediction(
+        maps,
+        np.concatenate(entropy) if entropy else np.zeros(0),
+        np.concatenate(maxprob) if maxprob else np.zeros(0),
+    )
 
 
 def to_tensors(images, masks, *, size, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,14 +149,20 @@ def to_tensors(images, masks, *, size, mean, std) -> tuple[torch.Tensor, torch.T
     from madseg.models.predictors import resize_map
 
     x = preprocess(images, size, mean, std) if len(images) else torch.zeros(0, 3, *size)
-    y = np.stack([resize_map(m, tuple(size)) for m in masks]) if len(masks) else np.zeros((0, *size), np.uint8)
+    y = (
+        np.stack([resize_map(m, tuple(size)) for m in masks])
+        if len(masks)
+        else np.zeros((0, *size), np.uint8)
+    )
     return x, torch.from_numpy(y.astype(np.int64))
 
 
-def evaluate_model(model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None) -> float:
+def evaluate_model(
+    model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None
+) -> float:
     """Dataset mIoU of a torch model on (images, masks), with the same resize policy as pool inference."""
-    from madseg.models.predictors import TorchPredictor, class_lut
     from madseg.labels import make_class_list
+    from madseg.models.predictors import TorchPredictor, class_lut
 
     classes = make_class_list(meta["classes"])
     predictor = TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"],
@@ -156,4 +178,8 @@ def predict_voc_split(predictor, dataset, classes: ClassList, infer_params) -> t
 
     split = read_split(dataset, dataset.val_split, classes)
     pred = predict_images(predictor, split.images, split.ids, infer_params.batch_size)
-    return dict(zip(split.ids, pred.maps, strict=True)), dict(zip(split.ids, split.masks, strict=True)), split.ids
+    return (
+        dict(zip(split.ids, pred.maps, strict=True)),
+        dict(zip(split.ids, split.masks, strict=True)),
+        split.ids,
+    )

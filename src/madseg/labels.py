@@ -84,7 +84,9 @@ class ClassList:
         return self.palette.reshape(-1).tolist()
 
 
-def make_class_list(classes: str | Sequence[str], palette: Sequence[Sequence[int]] | None = None) -> ClassList:
+def make_class_list(
+    classes: str | Sequence[str], palette: Sequence[Sequence[int]] | None = None
+) -> ClassList:
     """Build a ClassList from a preset name or an explicit list of names, with an optional palette."""
     if isinstance(classes, str):
         if classes not in PRESETS:
@@ -96,7 +98,9 @@ def make_class_list(classes: str | Sequence[str], palette: Sequence[Sequence[int
     if palette is not None:
         given = np.asarray(palette, dtype=np.int64)
         if given.ndim != 2 or given.shape[1] != 3 or given.shape[0] != len(names):
-            raise ValueError(f"palette must list one [r, g, b] per class ({len(names)}), got shape {given.shape}")
+            raise ValueError(
+                f"palette must list one [r, g, b] per class ({len(names)}), got shape {given.shape}"
+            )
         if given.min() < 0 or given.max() > 255:
             raise ValueError("palette entries must lie in 0..255")
         full[: len(names)] = given.astype(np.uint8)

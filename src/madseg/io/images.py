@@ -36,6 +36,11 @@ def decode_rgb(data: bytes, what: str = "image") -> np.ndarray:
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:
     """Convert any PIL mode (L, P, RGBA, I;16, CMYK, ...) to (H, W, 3) uint8 RGB."""
+    return np.asarray(to_rgb_image(im), dtype=np.uint8)
+
+
+def to_rgb_image(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to an RGB PIL image (what :func:`to_rgb_array` returns, before the array copy)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         peak = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
@@ -47,7 +52,7 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, im)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return im.convert("RGB")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

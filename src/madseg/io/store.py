@@ -46,7 +46,12 @@ class Shard:
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        if len(self.maps) != n or self.area.shape[0] != n or self.entropy.shape != (n,) or self.maxprob.shape != (n,):
+        if (
+            len(self.maps) != n
+            or self.area.shape[0] != n
+            or self.entropy.shape != (n,)
+            or self.maxprob.shape != (n,)
+        ):
             raise ValueError(
                 f"shard fields disagree on the image count: ids {n}, maps {len(self.maps)}, "
                 f"area {self.area.shape}, entropy {self.entropy.shape}, maxprob {self.maxprob.shape}"
@@ -127,8 +132,16 @@ class PredictionStore:
         except CorruptShardError:
             return False
 
-    def finalize(self, *, model: str, classes: Sequence[str], shard_size: int, ids: Sequence[str], fingerprint: str,
-                 extra: dict | None = None) -> None:
+    def finalize(
+        self,
+        *,
+        model: str,
+        classes: Sequence[str],
+        shard_size: int,
+        ids: Sequence[str],
+        fingerprint: str,
+        extra: dict | None = None,
+    ) -> None:
         """Write the manifest once every shard is done; removes shards left over from a larger earlier run."""
         n_shards = -(-len(ids) // shard_size) if ids else 0
         checksums = []
@@ -210,7 +223,9 @@ class PredictionStore:
         pos = {i: n for n, i in enumerate(ids)}
         missing = [w for w in wanted if w not in pos]
         if missing:
-            raise KeyError(f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}")
+            raise KeyError(
+                f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}"
+            )
         out: dict[str, np.ndarray] = {}
         for s in sorted({pos[w] // size for w in wanted}):
             shard = self.read_shard(s)

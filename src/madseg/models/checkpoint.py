@@ -52,7 +52,9 @@ def read_checkpoint(path: str | Path) -> dict:
         missing = [k for k in REQUIRED if not isinstance(payload, dict) or k not in payload]
         raise ValueError(f"{path}: not a madseg checkpoint (missing fields {missing})")
     if payload["format"] != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {payload['format']} is not supported (expected {FORMAT})")
+        raise ValueError(
+            f"{path}: checkpoint format {payload['format']} is not supported (expected {FORMAT})"
+        )
     return payload
 
 

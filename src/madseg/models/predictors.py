@@ -24,7 +24,12 @@ from madseg.io.images import read_mask
 from madseg.labels import IGNORE_INDEX, ClassList
 
 SOURCES = ("checkpoint", "torchscript", "onnx", "predictions")
-SOURCE_FILES = {"checkpoint": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx", "predictions": "predictions"}
+SOURCE_FILES = {
+    "checkpoint": "model.pt",
+    "torchscript": "model.ts",
+    "onnx": "model.onnx",
+    "predictions": "predictions",
+}
 
 
 @dataclass
@@ -58,7 +63,10 @@ def preprocess(images: Sequence[np.ndarray], size: Sequence[int], mean, std) -> 
     """Resize (bilinear) and normalise a list of (H, W, 3) uint8 images: (N, 3, size[0], size[1]) float32."""
     h, w = size
     arr = np.stack(
-        [im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in images]
+        [
+            im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
+            for im in images
+        ]
     ).astype(np.float32)
     arr = (arr / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
@@ -144,7 +152,9 @@ class FolderPredictor:
                 raise FileNotFoundError(f"{self.folder}: no precomputed prediction for image {image}")
             label = self.lut[read_mask(path)]
             if images and images[n] is not None and label.shape != images[n].shape[:2]:
-                raise ValueError(f"{path}: prediction {label.shape} does not match the image {images[n].shape[:2]}")
+                raise ValueError(
+                    f"{path}: prediction {label.shape} does not match the image {images[n].shape[:2]}"
+                )
             maps.append(label)
         ones = np.ones(len(ids), np.float32)
         return Prediction(maps=maps, entropy=0 * ones, maxprob=ones)
@@ -158,7 +168,9 @@ def load_predictor(path: str | Path, *, classes: ClassList, device: torch.device
     if path.is_file():
         model, meta = load_checkpoint(path)
         lut = class_lut(meta["classes"], classes, None)
-        return TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device)
+        return TorchPredictor(
+            model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device
+        )
     spec_path = path / "spec.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"{path}: neither a checkpoint nor a competitor folder with spec.json")
@@ -170,7 +182,9 @@ def load_predictor(path: str | Path, *, classes: ClassList, device: torch.device
     if source == "checkpoint":
         model, meta = load_checkpoint(artefact)
         lut = class_lut(meta["classes"], classes, spec.get("class_map"))
-        return TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device)
+        return TorchPredictor(
+            model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device
+        )
     lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
     if source == "predictions":
         return FolderPredictor(artefact, lut)

@@ -26,7 +26,11 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
     if model is not None:
         source, out, name = paths.competitor_dir(model), paths.competitor_predictions(model), model
     else:
-        source, out, name = paths.target_checkpoint(round_key), paths.target_predictions(round_key), f"target_{round_key}"
+        source, out, name = (
+            paths.target_checkpoint(round_key),
+            paths.target_predictions(round_key),
+            f"target_{round_key}",
+        )
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).sort_values("id").reset_index(drop=True)
     predictor = load_predictor(source, classes=classes)
     computed = predict_pool(

@@ -59,11 +59,16 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     curve = pretrain(net, x, y, steps=steps, batch_size=params.pretrain.batch_size, lr=params.pretrain.lr,
                      weight_decay=params.pretrain.weight_decay, seed=params.seed, device=device)  # fmt: skip
     seconds = time.monotonic() - start
-    t0_miou = evaluate_model(net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes, device=device)
+    t0_miou = evaluate_model(
+        net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes, device=device
+    )
     provenance = {"trained_on": f"{params.dataset.voc_root}:{params.dataset.train_split}", "images": len(s0.images),
                   "steps": steps, "seed": params.seed, "t0_miou": t0_miou}  # fmt: skip
     save_checkpoint(out, net.cpu(), meta, provenance=provenance)
-    write_json(paths.METRICS / "pretrain" / f"{name}.json", {"t0_miou": t0_miou, "steps": steps, "train_s": round(seconds, 1)})
+    write_json(
+        paths.METRICS / "pretrain" / f"{name}.json",
+        {"t0_miou": t0_miou, "steps": steps, "train_s": round(seconds, 1)},
+    )
     write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(curve))
     log.info("%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, steps, seconds)
 
@@ -71,7 +76,9 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
 def _adopt(params: Params, spec: ModelSpec, is_target: bool) -> None:
     """Copy a user's checkpoint / TorchScript / ONNX / predictions folder into the project, validated."""
     if spec.path is None or not Path(spec.path).exists():
-        raise FileNotFoundError(f"model {spec.name}: source {spec.source!r} needs an existing path, got {spec.path!r}")
+        raise FileNotFoundError(
+            f"model {spec.name}: source {spec.source!r} needs an existing path, got {spec.path!r}"
+        )
     if is_target:
         if spec.source not in ("registry", "checkpoint"):
             raise ValueError("the target must be a madseg checkpoint (it is fine-tuned), not " + spec.source)
@@ -80,7 +87,9 @@ def _adopt(params: Params, spec: ModelSpec, is_target: bool) -> None:
         return
     source = "checkpoint" if spec.source == "registry" else spec.source
     if source not in SOURCE_FILES:
-        raise ValueError(f"model {spec.name}: unknown source {spec.source!r}; valid: registry, {', '.join(SOURCE_FILES)}")
+        raise ValueError(
+            f"model {spec.name}: unknown source {spec.source!r}; valid: registry, {', '.join(SOURCE_FILES)}"
+        )
     folder = paths.competitor_dir(spec.name)
     if folder.exists():
         shutil.rmtree(folder)
@@ -94,7 +103,16 @@ def _write_spec(params: Params, spec: ModelSpec) -> None:
     m = params.models
     write_json(
         paths.competitor_dir(spec.name) / "spec.json",
-        {"name": spec.name, "source": source, "classes": spec.classes, "class_map": spec.class_map,
-         "input_size": [m.input_size, m.input_size], "mean": list(m.mean), "std": list(m.std)},  # fmt: skip
+        {
+            "name": spec.name,
+            "source": source,
+            "classes": spec.classes,
+            "class_map": spec.class_map,
+            "input_size": [m.input_size, m.input_size],
+            "mean": list(m.mean),
+            "std": list(m.std),
+        },
     )
-    load_predictor(paths.competitor_dir(spec.name), classes=params.dataset.class_list())  # fail now, not at infer
+    load_predictor(
+        paths.competitor_dir(spec.name), classes=params.dataset.class_list()
+    )  # fail now, not at infer

@@ -35,10 +35,13 @@ def run(params: Params) -> None:
     provenance = _provenance(params)
 
     overview = [
-        Section("Table 1: mIoU on T0 and on each round's MAD test set", "table1",
-                table1_html(table, target) if table is not None else '<p class="empty">no rounds evaluated</p>',
-                note="Points of mIoU. The target's row is highlighted; a T column is green where it rose since "
-                     "the previous round's T column and red where it fell."),  # fmt: skip
+        Section(
+            "Table 1: mIoU on T0 and on each round's MAD test set",
+            "table1",
+            table1_html(table, target) if table is not None else '<p class="empty">no rounds evaluated</p>',
+            note="Points of mIoU. The target's row is highlighted; a T column is green where it rose since "
+            "the previous round's T column and red where it fell.",
+        ),
         Section("mIoU per model across rounds", "curves", _round_curves(rounds, models, target)),
         Section("Science", "science", _science()),
     ]
@@ -52,8 +55,13 @@ def run(params: Params) -> None:
 def _round_curves(rounds: dict, models: list[str], target: str) -> str:
     charts = []
     for column, label in (("T0", "T0 (benchmark)"), ("T", "T^(i+1) (MAD test set)")):
-        series = {m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())] for m in models}
-        charts.append(line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target))
+        series = {
+            m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())]
+            for m in models
+        }
+        charts.append(
+            line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target)
+        )
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
@@ -101,13 +109,19 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
 
     if (mining / "candidates.csv").exists():
         cands = read_csv(mining / "candidates.csv")
-        top = cands.sort_values(["rank", "distance"], ascending=[True, False]).drop_duplicates("image_id").head(GALLERY_SIZE)
+        top = (
+            cands.sort_values(["rank", "distance"], ascending=[True, False])
+            .drop_duplicates("image_id")
+            .head(GALLERY_SIZE)
+        )
         items = [
             GalleryItem(_copy(mining / "overlays" / "report" / f"{r.image_id}.png", out, key, "candidates"),
                         f"{r.competitor} · {r['class']} · dir {r.direction} · d={r.distance:.2f} · rank {r['rank']}")
             for _, r in top.iterrows() if (mining / "overlays" / "report" / f"{r.image_id}.png").exists()
         ]  # fmt: skip
-        sections.append(Section("Candidates from M (image | target | competitor)", "candidates", gallery=items))
+        sections.append(
+            Section("Candidates from M (image | target | competitor)", "candidates", gallery=items)
+        )
 
     charts = []
     if (ann / "scores.csv").exists():
@@ -125,7 +139,13 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
         df = pd.read_csv(curve)
         series = {f"lr {lr:g}": list(zip(g["epoch"], g["loss"], strict=True)) for lr, g in df.groupby("lr")}
         charts.append(line_chart(series, title="Fine-tuning loss", x_label="epoch", y_label="loss"))
-    sections.append(Section("Ratings, agreement and fine-tuning", "humans", agree_text + f'<div class="charts">{"".join(charts)}</div>'))
+    sections.append(
+        Section(
+            "Ratings, agreement and fine-tuning",
+            "humans",
+            agree_text + f'<div class="charts">{"".join(charts)}</div>',
+        )
+    )
 
     for name, table_name in (("S (fine-tuning set)", "S.csv"), ("T (test set)", "T.csv")):
         if (ann / table_name).exists():
@@ -134,22 +154,33 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
                 GalleryItem(_copy(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i)
                 for i in ids if (mining / "overlays" / "rater" / f"{i}.png").exists()
             ]  # fmt: skip
-            sections.append(Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items))
+            sections.append(
+                Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items)
+            )
 
     compare = paths.mining_dir(key) / "before_after"
     if compare.exists():
-        items = [GalleryItem(_copy(p, out, key, "before_after"), p.stem) for p in sorted(compare.glob("*.png"))[:GALLERY_SIZE]]
+        items = [
+            GalleryItem(_copy(p, out, key, "before_after"), p.stem)
+            for p in sorted(compare.glob("*.png"))[:GALLERY_SIZE]
+        ]
         sections.append(Section("Before / after fine-tuning", "before-after", gallery=items))
     return sections
 
 
 def _provenance(params: Params) -> dict[str, str]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
     params_hash = hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest()[:16]
-    prov = {"commit": commit, "params.yaml sha256": params_hash, "annotation backend": params.annotation.backend}
+    prov = {
+        "commit": commit,
+        "params.yaml sha256": params_hash,
+        "annotation backend": params.annotation.backend,
+    }
     for key in params.rounds:
         ckpt = paths.target_checkpoint(key)
         if ckpt.exists():

@@ -36,16 +36,23 @@ def run(params: Params, *, round_key: str) -> None:
     write_csv(here / "S_all.csv", s_all)
     agreement = {
         "krippendorff_alpha_ordinal": krippendorff_alpha_ordinal(scores),
-        "images_rated": int(len(mos)),
-        "ratings": int(len(scores)),
+        "images_rated": len(mos),
+        "ratings": len(scores),
         "vetoed": int(mos["vetoed"].sum()),
         "mos_mean_unvetoed": float(mos.loc[~mos["vetoed"], "mos"].mean()) if (~mos["vetoed"]).any() else None,
-        "S_size": int(len(chosen)),
-        "S_all_size": int(len(s_all)),
+        "S_size": len(chosen),
+        "S_all_size": len(s_all),
     }
     write_json(paths.METRICS / "annotation" / f"agreement_round_{round_key}.json", _finite(agreement))
-    log.info("round %s: |M| %d, vetoed %d, |S| %d, |S_all| %d, alpha %.3f", round_key, len(mos),
-             agreement["vetoed"], len(chosen), len(s_all), agreement["krippendorff_alpha_ordinal"])
+    log.info(
+        "round %s: |M| %d, vetoed %d, |S| %d, |S_all| %d, alpha %.3f",
+        round_key,
+        len(mos),
+        agreement["vetoed"],
+        len(chosen),
+        len(s_all),
+        agreement["krippendorff_alpha_ordinal"],
+    )
 
 
 def _finite(d: dict) -> dict:

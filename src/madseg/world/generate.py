@@ -80,7 +80,7 @@ def near_duplicate(jpeg: bytes, how: str, rng: np.random.Generator) -> bytes:
     if how == "resized":
         im = im.resize((int(w * 1.5), int(h * 1.5)), Image.BILINEAR)
     elif how == "cropped":
-        d = max(1, int(round(w * 0.04)))
+        d = max(1, round(w * 0.04))
         im = im.crop((d, d, w - d, h - d)).resize((w, h), Image.BILINEAR)
     quality = int(rng.integers(70, 85))
     return encode_jpeg(np.asarray(im), quality)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -235,7 +236,7 @@ def _ood_pattern(img: np.ndarray, pattern: str, size: int, rng: np.random.Genera
         for _ in range(int(rng.integers(3, 7))):
             pts = rng.uniform(0, size, size=(6, 2))
             colour = rng.uniform(0, 255, size=3)
-            for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+            for (x0, y0), (x1, y1) in itertools.pairwise(pts):
                 for t in np.linspace(0, 1, 40):
                     x, y = int(x0 + t * (x1 - x0)), int(y0 + t * (y1 - y0))
                     img[max(y - 1, 0) : y + 1, max(x - 1, 0) : x + 1] = colour

@@ -1,0 +1,219 @@
+"""Benchmark of MAD mining on a synthetic prediction store (>= 100,000 images, 6 models).
+
+Prints and writes metrics/bench/mine.json:
+- mine_s: streaming MAD mining over the whole store (a fresh subprocess, so its peak RSS is its own);
+- read_floor_s: reading (and checksum-verifying) every shard of every model once, nothing else: the I/O floor;
+- ratio_to_read_floor = mine_s / read_floor_s;
+- speedup_vs_naive: a naive reference (the store read once + one confusion matrix per image pair and per-image
+  areas in a Python loop, the way the paper's released code works) measured on a subsample and scaled to the
+  pool, divided by mine_s;
+- peak_mem_mb_small / peak_mem_mb_large: peak RSS of the mining subprocess over the first ``--small`` images
+  and over all of them (bounded memory: they should be about equal).
+
+The store is made fast: a few hundred base maps with blobs, each image a base map, each competitor the
+target's map with a random blob of another base map pasted in for some images.
+
+    .venv/bin/python benchmarks/mine.py [--images 100000] [--models 6] [--size 32] [--small 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from madseg.io.atomic import write_json
+from madseg.io.store import PredictionStore, Shard
+from madseg.labels import make_class_list
+from madseg.metrics import confusion_matrix, mean_iou
+from madseg.mining import area_bands, mine_mad
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = make_class_list("demo")
+K = CLASSES.num_classes
+
+
+def base_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """(n, size, size) uint8 maps with 1-3 discs/rectangles of random foreground classes."""
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        for _ in range(rng.integers(1, 4)):
+            cls = rng.integers(1, K)
+            cy, cx, r = [*rng.integers(0, size, 2).tolist(), int(rng.integers(2, size // 3))]
+            shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if rng.random() < 0.5 else (
+                (abs(yy - cy) <= r) & (abs(xx - cx) <= r))  # fmt: skip
+            out[i][shape] = cls
+    return out
+
+
+def build_store(
+    root: Path, n_images: int, n_models: int, size: int, shard_size: int, seed: int = 0
+) -> list[str]:
+    """Write ``n_models`` stores (target + competitors c1..) over ``n_images`` ids; return the names."""
+    rng = np.random.default_rng(seed)
+    bases = base_maps(rng, 512, size)
+    blobs = base_maps(rng, 64, size) > 0  # paste masks
+    ids = [f"{v:016x}" for v in np.unique(rng.integers(0, 2**63, n_images + 100))[:n_images]]
+    names = ["target", *[f"c{j}" for j in range(1, n_models)]]
+    stores = {m: PredictionStore(root / m) for m in names}
+    for s in range(-(-n_images // shard_size)):
+        sl = slice(s * shard_size, min((s + 1) * shard_size, n_images))
+        n = sl.stop - sl.start
+        target = bases[rng.integers(0, len(bases), n)]
+        for m in names:
+            if m == "target":
+                maps = target
+            else:
+                changed = rng.random(n) < 0.4
+                paste = blobs[rng.integers(0, len(blobs), n)] & changed[:, None, None]
+                maps = np.where(paste, bases[rng.integers(0, len(bases), n)], target)
+            # approximate area fractions (subsampled): mining computes its own from the maps
+            area = np.stack([np.bincount(x.ravel(), minlength=K) for x in maps[:, ::4, ::4]]) / (
+                size * size / 16
+            )
+            entropy = rng.random(n).astype(np.float32)
+            shard = Shard(list(ids[sl]), list(maps), area.astype(np.float32), entropy, np.ones(n, np.float32))
+            stores[m].write_shard(s, shard, "bench")
+    for m in names:
+        stores[m].finalize(
+            model=m, classes=CLASSES.names, shard_size=shard_size, ids=ids, fingerprint="bench"
+        )
+    return names
+
+
+def read_floor(root: Path, names: list[str]) -> float:
+    t0 = time.perf_counter()
+    for m in names:
+        for _ in PredictionStore(root / m).iter_shards():
+            pass
+    return time.perf_counter() - t0
+
+
+def naive_per_image(root: Path, names: list[str], n_shards: int) -> tuple[float, int]:
+    """The paper-style loop on the first shards: per image and competitor, one confusion matrix and its mIoU,
+    per-image areas, then plain sorted lists per group. Returns (seconds for the compute, images)."""
+    target = [PredictionStore(root / "target").read_shard(s) for s in range(n_shards)]
+    comps = {m: [PredictionStore(root / m).read_shard(s) for s in range(n_shards)] for m in names[1:]}
+    t0 = time.perf_counter()
+    groups: dict[tuple[str, int, str], list[tuple[float, str]]] = {}
+    n = 0
+    for s, t in enumerate(target):
+        for i, image in enumerate(t.ids):
+            n += 1
+            a = t.maps[i]
+            a_area = np.bincount(a.ravel(), minlength=K)[:K] / a.size
+            for m in names[1:]:
+                b = comps[m][s].maps[i]
+                d = 1.0 - mean_iou(confusion_matrix(a, b, K))
+                b_area = np.bincount(b.ravel(), minlength=K)[:K] / b.size
+                for k in range(1, K):
+                    if a_area[k] > 0:
+                        groups.setdefault((m, k, "t"), []).append((-d, image))
+                    if b_area[k] > 0:
+                        groups.setdefault((m, k, "c"), []).append((-d, image))
+    for v in groups.values():
+        v.sort()
+    return time.perf_counter() - t0, n
+
+
+def child(store: Path, n_shards: int) -> None:
+    """Mine the first ``n_shards`` shards; print seconds, peak RSS (MB) and rows as JSON."""
+    from itertools import islice
+
+    names = sorted(p.name for p in store.iterdir() if (p / "manifest.json").exists())
+    names.remove("target")
+    # quartile bands from the target's first shard stand in for S0's ground truth
+    bands = area_bands(PredictionStore(store / "target").read_shard(0).maps, CLASSES)
+    t0 = time.perf_counter()
+    cands = mine_mad(
+        islice(PredictionStore(store / "target").iter_shards(), n_shards),
+        {m: islice(PredictionStore(store / m).iter_shards(), n_shards) for m in names},
+        bands, CLASSES, n3=6,
+    )  # fmt: skip
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(
+        json.dumps({"mine_s": dt, "peak_mb": peak, "rows": len(cands), "M": int(cands["image_id"].nunique())})
+    )
+
+
+def run_child(store: Path, n_shards: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(store), "--child-shards", str(n_shards)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--models", type=int, default=6)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=1024)
+    ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--naive-shards", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "mine.json")
+    ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-shards", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        child(args.child, args.child_shards)
+        return
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="madseg-bench-mine-"))
+    try:
+        t0 = time.perf_counter()
+        names = build_store(work, args.images, args.models, args.size, args.shard_size)
+        build_s = time.perf_counter() - t0
+        n_shards = -(-args.images // args.shard_size)
+        print(f"store: {args.images} images x {len(names)} models, {args.size}x{args.size} maps, "
+              f"{n_shards} shards each, built in {build_s:.1f} s")  # fmt: skip
+        floor = read_floor(work, names)
+        print(f"read floor (every shard of every model once): {floor:.2f} s")
+        large = run_child(work, n_shards)
+        small_shards = max(1, args.small // args.shard_size)
+        small = run_child(work, small_shards)
+        print(f"mining: {large['mine_s']:.2f} s ({large['mine_s'] / floor:.2f}x the read floor), "
+              f"{large['rows']} candidate rows, |M| = {large['M']}")  # fmt: skip
+        naive_s, naive_n = naive_per_image(work, names, args.naive_shards)
+        naive_total = floor + naive_s * args.images / naive_n
+        print(f"naive loop: {naive_s:.2f} s for {naive_n} images -> {naive_total:.1f} s for the pool "
+              f"(with the read floor); speedup {naive_total / large['mine_s']:.1f}x")  # fmt: skip
+        print(f"peak RSS of mining: {small['peak_mb']:.0f} MB over {small_shards * args.shard_size} images, "
+              f"{large['peak_mb']:.0f} MB over {args.images}")  # fmt: skip
+        result = {
+            "images": args.images,
+            "models": len(names),
+            "map_size": args.size,
+            "shard_size": args.shard_size,
+            "mine_s": round(large["mine_s"], 3),
+            "read_floor_s": round(floor, 3),
+            "ratio_to_read_floor": round(large["mine_s"] / floor, 3),
+            "naive_s_scaled": round(naive_total, 3),
+            "naive_subsample_images": naive_n,
+            "speedup_vs_naive": round(naive_total / large["mine_s"], 2),
+            "peak_mem_mb_small": round(small["peak_mb"], 1),
+            "peak_mem_mb_large": round(large["peak_mb"], 1),
+            "small_images": small_shards * args.shard_size,
+            "store_build_s": round(build_s, 2),
+        }
+        write_json(args.out, result)
+        print(json.dumps(result, indent=2))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""MAD mining with content-aware partitioning, and the entropy / random baselines behind one interface.
+
+MAD (the source paper's Eq. 1 and 2): for each competitor g_j, each foreground class k and each direction, the
+pool is partitioned by one model's predicted map (direction ``t``: the target's, ``c``: the competitor's): an
+image belongs to D_k if at least one pixel is predicted k, and is kept if its predicted area fraction of k
+lies in [p_k, q_k]. The top-n3 images by distance d(f_t(x), g_j(x)) (1 - mIoU, or 1 - pixel accuracy, between
+the two predicted maps) form the group (j, k, direction). M is the deduplicated union of all groups,
+|M| <= 2 m c n3.
+
+Scale: prediction stores are streamed shard by shard in lockstep. For each shard the per-image statistics
+(both models' class area fractions and the pairwise distance) are computed vectorised while the maps are in
+memory, and each group keeps only its running top-n3, so memory is bounded by the shard size and the number of
+groups, not by the pool. Time is linear in pool size x competitors.
+
+Mining never reads ground truth of the pool: only predictions (and S0's truth for the default area bands).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import zip_longest
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from madseg.io.store import Shard
+from madseg.labels import IGNORE_INDEX, ClassList
+from madseg.metrics import batch_confusion, miou_from_batch, pixel_accuracy_from_batch
+
+log = logging.getLogger(__name__)
+
+DISTANCES = ("miou", "pixel_accuracy")
+STRATEGIES = ("mad", "entropy", "random")
+DIRECTIONS = ("t", "c")  # t: partition and area filter by the target's map; c: by the competitor's
+NONE = "-"  # provenance field that does not apply to a strategy (e.g. the competitor of an entropy pick)
+# distances are rounded so that equal disagreements tie exactly whatever the summation order that produced
+# them (a brute-force reference and the batched computation then rank identically)
+DISTANCE_DECIMALS = 12
+
+CANDIDATE_COLUMNS = ("strategy", "image_id", "competitor", "class", "direction", "distance", "score", "rank")
+M_COLUMNS = (
+    "image_id", "strategy", "n_groups", "best_distance", "best_score", "competitor", "class", "direction",
+    "distance", "rank",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ area bands
+def class_area_fractions(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Area fraction of each class in one label map.
+
+    Args:
+        mask: (H, W) integer label map, values in [0, K) or IGNORE_INDEX.
+        num_classes: K.
+    Returns:
+        (K,) float64: pixels of class k / (H * W) (ignored pixels count in the denominator only).
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    counts = np.bincount(mask.reshape(-1).astype(np.int64), minlength=256)
+    bad = np.flatnonzero(counts[num_classes:IGNORE_INDEX]) + num_classes
+    if bad.size:
+        raise ValueError(f"label values {bad.tolist()} outside 0..{num_classes - 1} (ignore {IGNORE_INDEX})")
+    return counts[:num_classes] / float(mask.size)
+
+
+def area_bands(
+    areas: np.ndarray | Iterable[np.ndarray],
+    classes: ClassList,
+    quantiles: Sequence[float] = (0.25, 0.75),
+    overrides: Mapping[str, Sequence[float]] | None = None,
+) -> np.ndarray:
+    """The area band [p_k, q_k] of every class.
+
+    By default p_k, q_k are the ``quantiles`` of class k's area fraction over the images of S0 that contain k
+    (from ground truth). ``overrides`` maps a class name to an explicit [p, q]. Background (index 0) is
+    excluded from mining and gets NaN. A class that no S0 image contains and that is not overridden gets
+    [0, 1] (no size prior: every image predicted to contain it passes), with a warning.
+
+    Args:
+        areas: either an (N, K) float array of per-image area fractions, or an iterable of (H, W) ground-truth
+            label maps (uint8, 255 = ignore) whose fractions are computed here, one at a time.
+        classes: the class list (K classes).
+        quantiles: (lo, hi) with 0 <= lo <= hi <= 1.
+        overrides: class name -> (p, q) with 0 <= p <= q <= 1.
+    Returns:
+        (K, 2) float64, row k = [p_k, q_k]; row 0 NaN.
+    """
+    k = classes.num_classes
+    frac = _as_area_matrix(areas, k)
+    lo, hi = _check_pair(quantiles, "area quantiles")
+    overrides = dict(overrides or {})
+    bands = np.full((k, 2), np.nan)
+    for c in classes.foreground:
+        have = frac[:, c][frac[:, c] > 0]
+        if have.size:
+            bands[c] = np.quantile(have, [lo, hi])
+        else:
+            bands[c] = (0.0, 1.0)
+            if classes.names[c] not in overrides:
+                log.warning("no S0 image contains class %r: its area band is [0, 1]", classes.names[c])
+    for name, pair in overrides.items():
+        c = classes.index(name)
+        if c == 0:
+            raise ValueError(f"area override for {name!r}: background is not mined")
+        bands[c] = _check_pair(pair, f"area override for {name!r}")
+    return bands
+
+
+def bands_frame(
+    bands: np.ndarray,
+    classes: ClassList,
+    areas: np.ndarray | None = None,
+    overrides: Mapping[str, Sequence[float]] | None = None,
+) -> pd.DataFrame:
+    """bands.csv: one row per foreground class: class, p, q, source (quantile | override | default), n_s0
+    (S0 images containing the class; -1 when ``areas`` is not given)."""
+    _check_bands(bands, classes)
+    rows = []
+    for c in classes.foreground:
+        name = classes.names[c]
+        n_s0 = int((areas[:, c] > 0).sum()) if areas is not None else -1
+        source = "override" if name in (overrides or {}) else ("quantile" if n_s0 != 0 else "default")
+        rows.append({"class": name, "p": float(bands[c, 0]), "q": float(bands[c, 1]), "source": source,
+                     "n_s0": n_s0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _as_area_matrix(areas: np.ndarray | Iterable[np.ndarray], k: int) -> np.ndarray:
+    if isinstance(areas, np.ndarray) and areas.ndim == 2 and areas.dtype.kind == "f":
+        if areas.shape[1] != k:
+            raise ValueError(f"area fractions must be (N, {k}), got {areas.shape}")
+        return areas.astype(np.float64)
+    rows = [class_area_fractions(np.asarray(m), k) for m in areas]
+    return np.stack(rows) if rows else np.zeros((0, k))
+
+
+def _check_pair(pair: Sequence[float], what: str) -> tuple[float, float]:
+    vals = [float(v) for v in pair]
+    if len(vals) != 2 or not 0.0 <= vals[0] <= vals[1] <= 1.0:
+        raise ValueError(f"{what} must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(pair)}")
+    return vals[0], vals[1]
+
+
+def _check_bands(bands: np.ndarray, classes: ClassList) -> None:
+    k = classes.num_classes
+    if bands.shape != (k, 2):
+        raise ValueError(f"bands must be ({k}, 2) for classes {list(classes.names)}, got {bands.shape}")
+    fg = bands[1:]
+    if np.isnan(fg).any() or (fg[:, 0] > fg[:, 1]).any():
+        raise ValueError(f"bands must hold p_k <= q_k for every foreground class, got {bands[1:].tolist()}")
+
+
+# ------------------------------------------------------------------------------------------- per shard
+def _stack_group(maps: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    return np.stack([maps[i] for i in rows]).reshape(len(rows), -1)
+
+
+def _histograms(flat: np.ndarray) -> np.ndarray:
+    """(n, P) uint8 maps -> (n, 256) int64 per-image value counts (one bincount for the whole group)."""
+    n = flat.shape[0]
+    codes = (np.arange(n, dtype=np.int64)[:, None] << 8) | flat
+    return np.bincount(codes.reshape(-1), minlength=n * 256).reshape(n, 256)
+
+
+def _checked_counts(
+    flat: np.ndarray, ids: Sequence[str], rows: np.ndarray, k: int, model: str
+) -> np.ndarray | None:
+    """Validate (n, P) uint8 maps. None when every value is a class id (cheap: one max; the class counts can
+    then come from a confusion matrix's margins), else the (n, K) class counts from a histogram."""
+    if int(flat.max(initial=0)) < k:
+        return None
+    hist = _histograms(flat)
+    _check_values(hist, ids, rows, k, model)
+    return hist[:, :k]
+
+
+def _check_values(hist: np.ndarray, ids: Sequence[str], rows: np.ndarray, k: int, model: str) -> None:
+    bad = hist[:, k:IGNORE_INDEX].any(1)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        values = (np.flatnonzero(hist[r, k:IGNORE_INDEX]) + k).tolist()
+        raise ValueError(
+            f"image {ids[rows[r]]}: model {model!r} predicts class ids {values} outside the class list "
+            f"(0..{k - 1}, ignore {IGNORE_INDEX})"
+        )
+
+
+def _check_ids(target: Shard, other: Shard, name: str, s: int) -> None:
+    if target.ids == other.ids:
+        return
+    t, o = set(target.ids), set(other.ids)
+    if t - o:
+        raise ValueError(f"image {sorted(t - o)[0]} (shard {s}) is in the target's predictions but missing "
+                         f"from competitor {name!r}'s")  # fmt: skip
+    if o - t:
+        raise ValueError(f"image {sorted(o - t)[0]} (shard {s}) is in competitor {name!r}'s predictions but "
+                         "missing from the target's")  # fmt: skip
+    raise ValueError(f"shard {s}: competitor {name!r} holds the target's images in another order")
+
+
+def shard_pair_stats(
+    target: Shard,
+    competitors: Mapping[str, Shard],
+    num_classes: int,
+    distance: str = "miou",
+    shard_index: int = 0,
+) -> tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per-image statistics of one shard, computed once while the maps are in memory.
+
+    Images of one shard may differ in size: they are grouped by shape and each group is batched.
+
+    Args:
+        target: the target's shard (N images).
+        competitors: competitor name -> its shard over the same N ids.
+        num_classes: K.
+        distance: 'miou' (1 - mIoU of the two maps) or 'pixel_accuracy' (1 - pixel accuracy).
+    Returns:
+        ids (N,), the target's area fractions (N, K) float64, and per competitor (its area fractions (N, K)
+        float64, distance to the target (N,) float64 rounded to DISTANCE_DECIMALS).
+    Raises:
+        ValueError naming the image and model for mismatched ids, shapes or class ids outside the list.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
+    k = num_classes
+    ids = list(target.ids)
+    n = len(ids)
+    for name, other in competitors.items():
+        _check_ids(target, other, name, shard_index)
+        for i, (a, b) in enumerate(zip(target.maps, other.maps, strict=True)):
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"image {ids[i]}: competitor {name!r}'s map is {b.shape}, the target's is {a.shape}"
+                )
+    t_area = np.zeros((n, k))
+    out = {name: (np.zeros((n, k)), np.zeros(n)) for name in competitors}
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, m in enumerate(target.maps):
+        shapes.setdefault(m.shape, []).append(i)
+    for shape, row_list in shapes.items():
+        rows = np.asarray(row_list)
+        pixels = float(shape[0] * shape[1])
+        tf = _stack_group(target.maps, rows)
+        t_counts = _checked_counts(tf, ids, rows, k, "target")
+        t_clean = t_counts is None
+        for name, other in competitors.items():
+            cf = _stack_group(other.maps, rows)
+            c_counts = _checked_counts(cf, ids, rows, k, name)  # before the confusion: a stray id would spill
+            cms = batch_confusion(tf, cf, k)
+            sim = miou_from_batch(cms) if distance == "miou" else pixel_accuracy_from_batch(cms)
+            out[name][1][rows] = np.round(1.0 - sim, DISTANCE_DECIMALS)
+            if c_counts is None:
+                # no ignored pixel in either map: the confusion's margins are both maps' class counts
+                c_counts = cms.sum(1) if t_clean else _histograms(cf)[:, :k]
+                if t_counts is None and t_clean:
+                    t_counts = cms.sum(2)
+            out[name][0][rows] = c_counts / pixels
+        if t_counts is None:
+            t_counts = _histograms(tf)[:, :k]
+        t_area[rows] = t_counts / pixels
+    return ids, t_area, out
+
+
+# ------------------------------------------------------------------------------------------------- MAD
+def _lockstep(
+    target_shards: Iterable[Shard], competitor_shards: Mapping[str, Iterable[Shard]]
+) -> Iterator[tuple[int, Shard, dict[str, Shard]]]:
+    names = list(competitor_shards)
+    missing = object()
+    for s, (t, *cs) in enumerate(zip_longest(target_shards, *competitor_shards.values(), fillvalue=missing)):
+        if t is missing:
+            extra = [n for n, c in zip(names, cs, strict=True) if c is not missing]
+            raise ValueError(f"competitors {extra} have more shards than the target (shard {s} and later)")
+        short = [n for n, c in zip(names, cs, strict=True) if c is missing]
+        if short:
+            raise ValueError(f"competitors {short} have fewer shards than the target: missing shard {s} "
+                             f"(images from {t.ids[0] if t.ids else '?'})")  # fmt: skip
+        yield s, t, dict(zip(names, cs, strict=True))
+
+
+def mine_mad(
+    target_shards: Iterable[Shard],
+    competitor_shards: Mapping[str, Iterable[Shard]],
+    bands: np.ndarray,
+    classes: ClassList,
+    n3: int,
+    distance: str = "miou",
+    progress: bool = False,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """MAD candidates: per (competitor, class, direction) the top-n3 images by distance, streamed by shard.
+
+    Args:
+        target_shards: the target's shards in store order.
+        competitor_shards: competitor name -> its shards, aligned with the target's (shard s holds the same
+            ids). Group order in the output follows this mapping's order.
+        bands: (K, 2) [p_k, q_k] from :func:`area_bands`.
+        classes: the class list (K classes); background (index 0) is not mined.
+        n3: images per group.
+        distance: 'miou' or 'pixel_accuracy'.
+        progress / total: show a tqdm bar over shards (``total`` shards).
+    Returns:
+        candidates: one row per (group, image) with columns CANDIDATE_COLUMNS (strategy 'mad', score =
+        distance, rank 1-based within the group) plus area_<class> for every class (the target's predicted
+        area fractions).
+        Groups in order competitor, class index, direction (t, c); within a group rows are ordered by distance
+        descending, then image_id ascending (ties are deterministic).
+    """
+    if n3 < 1:
+        raise ValueError(f"n3 must be >= 1, got {n3}")
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
+    if not competitor_shards:
+        raise ValueError("MAD needs at least one competitor, got none")
+    _check_bands(bands, classes)
+    k = classes.num_classes
+    fg = np.arange(1, k)
+    lo, hi = bands[fg, 0], bands[fg, 1]
+    names = list(competitor_shards)
+    # (competitor, class, direction) -> running top-n3 as sorted tuples (-distance, image_id, target areas)
+    top: dict[tuple[str, int, str], list[tuple[float, str, np.ndarray]]] = {
+        (j, int(c), d): [] for j in names for c in fg for d in DIRECTIONS
+    }
+    seen = 0
+    shards = _lockstep(target_shards, competitor_shards)
+    for s, t, cs in tqdm(shards, total=total, disable=not progress, desc="mine", unit="shard"):
+        ids, t_area, stats = shard_pair_stats(t, cs, k, distance, shard_index=s)
+        seen += len(ids)
+        if not ids:
+            continue
+        id_arr = np.asarray(ids)
+        t_ok = (t_area[:, fg] > 0) & (t_area[:, fg] >= lo) & (t_area[:, fg] <= hi)
+        for j in names:
+            c_area, dist = stats[j]
+            c_ok = (c_area[:, fg] > 0) & (c_area[:, fg] >= lo) & (c_area[:, fg] <= hi)
+            for d, ok in (("t", t_ok), ("c", c_ok)):
+                for col in np.flatnonzero(ok.any(0)):
+                    idx = np.flatnonzero(ok[:, col])
+                    # shard-local top-n3 first (distance desc, id asc), then a tiny merge with the running top
+                    idx = idx[np.lexsort((id_arr[idx], -dist[idx]))[:n3]]
+                    group = top[(j, int(fg[col]), d)]
+                    group.extend((-float(dist[i]), ids[i], t_area[i]) for i in idx)
+                    group.sort(key=lambda e: (e[0], e[1]))
+                    del group[n3:]
+    log.info("mined %d images x %d competitors", seen, len(names))
+    return _mad_frame(top, classes)
+
+
+def _mad_frame(top: Mapping[tuple[str, int, str], list], classes: ClassList) -> pd.DataFrame:
+    area_cols = [f"area_{c}" for c in classes.names]
+    records, areas = [], []
+    for (j, c, d), group in top.items():
+        for rank, (neg, image, area) in enumerate(group, start=1):
+            records.append(("mad", image, j, classes.names[c], d, -neg, -neg, rank))
+            areas.append(area)
+    df = pd.DataFrame.from_records(records, columns=list(CANDIDATE_COLUMNS))
+    area_df = pd.DataFrame(np.stack(areas) if areas else np.zeros((0, len(area_cols))), columns=area_cols)
+    return pd.concat([df, area_df], axis=1)
+
+
+# ------------------------------------------------------------------------------------------- baselines
+def _check_stats(target_stats: pd.DataFrame, classes: ClassList) -> pd.DataFrame:
+    cols = [f"area_{c}" for c in classes.names]
+    missing = [c for c in ["id", "entropy", *cols] if c not in target_stats.columns]
+    if missing:
+        raise ValueError(f"target stats lack columns {missing}; has {list(target_stats.columns)}")
+    dup = target_stats["id"].duplicated()
+    if dup.any():
+        raise ValueError(f"target stats repeat image ids, e.g. {target_stats['id'][dup].iloc[0]}")
+    return target_stats
+
+
+def _baseline_frame(
+    strategy: str, picked: pd.DataFrame, score: np.ndarray, classes: ClassList
+) -> pd.DataFrame:
+    cols = [f"area_{c}" for c in classes.names]
+    df = pd.DataFrame({
+        "strategy": strategy, "image_id": picked["id"].to_numpy(), "competitor": NONE, "class": NONE,
+        "direction": NONE, "distance": np.nan, "score": score, "rank": np.arange(1, len(picked) + 1),
+    })  # fmt: skip
+    return pd.concat([df, picked[cols].reset_index(drop=True).astype(np.float64)], axis=1)
+
+
+def entropy_candidates(target_stats: pd.DataFrame, budget: int, classes: ClassList) -> pd.DataFrame:
+    """The ``budget`` images with the highest mean pixel entropy of the target's prediction (ties: id asc).
+
+    Args:
+        target_stats: PredictionStore.stats() of the target: columns id, area_<class>..., entropy.
+    Returns:
+        candidates (CANDIDATE_COLUMNS + area_*), score = mean entropy (nats), rank 1 = most uncertain.
+    """
+    stats = _check_stats(target_stats, classes)
+    order = np.lexsort((stats["id"].to_numpy(), -stats["entropy"].to_numpy(np.float64)))[:budget]
+    picked = stats.iloc[order]
+    return _baseline_frame("entropy", picked, picked["entropy"].to_numpy(np.float64), classes)
+
+
+def random_candidates(target_stats: pd.DataFrame, budget: int, classes: ClassList, seed: int) -> pd.DataFrame:
+    """A seeded uniform sample of ``budget`` images from all of D (score NaN, rank = draw order)."""
+    stats = _check_stats(target_stats, classes)
+    stats = stats.sort_values("id", kind="stable").reset_index(
+        drop=True
+    )  # the draw must not depend on row order
+    rng = np.random.default_rng(seed)
+    draw = rng.choice(len(stats), size=min(budget, len(stats)), replace=False)
+    return _baseline_frame("random", stats.iloc[draw], np.full(len(draw), np.nan), classes)
+
+
+def select_candidates(
+    strategy: str,
+    *,
+    classes: ClassList,
+    budget: int | None = None,
+    target_stats: pd.DataFrame | None = None,
+    seed: int = 0,
+    target_shards: Iterable[Shard] | None = None,
+    competitor_shards: Mapping[str, Iterable[Shard]] | None = None,
+    bands: np.ndarray | None = None,
+    n3: int | None = None,
+    distance: str = "miou",
+    progress: bool = False,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """One interface for every strategy; all return the same candidate format (see :func:`mine_mad`).
+
+    ``mad`` needs the shard iterators, bands and n3 (its budget is |M|, whatever it comes to); ``entropy`` and
+    ``random`` need ``target_stats`` (PredictionStore.stats() of the target) and ``budget`` (MAD's |M| that
+    round, so every strategy spends the same human effort); ``random`` draws with ``seed``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {list(STRATEGIES)}")
+    if strategy == "mad":
+        if target_shards is None or competitor_shards is None or bands is None or n3 is None:
+            raise ValueError("strategy 'mad' needs target_shards, competitor_shards, bands and n3")
+        return mine_mad(target_shards, competitor_shards, bands, classes, n3, distance, progress, total)
+    if target_stats is None or budget is None:
+        raise ValueError(f"strategy {strategy!r} needs target_stats and budget")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if strategy == "entropy":
+        return entropy_candidates(target_stats, budget, classes)
+    return random_candidates(target_stats, budget, classes, seed)
+
+
+# --------------------------------------------------------------------------------------------------- M
+def summarize_m(candidates: pd.DataFrame) -> pd.DataFrame:
+    """M: the deduplicated union of the candidates, one row per image, sorted by image_id.
+
+    Columns M_COLUMNS: n_groups (how many groups found it), best_distance / best_score (max over its rows),
+    and competitor, class, direction, distance, rank of the first group that found it (candidate-table order).
+    """
+    missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
+    if missing:
+        raise ValueError(f"candidates lack columns {missing}; has {list(candidates.columns)}")
+    if candidates.empty:
+        return pd.DataFrame(columns=list(M_COLUMNS))
+    g = candidates.groupby("image_id", sort=True)
+    # the first row of each image (groupby.first() would skip NaN fields and could mix rows)
+    first = candidates.drop_duplicates("image_id", keep="first").set_index("image_id").sort_index()
+    m = pd.DataFrame({
+        "image_id": first.index.to_numpy(), "strategy": first["strategy"].to_numpy(),
+        "n_groups": g.size().to_numpy(), "best_distance": g["distance"].max().to_numpy(),
+        "best_score": g["score"].max().to_numpy(), "competitor": first["competitor"].to_numpy(),
+        "class": first["class"].to_numpy(), "direction": first["direction"].to_numpy(),
+        "distance": first["distance"].to_numpy(), "rank": first["rank"].to_numpy(),
+    })  # fmt: skip
+    return m.reset_index(drop=True)
+
+
+def mining_summary(candidates: pd.DataFrame, m: pd.DataFrame) -> dict:
+    """Flat metrics: |M|, candidate rows, non-empty MAD groups, distinct images per competitor, direction."""
+    out: dict = {"M_size": len(m), "candidate_rows": len(candidates)}
+    mad = candidates[candidates["strategy"] == "mad"]
+    out["groups"] = int(mad.groupby(["competitor", "class", "direction"]).ngroups) if len(mad) else 0
+    for name, sub in mad.groupby("competitor", sort=True):
+        out[f"images_by_competitor.{name}"] = int(sub["image_id"].nunique())
+    for d, sub in mad.groupby("direction", sort=True):
+        out[f"images_by_direction.{d}"] = int(sub["image_id"].nunique())
+    return out

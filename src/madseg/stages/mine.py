@@ -1,0 +1,151 @@
+"""mine@<round>: candidates M^(i+1) by MAD competition (or a baseline with MAD's budget), with overlays.
+
+Reads the pool index, the target's predictions of this round, every competitor's cached predictions and S0's
+ground truth (for the default area bands only; the pool's truth is never read). Writes
+``data/mining/round_<R>/{candidates.csv, M.csv, bands.csv, overlays/rater/, overlays/report/}`` and
+``metrics/mining/round_<R>.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from madseg import paths
+from madseg.config import Params
+from madseg.io.atomic import write_bytes, write_json
+from madseg.io.images import read_mask, read_rgb
+from madseg.io.store import PredictionStore, ids_digest
+from madseg.io.tables import read_csv, write_csv
+from madseg.labels import ClassList
+from madseg.mining import (
+    NONE,
+    area_bands,
+    bands_frame,
+    class_area_fractions,
+    mining_summary,
+    select_candidates,
+    summarize_m,
+)
+from madseg.render import png_bytes, rater_overlay, report_overlay
+
+log = logging.getLogger(__name__)
+
+
+def s0_areas(voc_root: str | Path, split: str, classes: ClassList) -> np.ndarray:
+    """(N, K) per-image class area fractions of S0's ground-truth masks (the split's list, in its order)."""
+    root = Path(voc_root)
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing}: no such split list (dataset.voc_root / dataset.train_split)")
+    names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
+    rows = [
+        class_area_fractions(read_mask(root / "SegmentationClass" / f"{n}.png", classes), classes.num_classes)
+        for n in names
+    ]
+    return np.stack(rows) if rows else np.zeros((0, classes.num_classes))
+
+
+def _open_store(path: Path, model: str, classes: ClassList, index_digest: str, count: int) -> PredictionStore:
+    store = PredictionStore(path)
+    manifest = store.manifest
+    if list(manifest["classes"]) != list(classes.names):
+        raise ValueError(f"{path}: model {model!r} predicts classes {manifest['classes']}, "
+                         f"the dataset has {list(classes.names)}")  # fmt: skip
+    if manifest["ids_sha256"] != index_digest or manifest["count"] != count:
+        raise ValueError(f"{path}: model {model!r}'s predictions cover other images than data/index/pool.csv "
+                         f"({manifest['count']} vs {count} images); re-run its inference")  # fmt: skip
+    return store
+
+
+def run(params: Params, *, round_key: str) -> None:
+    if round_key not in params.rounds:
+        raise ValueError(f"unknown round {round_key!r}; rounds: {list(params.rounds)}")
+    mp = params.mining
+    classes = params.dataset.class_list()
+    out = paths.mining_dir(round_key)
+
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"])
+    ids = sorted(index["id"])
+    digest = ids_digest(ids)
+    target = _open_store(paths.target_predictions(round_key), "target", classes, digest, len(ids))
+    if not params.models.competitors:
+        raise ValueError("models.competitors is empty: MAD needs at least one competitor")
+    competitors = {
+        name: _open_store(paths.competitor_predictions(name), name, classes, digest, len(ids))
+        for name in params.models.competitors
+    }
+
+    areas = s0_areas(params.dataset.voc_root, params.dataset.train_split, classes)
+    bands = area_bands(areas, classes, mp.area_quantiles, mp.area_overrides)
+
+    # MAD always runs first: its |M| is the budget every baseline spends
+    n_shards = len(target.manifest["shards"])
+    mad = select_candidates(
+        "mad", classes=classes, target_shards=target.iter_shards(),
+        competitor_shards={n: s.iter_shards() for n, s in competitors.items()},
+        bands=bands, n3=mp.n3, distance=mp.distance, progress=True, total=n_shards,
+    )  # fmt: skip
+    mad_m = summarize_m(mad)
+    if mp.strategy == "mad":
+        candidates, m = mad, mad_m
+    else:
+        candidates = select_candidates(
+            mp.strategy, classes=classes, budget=len(mad_m), target_stats=target.stats(),
+            seed=mp.seed + int(round_key),
+        )  # fmt: skip
+        m = summarize_m(candidates)
+
+    write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))
+    write_csv(out / "candidates.csv", candidates)
+    write_csv(out / "M.csv", m)
+    _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
+
+    metrics = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids),
+               "mad_M_size": len(mad_m), **mining_summary(candidates, m)}  # fmt: skip
+    if mp.strategy != "mad":
+        metrics.update({f"mad.{k}": v for k, v in mining_summary(mad, mad_m).items()})
+    write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
+    log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(mad_m))
+
+
+def _write_overlays(
+    folder: Path,
+    m: pd.DataFrame,
+    index: pd.DataFrame,
+    target: PredictionStore,
+    competitors: dict[str, PredictionStore],
+    classes: ClassList,
+    min_side: int,
+) -> None:
+    # a previous run's overlays of images no longer in M must not linger beside the new ones
+    shutil.rmtree(folder, ignore_errors=True)
+    wanted = set(m["image_id"])
+    if not wanted:
+        return
+    target_maps = target.read_maps(sorted(wanted))
+    comp_maps: dict[str, dict[str, np.ndarray]] = {}
+    for name, store in competitors.items():
+        mine = sorted(set(m.loc[m["competitor"] == name, "image_id"]))
+        comp_maps[name] = store.read_maps(mine) if mine else {}
+    path_of = dict(zip(index["id"], index["path"], strict=True))
+    for r in tqdm(m.to_dict("records"), total=len(m), desc="overlays", unit="image"):
+        image_id, comp = r["image_id"], r["competitor"]
+        image = read_rgb(path_of[image_id])
+        tmap = target_maps[image_id]
+        write_bytes(
+            folder / "rater" / f"{image_id}.png", png_bytes(rater_overlay(image, tmap, classes, min_side))
+        )
+        if comp != NONE and comp in comp_maps:
+            caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | "
+                       f"d={r['distance']:.3f} | rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
+            im = report_overlay(image, tmap, comp_maps[comp][image_id], classes, caption, comp, min_side)
+        else:
+            caption = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}"
+            im = report_overlay(image, tmap, None, classes, caption, min_side=min_side)
+        write_bytes(folder / "report" / f"{image_id}.png", png_bytes(im))

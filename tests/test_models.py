@@ -1,0 +1,121 @@
+"""Registry, checkpoints, predictors (checkpoint, TorchScript, ONNX, precomputed folder) and class mapping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from madseg.io.images import write_mask
+from madseg.labels import IGNORE_INDEX, make_class_list
+from madseg.models.checkpoint import load_checkpoint, make_meta, read_checkpoint, save_checkpoint
+from madseg.models.predictors import class_lut, load_predictor
+from madseg.models.registry import REGISTRY, build_model
+
+CLASSES = make_class_list(["background", "a", "b"])
+FAST = {"smp.PSPNet": {"encoder_depth": 3}}
+SIDE = {"smp.PAN": 128}  # PAN's pyramid pooling needs a larger input
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [a for a in sorted(REGISTRY) if not a.endswith(("resnet101", "resnet50")) or a == "tv.fcn_resnet50"],
+)
+def test_every_architecture_builds_and_runs(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, 3, **FAST.get(arch, {})).eval()
+    with torch.inference_mode():
+        side = SIDE.get(arch, 64)
+        out = model(torch.randn(2, 3, side, side))
+    assert out.shape == (2, 3, side, side)
+
+
+def test_unknown_architecture_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown architecture 'smp.Nope'.*smp.Unet"):
+        build_model("smp.Nope", 3)
+    with pytest.raises(ValueError, match="encoder_weights"):
+        build_model("smp.Unet", 3, encoder_weights="imagenet")
+
+
+def _checkpoint(path):
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+    model = build_model("smp.Unet", 3, **kwargs)
+    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=list(CLASSES.names), input_size=32,
+                     mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+    save_checkpoint(path, model, meta, provenance={"test": 1})
+    return model
+
+
+def test_checkpoint_round_trip_rebuilds_the_model_alone(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert payload["arch"] == "smp.Unet" and payload["classes"] == list(CLASSES.names)
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["provenance"] == {"test": 1} and meta["input_size"] == [32, 32]
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_corrupt_missing_and_foreign_checkpoints_get_clear_errors(tmp_path):
+    _checkpoint(tmp_path / "m.pt")
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable madseg checkpoint"):
+        read_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        read_checkpoint(tmp_path / "none.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="missing fields"):
+        read_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_predictions_folder_is_a_first_class_competitor(tmp_path):
+    folder = tmp_path / "comp"
+    (folder / "predictions").mkdir(parents=True)
+    label = np.array([[0, 1], [2, 1]], np.uint8)
+    write_mask(folder / "predictions" / "abc.png", label, CLASSES)
+    (folder / "spec.json").write_text(
+        json.dumps({"source": "predictions", "classes": None, "class_map": None})
+    )
+    predictor = load_predictor(folder, classes=CLASSES)
+    pred = predictor.predict([np.zeros((2, 2, 3), np.uint8)], ["abc"])
+    assert (pred.maps[0] == label).all() and pred.maxprob[0] == 1.0
+    with pytest.raises(FileNotFoundError, match="image zzz"):
+        predictor.predict([None], ["zzz"])
+
+
+def test_class_map_translates_other_label_spaces_and_is_validated():
+    lut = class_lut(["bg", "cat", "dog", "car"], CLASSES, {"bg": "background", "cat": "a", "dog": "a"})
+    assert lut[:4].tolist() == [0, 1, 1, IGNORE_INDEX]
+    with pytest.raises(ValueError, match="'horse' is not one of"):
+        class_lut(["bg", "cat"], CLASSES, {"horse": "a"})
+    with pytest.raises(ValueError, match="unknown class 'zebra'"):
+        class_lut(["bg", "cat"], CLASSES, {"cat": "zebra"})
+    with pytest.raises(ValueError, match="give a class_map"):
+        class_lut(["bg", "cat"], CLASSES, None)
+
+
+def test_torchscript_and_onnx_competitors_match_the_checkpoint(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt").eval()
+    spec = {"classes": None, "class_map": None, "input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3}
+    ts = tmp_path / "ts"
+    ts.mkdir()
+    torch.jit.trace(model, torch.randn(1, 3, 32, 32)).save(str(ts / "model.ts"))
+    (ts / "spec.json").write_text(json.dumps({**spec, "source": "torchscript"}))
+    images = [np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)]
+    reference = load_predictor(tmp_path / "m.pt", classes=CLASSES).predict(images)
+    assert (load_predictor(ts, classes=CLASSES).predict(images).maps[0] == reference.maps[0]).all()
+    assert reference.maps[0].shape == (40, 48)  # back at the image's own size
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    ox = tmp_path / "ox"
+    ox.mkdir()
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(ox / "model.onnx"), input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, dynamo=False)  # fmt: skip
+    (ox / "spec.json").write_text(json.dumps({**spec, "source": "onnx"}))
+    got = load_predictor(ox, classes=CLASSES).predict(images)
+    assert (got.maps[0] == reference.maps[0]).mean() > 0.99
