@@ -81,6 +81,7 @@ def train_sgd_poly(
     resume_dir: Path | None = None,
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     | None = None,
+    stop_after: int | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` in place; resumable per epoch.
 
@@ -89,6 +90,7 @@ def train_sgd_poly(
         replay: the same for S0.
         resume_dir: if given, the state after each epoch is saved there atomically and a rerun continues from
             the last finished epoch with the same result as an uninterrupted run.
+        stop_after: end after this epoch (as an interruption would; for tests of resuming).
     Returns:
         per-epoch history dicts (epoch, loss, lr).
     """
@@ -116,7 +118,7 @@ def train_sgd_poly(
         start_epoch = int(state["epoch"])
         log.info("resuming fine-tune at epoch %d/%d from %s", start_epoch, epochs, state_path)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, min(epochs, stop_after or epochs)):
         model.train()
         losses = []
         for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):

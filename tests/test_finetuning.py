@@ -1,0 +1,78 @@
+"""Fine-tuning: replay mixing, learning-rate grid choice on T0, and resume after an interruption."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from madseg.config import FinetuneParams
+from madseg.finetuning import GridResult, finetune_target, mixed_batches, pick_best, train_sgd_poly
+from madseg.models.checkpoint import make_meta
+from madseg.models.registry import build_model
+
+
+def test_mixed_batches_hold_the_replay_ratio_and_cycle_new_samples():
+    rng = np.random.default_rng(0)
+    batches = mixed_batches(10, 100, batch_size=8, replay_ratio=0.25, steps=5, rng=rng)
+    assert all(len(new) == 6 and len(rep) == 2 for new, rep in batches)
+    seen = np.concatenate([new for new, _ in batches])
+    assert np.bincount(seen, minlength=10).min() >= 2  # 30 draws over 10 samples: every one seen
+    only_replay = mixed_batches(0, 5, batch_size=4, replay_ratio=0.5, steps=2, rng=rng)
+    assert all(len(n) == 0 and len(r) == 4 for n, r in only_replay)
+    with pytest.raises(ValueError, match="replay_ratio"):
+        mixed_batches(1, 1, batch_size=2, replay_ratio=1.5, steps=1, rng=rng)
+
+
+def test_pick_best_prefers_t0_then_the_smaller_rate():
+    grid = [GridResult(1e-3, 0.80), GridResult(5e-3, 0.82), GridResult(1e-2, 0.82)]
+    assert pick_best(grid).lr == 5e-3
+
+
+def _data(n, seed):
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+    masks = [(im[..., 0] > 127).astype(np.uint8) for im in images]  # learnable: class = bright red channel
+    return images, masks
+
+
+def _model():
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=["background", "red"], input_size=32,
+                     mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+    return build_model("smp.Unet", 2, **kwargs), meta
+
+
+def test_grid_is_recorded_and_the_best_t0_model_is_returned():
+    model, meta = _model()
+    params = dataclasses.replace(FinetuneParams(), lr_grid=(1e-4, 5e-2), epochs=2, batch_size=4)
+    result = finetune_target(model, meta, new=_data(8, 1), replay=_data(16, 2), val=_data(8, 3), params=params,
+                             num_classes=2, device=torch.device("cpu"))  # fmt: skip
+    assert [g.lr for g in result.grid] == [1e-4, 5e-2]
+    assert result.best.t0_miou == max(g.t0_miou for g in result.grid)
+    assert all(len(g.history) == 2 for g in result.grid)
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
+    from madseg.inference import to_tensors
+
+    new = to_tensors(*_data(8, 1), size=(32, 32), mean=[0.5] * 3, std=[0.25] * 3)
+    replay = to_tensors(*_data(8, 2), size=(32, 32), mean=[0.5] * 3, std=[0.25] * 3)
+    kw = dict(lr=1e-2, batch_size=4, replay_ratio=0.5, momentum=0.9, weight_decay=5e-4, poly_power=0.9, seed=0,
+              device=torch.device("cpu"))  # fmt: skip
+    straight, _ = _model()
+    train_sgd_poly(straight, new, replay, epochs=3, **kw)
+
+    resumed, _ = _model()
+    train_sgd_poly(
+        resumed, new, replay, epochs=3, resume_dir=tmp_path, stop_after=2, **kw
+    )  # "killed" after epoch 2
+    assert (tmp_path / "state.pt").exists()
+    fresh, _ = _model()  # a new process: weights come back from the saved state
+    history = train_sgd_poly(fresh, new, replay, epochs=3, resume_dir=tmp_path, **kw)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for a, b in zip(straight.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

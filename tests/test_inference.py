@@ -1,0 +1,124 @@
+"""The prediction store (exact round trip, sharding, corruption) and resumable pool inference (SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from madseg.io.images import encode_jpeg, image_id
+from madseg.io.store import CorruptShardError, PredictionStore, Shard
+from madseg.models.checkpoint import make_meta, save_checkpoint
+from madseg.models.registry import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shard(ids, rng, k=3):
+    maps = [
+        rng.integers(0, k, size=(int(rng.integers(4, 9)), int(rng.integers(4, 9))), dtype=np.uint8)
+        for _ in ids
+    ]
+    area = rng.random((len(ids), k)).astype(np.float32)
+    return Shard(ids=list(ids), maps=maps, area=area, entropy=rng.random(len(ids)).astype(np.float32),
+                 maxprob=rng.random(len(ids)).astype(np.float32))  # fmt: skip
+
+
+def test_store_round_trip_is_exact_and_sharded(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"{i:04d}" for i in range(10)]
+    store = PredictionStore(tmp_path / "s")
+    shards = [_shard(ids[:4], rng), _shard(ids[4:8], rng), _shard(ids[8:], rng)]
+    for s, shard in enumerate(shards):
+        store.write_shard(s, shard, "fp")
+    store.finalize(model="m", classes=["a", "b", "c"], shard_size=4, ids=ids, fingerprint="fp")
+    assert len(list((tmp_path / "s/shards").glob("*.npz"))) == 3 and len(store) == 10
+    for written, read in zip(shards, store.iter_shards(), strict=True):
+        assert read.ids == written.ids
+        assert all(
+            (a == b).all() and a.dtype == b.dtype for a, b in zip(read.maps, written.maps, strict=True)
+        )
+        assert (read.area == written.area).all() and (read.entropy == written.entropy).all()
+    assert store.ids() == ids
+    assert (store.read_maps(["0005"])["0005"] == shards[1].maps[1]).all()
+    assert list(store.stats().columns) == ["id", "area_a", "area_b", "area_c", "entropy", "maxprob"]
+    with pytest.raises(KeyError, match="no prediction for images"):
+        store.read_maps(["nope"])
+
+
+def test_truncated_or_modified_shard_is_detected(tmp_path):
+    rng = np.random.default_rng(1)
+    store = PredictionStore(tmp_path / "s")
+    store.write_shard(0, _shard(["a", "b"], rng), "fp")
+    store.finalize(model="m", classes=["a", "b", "c"], shard_size=2, ids=["a", "b"], fingerprint="fp")
+    path = store.shard_path(0)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CorruptShardError, match="checksum mismatch"):
+        store.read_shard(0)
+    assert not store.shard_is_done(0, "fp", ["a", "b"])  # a resumed run recomputes it instead of trusting it
+
+
+def _project(tmp: Path, n_images: int = 240) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_images):
+        data = encode_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        path = tmp / "pool" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        rows.append({"id": image_id(data), "path": str(path.relative_to(tmp)), "width": 48, "height": 40})
+    (tmp / "data/index").mkdir(parents=True)
+    pd.DataFrame(rows).sort_values("id").to_csv(tmp / "data/index/pool.csv", index=False)
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+    classes = ["background", "disc", "square", "triangle", "ring", "cross", "star"]
+    meta = make_meta(
+        arch="smp.Unet", kwargs=kwargs, classes=classes, input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    save_checkpoint(tmp / "models/target_0.pt", build_model("smp.Unet", 7, **kwargs), meta, provenance={})
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["infer"].update(shard_size=16, batch_size=8, workers=0)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp
+
+
+def _infer(cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_inference_resumes_after_sigkill_with_identical_output(tmp_path):
+    straight = _project(tmp_path / "a")
+    assert _infer(straight).wait(timeout=300) == 0
+    killed = _project(tmp_path / "b")
+    proc = _infer(killed)
+    shards = killed / "data/predictions/target/0/shards"
+    deadline = time.monotonic() + 240
+    while not (shards.exists() and len(list(shards.glob("*.json"))) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(shards.glob("*.json")))
+    assert 3 <= done_before < 15, "the kill must land mid-run"
+    rerun = subprocess.run([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=killed,
+                           capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert (
+        f"{15 - done_before} shards computed" in rerun.stderr
+        or f"{16 - done_before} shards computed" in rerun.stderr
+    )
+    assert _files(straight / "data/predictions") == _files(killed / "data/predictions")
