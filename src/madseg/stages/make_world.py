@@ -32,7 +32,7 @@ def run(params: Params) -> None:
         root / "eval_pool",
     )
     counts: dict[str, dict[str, int]] = {}
-    benchmark: dict[str, bytes] = {}
+    benchmark: dict[str, tuple[bytes, np.ndarray]] = {}
 
     for split in ("train", "val"):
         names = []
@@ -40,11 +40,12 @@ def run(params: Params) -> None:
             write_bytes(voc / "JPEGImages" / f"{item.name}.jpg", item.jpeg)
             write_mask(voc / "SegmentationClass" / f"{item.name}.png", item.label, classes)
             names.append(item.name)
-            benchmark[item.name] = item.jpeg
+            benchmark[item.name] = (item.jpeg, item.label)
         write_text(voc / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(names) + "\n")
         counts[split] = {"normal": len(names)}
 
-    pool_items: dict[str, bytes] = {}
+    pool_items: dict[str, tuple[bytes, np.ndarray]] = {}
+    pool_rows: list[dict] = []
     for split, image_dir, truth_dir, n in (
         ("pool", pool, truth, world.n_pool),
         ("eval_pool", eval_pool / "images", eval_pool / "truth", world.n_eval_pool),
@@ -58,22 +59,15 @@ def run(params: Params) -> None:
                 {"image_id": ident, "name": item.name, "kind": item.kind, "factors": ";".join(item.factors)}
             )
             if split == "pool":
-                pool_items[item.name] = item.jpeg
-        table = pd.DataFrame(rows).sort_values("image_id").reset_index(drop=True)
-        write_csv(truth_dir / "factors.csv", table)
-        counts[split] = table["kind"].value_counts().sort_index().to_dict()
-        counts[f"{split}_factors"] = (
-            table["factors"]
-            .str.split(";")
-            .explode()
-            .loc[lambda s: s != ""]
-            .value_counts()
-            .sort_index()
-            .to_dict()
-        )
+                pool_items[item.name] = (item.jpeg, item.label)
+        if split == "pool":
+            pool_rows = rows  # written after the planted duplicates join them
+        else:
+            counts |= _write_truth_table(truth_dir, rows, split)
 
     # near-duplicates, as web crawls have them: copies of pool images and leaked benchmark images
     rng = np.random.default_rng([world.seed, SPLIT_CODES["dup"]])
+    by_name = {row["name"]: row for row in pool_rows}
     duplicates = []
     sources = [
         ("pool", sorted(pool_items), world.near_duplicates),
@@ -82,13 +76,30 @@ def run(params: Params) -> None:
     for kind, names, n in sources:
         for k, of_name in enumerate(rng.choice(names, size=min(n, len(names)), replace=False)):
             how = ("reencoded", "resized", "cropped")[k % 3]
-            data = near_duplicate((pool_items if kind == "pool" else benchmark)[of_name], how, rng)
+            jpeg, label = (pool_items if kind == "pool" else benchmark)[of_name]
+            data, copy_label = near_duplicate(jpeg, label, how, rng)
             name = f"pool_{world.n_pool + len(duplicates):06d}"
             write_bytes(pool / f"{name}.jpg", data)
+            write_mask(truth / "masks" / f"{image_id(data)}.png", copy_label, classes)
             duplicates.append({"name": name, "of_name": str(of_name), "kind": f"{kind}_{how}"})
+            original = by_name.get(of_name, {"kind": "normal", "factors": ""})  # benchmark leaks are normal
+            pool_rows.append({"image_id": image_id(data), "name": name, "kind": original["kind"],
+                              "factors": original["factors"]})  # fmt: skip
+    counts |= _write_truth_table(truth, pool_rows, "pool")
     write_csv(truth / "duplicates.csv", pd.DataFrame(duplicates, columns=["name", "of_name", "kind"]))
     write_json(
         root / "manifest.json",
         {"counts": counts, "duplicates": len(duplicates), "image_size": world.image_size},
     )
     log.info("world written to %s: %s", root, counts)
+
+
+def _write_truth_table(truth_dir: Path, rows: list[dict], split: str) -> dict[str, dict[str, int]]:
+    """Write factors.csv (sorted by image id) and return its counts per kind and per factor."""
+    table = pd.DataFrame(rows).sort_values("image_id").reset_index(drop=True)
+    write_csv(truth_dir / "factors.csv", table)
+    factors = table["factors"].str.split(";").explode()
+    return {
+        split: table["kind"].value_counts().sort_index().to_dict(),
+        f"{split}_factors": factors[factors != ""].value_counts().sort_index().to_dict(),
+    }

@@ -73,14 +73,23 @@ def iter_world(params: WorldParams, split: str) -> Iterator[WorldImage]:
         yield render_image(params, split, index, kind, factors)
 
 
-def near_duplicate(jpeg: bytes, how: str, rng: np.random.Generator) -> bytes:
-    """A re-encoded, resized or lightly cropped copy of an image (what web crawls are full of)."""
+def near_duplicate(
+    jpeg: bytes, label: np.ndarray, how: str, rng: np.random.Generator
+) -> tuple[bytes, np.ndarray]:
+    """A re-encoded, resized or lightly cropped copy of an image (what web crawls are full of), and its truth.
+
+    The label map goes through the same geometry (nearest neighbour), so a copy the crawl does not catch still
+    has a true mask for the simulated annotators.
+    """
     im = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    lab = Image.fromarray(label)
     w, h = im.size
     if how == "resized":
-        im = im.resize((int(w * 1.5), int(h * 1.5)), Image.BILINEAR)
+        size = (int(w * 1.5), int(h * 1.5))
+        im, lab = im.resize(size, Image.BILINEAR), lab.resize(size, Image.NEAREST)
     elif how == "cropped":
         d = max(1, round(w * 0.04))
-        im = im.crop((d, d, w - d, h - d)).resize((w, h), Image.BILINEAR)
+        box = (d, d, w - d, h - d)
+        im, lab = im.crop(box).resize((w, h), Image.BILINEAR), lab.crop(box).resize((w, h), Image.NEAREST)
     quality = int(rng.integers(70, 85))
-    return encode_jpeg(np.asarray(im), quality)
+    return encode_jpeg(np.asarray(im), quality), np.asarray(lab)
