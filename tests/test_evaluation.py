@@ -50,3 +50,22 @@ def test_table1_shape_and_markdown():
     assert table.loc[0, "round 1 T2"] == 0.6
     md = table_markdown(table)
     assert "| target | 80.0 | 50.0 | 81.0 | 60.0 |" in md
+
+
+def test_ranking_stability_is_one_when_every_prefix_ranks_alike():
+    from madseg.evaluation import ranking_stability, stable_from
+
+    def cms(quality, n=12):
+        out = np.zeros((n, 2, 2), np.int64)
+        out[:, 0, 0] = out[:, 1, 1] = quality
+        out[:, 0, 1] = 10 - quality
+        return out
+
+    stable = ranking_stability({"a": cms(9), "b": cms(6), "c": cms(3)}, k_min=4)
+    assert stable["k"].tolist() == list(range(4, 13)) and (stable["srcc"] == 1.0).all()
+    # model b is worst on the first half and best overall on the second: early prefixes disagree
+    b = cms(9)
+    b[:6] = cms(1)[:6]
+    flipped = ranking_stability({"a": cms(8), "b": b, "c": cms(3)}, k_min=2)
+    assert flipped["srcc"].iloc[0] < 1.0 and flipped["srcc"].iloc[-1] == 1.0
+    assert stable_from(flipped, 0.99) == flipped.loc[flipped["srcc"] >= 0.99, "k"].min()

@@ -260,6 +260,8 @@ class FinetuneParams:
 class EvaluationParams:
     bootstrap: int = 1000  # resamples of T's images for the 95 % interval
     seed: int = 0
+    k_min: int = 20  # Appendix C: rank models on the first k images of T, k = k_min..|T|
+    stability_threshold: float = 0.9  # report the smallest k from which SRCC stays at or above this
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from madseg.metrics import confusion_matrix, iou_per_class, mean_iou, miou_from_batch
+from madseg.metrics import confusion_matrix, iou_per_class, mean_iou, miou_from_batch, srcc
 
 
 def per_image_confusions(
@@ -105,3 +105,37 @@ def table_markdown(table: pd.DataFrame) -> str:
         for _, row in table.iterrows()
     ]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+def ranking_stability(cms_by_model: Mapping[str, np.ndarray], k_min: int) -> pd.DataFrame:
+    """Appendix C: SRCC between the models' ranking on the first k images of T and on all of T.
+
+    Args:
+        cms_by_model: model -> (N, K, K) per-image confusion matrices over T in its stored (drawn) order.
+        k_min: the smallest prefix (the paper: 20 of 40).
+    Returns:
+        DataFrame with columns k (k_min..N) and srcc (scipy.stats.spearmanr of the per-model mIoUs).
+    """
+    models = list(cms_by_model)
+    n = {len(c) for c in cms_by_model.values()}
+    if len(n) != 1:
+        raise ValueError(f"every model must be scored on the same T, got sizes {sorted(n)}")
+    (n_images,) = n
+    if not 1 <= k_min <= n_images:
+        raise ValueError(f"k_min must lie in 1..{n_images}, got {k_min}")
+    prefix = {m: np.cumsum(cms_by_model[m], axis=0) for m in models}  # (N, K, K) running totals
+    full = np.array([mean_iou(prefix[m][-1]) for m in models])
+    rows = []
+    for k in range(k_min, n_images + 1):
+        top_k = np.array([mean_iou(prefix[m][k - 1]) for m in models])
+        rows.append({"k": k, "srcc": srcc(top_k, full)})
+    return pd.DataFrame(rows)
+
+
+def stable_from(stability: pd.DataFrame, threshold: float) -> int | None:
+    """The smallest k from which SRCC stays at or above ``threshold`` (None if it never does)."""
+    ok = (stability["srcc"] >= threshold).to_numpy()
+    for i in range(len(ok)):
+        if ok[i:].all():
+            return int(stability["k"].iloc[i])
+    return None

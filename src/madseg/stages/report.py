@@ -67,9 +67,9 @@ def _round_curves(rounds: dict, models: list[str], target: str) -> str:
 
 def _science() -> str:
     parts = []
-    stability = paths.METRICS / "stability.csv"
-    if stability.exists():
-        df = pd.read_csv(stability)
+    stability = sorted((paths.METRICS / "stability").glob("round_*.csv"))
+    if stability:
+        df = pd.concat([pd.read_csv(p) for p in stability])
         series = {f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in df.groupby("round")}
         parts.append(line_chart(series, title="Ranking stability (Appendix C)", x_label="k (first k images of T)",
                                 y_label="SRCC with all of T", y_range=(-1, 1)))  # fmt: skip
