@@ -1,0 +1,109 @@
+"""validity: measure the method against the demo world's hidden truth (never read by mining or selection).
+
+Writes metrics/mining_precision.json (share of M on which f_t^(0) is truly wrong, beside the entropy and random
+strategies at the same budget) and metrics/validity.json (each f_t^(i) on the held-out D_eval: all, corner cases,
+per factor; T0; the gain from f_t^(0) to the last target).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from madseg import paths
+from madseg.config import Params
+from madseg.inference import predict_images
+from madseg.io.atomic import write_json
+from madseg.io.images import read_mask, read_rgb
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv, write_csv
+from madseg.metrics import confusion_matrix, mean_iou
+from madseg.mining import entropy_candidates, random_candidates
+from madseg.models.predictors import load_predictor
+from madseg.validity import truly_wrong_fraction
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> None:
+    classes = params.dataset.class_list()
+    _mining_precision(params, classes)
+    _eval_pool_scores(params, classes)
+
+
+def _mining_precision(params: Params, classes) -> None:
+    truth = read_csv(paths.POOL_TRUTH / "factors.csv", required=["image_id", "kind"])
+    kinds = dict(zip(truth["image_id"], truth["kind"], strict=True))
+    store = PredictionStore(paths.target_predictions("0"))
+    m = read_csv(paths.mining_dir("0") / "M.csv", required=["image_id"])
+    stats = store.stats()
+    sets = {
+        "mad": m["image_id"].tolist(),
+        "entropy": entropy_candidates(stats, len(m), classes)["image_id"].tolist(),
+        "random": random_candidates(stats, len(m), classes, seed=params.mining.seed)["image_id"].tolist(),
+    }
+    wanted = sorted({i for ids in sets.values() for i in ids})
+    maps = store.read_maps(wanted)
+    masks = {
+        i: read_mask(paths.POOL_TRUTH / "masks" / f"{i}.png", classes)
+        for i in wanted
+        if kinds.get(i) != "ood"
+    }
+    out: dict[str, float | int | None] = {}
+    for name, ids in sets.items():
+        for key, value in truly_wrong_fraction(ids, maps, masks, kinds, classes.num_classes).items():
+            out[f"{name}.{key}"] = value
+    out["mad"] = out["mad.wrong_share"]
+    out["entropy"] = out["entropy.wrong_share"]
+    out["random"] = out["random.wrong_share"]
+    write_json(paths.METRICS / "mining_precision.json", out)
+    log.info("share of the candidates on which f_t^(0) is truly wrong: mad %.3f entropy %.3f random %.3f",
+             out["mad"], out["entropy"], out["random"])  # fmt: skip
+
+
+def _eval_pool_scores(params: Params, classes) -> None:
+    factors = read_csv(
+        paths.EVAL_POOL / "truth" / "factors.csv", required=["image_id", "name", "kind", "factors"]
+    )
+    factors["factors"] = factors["factors"].fillna("")
+    images = [read_rgb(paths.EVAL_POOL / "images" / f"{name}.jpg") for name in factors["name"]]
+    truth = [
+        read_mask(paths.EVAL_POOL / "truth" / "masks" / f"{i}.png", classes) for i in factors["image_id"]
+    ]
+    k = classes.num_classes
+    rows, metrics = [], {}
+    for key in params.rounds:
+        pred = predict_images(load_predictor(paths.target_checkpoint(key), classes=classes), images,
+                              factors["image_id"].tolist()).maps  # fmt: skip
+        cms = np.stack([confusion_matrix(t, p, k) for t, p in zip(truth, pred, strict=True)])
+        groups = {"all_in_domain": factors["kind"] != "ood", "normal": factors["kind"] == "normal",
+                  "corner": factors["kind"] == "corner"}  # fmt: skip
+        for factor in sorted(set(";".join(factors["factors"]).split(";")) - {""}):
+            groups[f"factor.{factor}"] = factors["factors"].str.split(";").apply(lambda fs, f=factor: f in fs)
+        for group, mask in groups.items():
+            score = mean_iou(cms[mask.to_numpy()].sum(0))
+            rows.append({"round": int(key), "group": group, "images": int(mask.sum()), "miou": score})
+            metrics[f"target_{key}.{group}"] = score
+        metrics[f"target_{key}.T0"] = _t0(key)
+    first, last = "0", max(params.rounds, key=int)
+    metrics["corner_miou_gain"] = 100 * (metrics[f"target_{last}.corner"] - metrics[f"target_{first}.corner"])
+    metrics["normal_miou_change"] = 100 * (
+        metrics[f"target_{last}.normal"] - metrics[f"target_{first}.normal"]
+    )
+    metrics["t0_drop"] = 100 * (metrics[f"target_{first}.T0"] - metrics[f"target_{last}.T0"])
+    precision = pd.read_json(paths.METRICS / "mining_precision.json", typ="series")
+    metrics["precision_ratio_vs_random"] = (
+        float(precision["mad"] / precision["random"]) if precision["random"] else None
+    )
+    write_csv(paths.METRICS / "validity_eval_pool.csv", pd.DataFrame(rows))
+    write_json(paths.METRICS / "validity.json", metrics)
+    log.info("D_eval corner mIoU %+.1f points from f_t^(0) to f_t^(%s); T0 drop %.1f points",
+             metrics["corner_miou_gain"], last, metrics["t0_drop"])  # fmt: skip
+
+
+def _t0(round_key: str) -> float:
+    from madseg.io.atomic import read_json
+
+    return float(read_json(paths.round_metrics(round_key))["target.T0.miou"])
