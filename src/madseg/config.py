@@ -268,6 +268,7 @@ class EvaluationParams:
 class RoundSpec:
     prev: str = "init"  # the previous round's key; 'init' names the state before round 0
     next: str = ""  # finetunes only: the round whose target this fine-tune produces
+    finetune: bool = False  # rounds only: does this round select S and fine-tune (every round but the last)
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,11 @@ def _check_rounds(params: Params) -> None:
         want = str(i - 1) if i else "init"
         if params.rounds[key].prev != want:
             raise ConfigError(f"rounds.{key}.prev must be {want!r}, got {params.rounds[key].prev!r}")
+    for i, key in enumerate(keys):
+        if params.rounds[key].finetune != (i < len(keys) - 1):
+            raise ConfigError(
+                f"rounds.{key}.finetune must be {i < len(keys) - 1} (only the last round does not fine-tune)"
+            )
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
         raise ConfigError(

@@ -24,7 +24,7 @@ def run(params: Params, *, round_key: str) -> None:
 
     mos = mean_opinion_scores(scores, candidates)
     # the last round only measures (ratings and T's masks): it fine-tunes nothing, so it selects no S
-    n4 = params.selection.n4 if round_key in params.finetunes else 0
+    n4 = params.selection.n4 if spec.finetune else 0
     chosen = select_lowest(mos, n4, exclude=previous["image_id"])
     s_all = pd.concat(
         [previous[["image_id", "round"]], pd.DataFrame({"image_id": chosen["image_id"], "round": round_key})],
