@@ -91,6 +91,7 @@ def test_adding_a_round_runs_only_the_new_round(tiny_project):
     new = str(int(last) + 1)
     params["rounds"][last]["finetune"] = True
     params["rounds"][new] = {"prev": last, "finetune": False}
+    params["final_round"] = new
     params["finetunes"][last] = {"prev": params["rounds"][last]["prev"], "next": new}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:

@@ -24,6 +24,7 @@ STAGES = (
     "evaluate",
     "finetune",
     "summarize",
+    "export",
     "validity",
     "report",
 )

@@ -287,6 +287,7 @@ class Params:
     evaluation: EvaluationParams
     rounds: dict[str, RoundSpec]
     finetunes: dict[str, RoundSpec]
+    final_round: str = ""
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -339,6 +340,8 @@ def _check_rounds(params: Params) -> None:
             raise ConfigError(
                 f"rounds.{key}.finetune must be {i < len(keys) - 1} (only the last round does not fine-tune)"
             )
+    if params.final_round != keys[-1]:
+        raise ConfigError(f"final_round must name the last round ({keys[-1]!r}), got {params.final_round!r}")
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
         raise ConfigError(
