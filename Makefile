@@ -26,16 +26,16 @@ demo: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/madseg demo
 
 lint: env
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 # Debian's Chromium for the report's browser tests (root on the CI machine; skipped when already present)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: env $(LS_VENV)/.installed browser
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" $(BIN)/pytest -q
 
 # Optional third command: a real Label Studio server for teams that label for real (URL + token -> .env).

@@ -166,3 +166,23 @@ def png_bytes(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+def comparison_overlay(
+    image: np.ndarray,
+    maps: Sequence[tuple[str, np.ndarray]],
+    classes: ClassList,
+    caption: str,
+    min_side: int = 192,
+) -> Image.Image:
+    """The image beside any number of titled label maps (e.g. before | after | truth), a caption and a legend."""
+    size = (image.shape[1], image.shape[0])
+    fitted = []
+    for title, label in maps:
+        _check(image, label, classes, f"comparison overlay ({title})")
+        fitted.append((title, _fit_map(label, size)))
+    panels = [("image", image), *((title, blend(image, m, classes)) for title, m in fitted)]
+    scale = upscale_factor(*image.shape[:2], min_side)
+    width = len(panels) * image.shape[1] * scale + (len(panels) + 1) * PAD
+    legend = _legend(classes, _present(*(m for _, m in fitted)), width)
+    return _compose(panels, [_text_strip(caption, width), legend], scale)

@@ -12,8 +12,12 @@ import pandas as pd
 
 from madseg import paths
 from madseg.config import Params
-from madseg.io.atomic import read_json, sha256_file, write_text
+from madseg.io.atomic import read_json, sha256_file, write_bytes, write_text
+from madseg.io.images import read_mask, read_rgb
+from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
+from madseg.metrics import image_miou
+from madseg.render import comparison_overlay, png_bytes
 from madseg.report.charts import bar_chart, line_chart
 from madseg.report.pages import GalleryItem, Section, page, table1_html
 from madseg.selection import SCORE_LEVELS
@@ -158,14 +162,64 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
                 Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items)
             )
 
-    compare = paths.mining_dir(key) / "before_after"
-    if compare.exists():
-        items = [
-            GalleryItem(_copy(p, out, key, "before_after"), p.stem)
-            for p in sorted(compare.glob("*.png"))[:GALLERY_SIZE]
-        ]
-        sections.append(Section("Before / after fine-tuning", "before-after", gallery=items))
+    sections.extend(_before_after(params, key, out))
     return sections
+
+
+def _before_after(params: Params, key: str, out: Path) -> list[Section]:
+    """Fig. 4/5 of the paper: T images before/after fine-tuning (with their labels), unseen pool images where
+    the fine-tune changed the prediction most, and the worst remaining failures of this round's target on T."""
+    classes = params.dataset.class_list()
+    ann = paths.annotations_dir(key)
+    if not (ann / "T.csv").exists() or not paths.target_predictions(key).exists():
+        return []
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
+    test_ids = read_csv(ann / "T.csv")["image_id"].tolist()
+    truth = {i: read_mask(ann / "masks" / f"{i}.png", classes) for i in test_ids}
+    before = PredictionStore(paths.target_predictions(key))
+    sections = []
+    before_t = before.read_maps(test_ids)
+    worst = sorted(test_ids, key=lambda i: (image_miou(truth[i], before_t[i], classes.num_classes), i))
+    items = [_render(out, key, "worst", i, index, [("target", before_t[i]), ("label", truth[i])], classes,
+                     f"mIoU {image_miou(truth[i], before_t[i], classes.num_classes):.2f}") for i in worst[:GALLERY_SIZE]]  # fmt: skip
+    sections.append(Section(f"Worst failures of f_t^({key}) on T", "worst", gallery=items))
+    nxt = params.finetunes.get(key)
+    if nxt is None or not paths.target_predictions(nxt.next).exists():
+        return sections
+    after = PredictionStore(paths.target_predictions(nxt.next))
+    after_t = after.read_maps(test_ids)
+    items = [_render(out, key, "before_after", i, index,
+                     [(f"f_t^({key})", before_t[i]), (f"f_t^({nxt.next})", after_t[i]), ("label", truth[i])], classes,
+                     f"{image_miou(truth[i], before_t[i], classes.num_classes):.2f} -> "
+                     f"{image_miou(truth[i], after_t[i], classes.num_classes):.2f}")
+             for i in test_ids[:GALLERY_SIZE]]  # fmt: skip
+    sections.append(Section(f"T images before / after fine-tuning (f_t^({key}) -> f_t^({nxt.next}))", "before-after",
+                            gallery=items))  # fmt: skip
+    # unseen pool images (never labelled) where the fine-tune changed the prediction most
+    labelled = set(read_csv(ann / "S_all.csv")["image_id"]) | set(test_ids)
+    stats_before, stats_after = before.stats().set_index("id"), after.stats().set_index("id")
+    area_cols = [c for c in stats_before.columns if c.startswith("area_")]
+    change = (
+        (stats_before[area_cols] - stats_after[area_cols])
+        .abs()
+        .sum(axis=1)
+        .drop(labels=list(labelled), errors="ignore")
+    )
+    unseen = change.sort_values(ascending=False, kind="stable").index[:GALLERY_SIZE].tolist()
+    maps_b, maps_a = before.read_maps(unseen), after.read_maps(unseen)
+    items = [_render(out, key, "unseen", i, index, [(f"f_t^({key})", maps_b[i]), (f"f_t^({nxt.next})", maps_a[i])],
+                     classes, i) for i in unseen]  # fmt: skip
+    sections.append(Section("Unseen pool images: before / after", "unseen", gallery=items,
+                            note="Pool images nobody labelled, where the fine-tune changed the predicted areas most."))  # fmt: skip
+    return sections
+
+
+def _render(out: Path, key: str, kind: str, image: str, index, maps, classes, caption: str) -> GalleryItem:
+    rel = Path("assets") / f"round_{key}" / kind / f"{image}.png"
+    picture = comparison_overlay(read_rgb(index.loc[image, "path"]), maps, classes, caption)
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(out / rel, png_bytes(picture))
+    return GalleryItem(rel.as_posix(), caption)
 
 
 def _provenance(params: Params) -> dict[str, str]:
