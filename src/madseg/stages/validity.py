@@ -15,12 +15,12 @@ import pandas as pd
 from madseg import paths
 from madseg.config import Params
 from madseg.inference import predict_images
-from madseg.io.atomic import write_json
+from madseg.io.atomic import read_json, write_json
 from madseg.io.images import read_mask, read_rgb
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv, write_csv
 from madseg.metrics import confusion_matrix, mean_iou
-from madseg.mining import entropy_candidates, random_candidates
+from madseg.mining import entropy_candidates, random_candidates, shard_pair_stats
 from madseg.models.predictors import load_predictor
 from madseg.validity import truly_wrong_fraction
 
@@ -29,8 +29,38 @@ log = logging.getLogger(__name__)
 
 def run(params: Params) -> None:
     classes = params.dataset.class_list()
+    _disagreement(params, classes)
     _mining_precision(params, classes)
     _eval_pool_scores(params, classes)
+
+
+def _disagreement(params: Params, classes) -> None:
+    """Mean pairwise 1 - mIoU between all pretrained models on normal vs corner-case pool images."""
+    kinds = read_csv(paths.POOL_TRUTH / "factors.csv", required=["image_id", "kind"]).set_index("image_id")[
+        "kind"
+    ]
+    stores = {"target": PredictionStore(paths.target_predictions("0"))}
+    stores |= {
+        name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
+    }
+    names = list(stores)
+    sums: dict[str, list[float]] = {"normal": [], "corner": [], "ood": []}
+    for shards in zip(*(s.iter_shards() for s in stores.values()), strict=True):
+        ids = shards[0].ids
+        kind = kinds.reindex(ids).fillna("unknown").to_numpy()
+        pair = [
+            shard_pair_stats(shards[a], {names[b]: shards[b]}, classes.num_classes)[2][names[b]][1]
+            for a in range(len(names))
+            for b in range(a + 1, len(names))
+        ]
+        mean_pair = np.mean(pair, axis=0)
+        for group in sums:
+            sums[group].extend(mean_pair[kind == group].tolist())
+    out = {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
+    out["models"] = names
+    write_json(paths.METRICS / "disagreement.json", out)
+    log.info("mean pairwise 1 - mIoU between models: normal %.3f, corner %.3f",
+             out["mean_pairwise_distance.normal"], out["mean_pairwise_distance.corner"])  # fmt: skip
 
 
 def _mining_precision(params: Params, classes) -> None:
@@ -104,6 +134,4 @@ def _eval_pool_scores(params: Params, classes) -> None:
 
 
 def _t0(round_key: str) -> float:
-    from madseg.io.atomic import read_json
-
     return float(read_json(paths.round_metrics(round_key))["target.T0.miou"])
