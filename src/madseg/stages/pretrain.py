@@ -16,10 +16,11 @@ import torch
 
 from madseg import paths
 from madseg.config import ModelSpec, Params
-from madseg.inference import evaluate_model, to_tensors
+from madseg.inference import evaluate_model, predict_voc_split, to_tensors
 from madseg.io.atomic import write_json
 from madseg.io.tables import write_csv
 from madseg.io.voc import read_split
+from madseg.metrics import confusion_matrix, mean_iou
 from madseg.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from madseg.models.predictors import SOURCE_FILES, load_predictor
 from madseg.models.registry import build_model
@@ -34,12 +35,24 @@ def run(params: Params, *, model: str) -> None:
     if spec is None:
         raise ValueError(f"unknown model {model!r}; models: target, {', '.join(params.models.competitors)}")
     out = paths.target_checkpoint("0") if is_target else paths.competitor_dir(spec.name) / "model.pt"
+    name = "target" if is_target else spec.name
     if spec.source == "registry" and spec.path is None:
-        _train(params, spec, out, name="target" if is_target else spec.name)
-    else:
-        _adopt(params, spec, is_target)
+        _train(params, spec, out, name=name)
+        if not is_target:
+            _write_spec(params, spec)
+        return
+    _adopt(params, spec, is_target)
     if not is_target:
         _write_spec(params, spec)
+    # an adopted model is scored on T0 like a trained one, so Table 1's first column means the same for all
+    classes = params.dataset.class_list()
+    predictor = load_predictor(out if is_target else paths.competitor_dir(spec.name), classes=classes)
+    predictions, truth, ids = predict_voc_split(predictor, params.dataset, classes, params.infer)
+    t0_miou = mean_iou(sum(confusion_matrix(truth[i], predictions[i], classes.num_classes) for i in ids))
+    write_json(
+        paths.METRICS / "pretrain" / f"{name}.json", {"t0_miou": t0_miou, "source": spec.source, "steps": 0}
+    )
+    log.info("%s: adopted %s from %s, T0 mIoU %.3f", name, spec.source, spec.path, t0_miou)
 
 
 def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
