@@ -224,7 +224,7 @@ def test_stages_on_label_studio(label_studio, monkeypatch):
     from madseg.io.images import read_mask
     from madseg.io.tables import read_csv, write_csv
     from madseg.stages import export_pixel_tasks, export_weak_tasks, import_masks, import_scores
-    from test_annotation_simulated import make_tiny_project
+    from tests.test_annotation_simulated import make_tiny_project
 
     root = label_studio.document_root / "project"
     root.mkdir()
