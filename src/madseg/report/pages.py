@@ -66,8 +66,8 @@ def gallery_html(items: Sequence[GalleryItem]) -> str:
     if not items:
         return '<p class="empty">nothing to show yet</p>'
     figures = [
-        f'<figure><a href="{html.escape(i.image)}"><img src="{html.escape(i.image)}" alt="{html.escape(i.caption)}" '
-        f'loading="lazy"></a><figcaption>{html.escape(i.caption)}</figcaption></figure>'
+        f'<figure><a href="{html.escape(i.image)}"><img src="{html.escape(i.image)}" alt="{html.escape(i.caption)}">'
+        f"</a><figcaption>{html.escape(i.caption)}</figcaption></figure>"
         for i in items
     ]
     return f'<div class="gallery">{"".join(figures)}</div>'
