@@ -43,6 +43,18 @@ def _serve(executable: str, params: str) -> None:
     importlib.import_module("madseg.annotation.server").serve(executable, params)
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    params = load_params(args.params)
+    if params.annotation.backend == "simulated" and args.truth is None:
+        raise SystemExit("the simulated annotators need --truth DIR (masks/<image id>.png of the pool)")
+    importlib.import_module("madseg.stages.compare").run(
+        params, model_a=Path(args.model_a), model_b=Path(args.model_b), pool=Path(args.pool), name=args.name,
+        n=args.n, truth_dir=Path(args.truth) if args.truth else None, names=(args.name_a, args.name_b),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="madseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -57,6 +69,20 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = sub.add_parser("demo", help="run the whole demo with dvc repro and say where the results are")
     demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main())
+
+    cmp = sub.add_parser(
+        "compare", help="a MAD competition between two models on a pool of unlabelled images"
+    )
+    cmp.add_argument("model_a", help="checkpoint file or competitor folder (spec.json)")
+    cmp.add_argument("model_b", help="checkpoint file or competitor folder (spec.json)")
+    cmp.add_argument("--pool", required=True, help="index CSV (id, path) or a folder of images")
+    cmp.add_argument("--name", required=True, help="names data/compare/NAME and metrics/compare/NAME.json")
+    cmp.add_argument("--n", type=int, default=10, help="images per (class, direction) group")
+    cmp.add_argument("--name-a", default="a")
+    cmp.add_argument("--name-b", default="b")
+    cmp.add_argument("--truth", help="simulated annotators only: the pool's hidden truth folder")
+    cmp.add_argument("--params", default="params.yaml")
+    cmp.set_defaults(func=_compare)
 
     ls = sub.add_parser("labelstudio-server", help="run Label Studio in the foreground; URL + token -> .env")
     ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")

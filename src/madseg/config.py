@@ -159,6 +159,8 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # its class name -> target class name; unmapped -> ignore
     steps: int | None = None  # pretraining steps for this model (demo), overriding pretrain.steps
+    lr: float | None = None  # its pretraining peak learning rate, overriding pretrain.lr
+    input_size: int | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
 
 
@@ -252,6 +254,7 @@ class FinetuneParams:
     poly_power: float = 0.9
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)
     seed: int = 0
     threads: int = 2
 

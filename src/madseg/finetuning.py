@@ -82,6 +82,7 @@ def train_sgd_poly(
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     | None = None,
     stop_after: int | None = None,
+    freeze_bn: bool = True,
 ) -> list[dict]:
     """Fine-tune ``model`` in place; resumable per epoch.
 
@@ -91,6 +92,9 @@ def train_sgd_poly(
         resume_dir: if given, the state after each epoch is saved there atomically and a rerun continues from
             the last finished epoch with the same result as an uninterrupted run.
         stop_after: end after this epoch (as an interruption would; for tests of resuming).
+        freeze_bn: keep batch-norm running statistics as pretrained. A few small batches dominated by corner
+            cases would otherwise re-estimate them and shift every prediction on normal images (forgetting);
+            the affine parameters still learn.
     Returns:
         per-epoch history dicts (epoch, loss, lr).
     """
@@ -120,6 +124,10 @@ def train_sgd_poly(
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
     for epoch in range(start_epoch, min(epochs, stop_after or epochs)):
         model.train()
+        if freeze_bn:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         losses = []
         for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
             fresh, rep = plan[step]
@@ -133,7 +141,7 @@ def train_sgd_poly(
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         history.append(
             {
                 "epoch": epoch + 1,
@@ -225,6 +233,7 @@ def finetune_target(
             device=device,
             resume_dir=resume_root / f"lr_{lr:g}" if resume_root else None,
             augment=hflip_augment,
+            freeze_bn=params.freeze_bn,
         )
         score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)
         history[-1]["t0_miou"] = score

@@ -60,7 +60,7 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     classes = params.dataset.class_list()
     m = params.models
-    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=m.input_size,
+    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=spec.input_size or m.input_size,
                      mean=m.mean, std=m.std)  # fmt: skip
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
@@ -68,8 +68,9 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     torch.manual_seed(params.seed)
     net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
     steps = spec.steps or params.pretrain.steps
+    lr = spec.lr or params.pretrain.lr
     start = time.monotonic()
-    curve = pretrain(net, x, y, steps=steps, batch_size=params.pretrain.batch_size, lr=params.pretrain.lr,
+    curve = pretrain(net, x, y, steps=steps, batch_size=params.pretrain.batch_size, lr=lr,
                      weight_decay=params.pretrain.weight_decay, seed=params.seed, device=device)  # fmt: skip
     seconds = time.monotonic() - start
     t0_miou = evaluate_model(
@@ -80,7 +81,13 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     save_checkpoint(out, net.cpu(), meta, provenance=provenance)
     write_json(
         paths.METRICS / "pretrain" / f"{name}.json",
-        {"t0_miou": t0_miou, "steps": steps, "train_s": round(seconds, 1)},
+        {
+            "t0_miou": t0_miou,
+            "steps": steps,
+            "lr": lr,
+            "input_size": meta["input_size"],
+            "train_s": round(seconds, 1),
+        },
     )
     write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(curve))
     log.info("%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, steps, seconds)

@@ -1,0 +1,135 @@
+"""compare: a MAD competition between two models on a pool (`madseg compare A B --pool ... --name N`).
+
+Writes ``<out>/{a,b}/`` (both models' sharded predictions), ``<out>/M.csv`` (the competition set),
+``<out>/pixel_export.json`` (the labelling receipt), ``<out>/per_image.csv`` and ``metrics/compare/<name>.json``.
+A rerun reuses finished prediction shards and an existing receipt, so with Label Studio the second call, after
+the images are labelled, only imports and scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from madseg import paths
+from madseg.annotation.backend import make_backend
+from madseg.annotation.tasks import AnnotationIncomplete
+from madseg.compare import competition_set, score_competition
+from madseg.config import Params
+from madseg.inference import fingerprint, predict_pool
+from madseg.io.atomic import read_json, write_json
+from madseg.io.images import read_rgb
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv, write_csv
+from madseg.mining import area_bands
+from madseg.models.predictors import load_predictor
+from madseg.stages.mine import s0_areas
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def pool_index(pool: Path) -> pd.DataFrame:
+    """The pool as (id, path, width, height) sorted by id: an index CSV (id, path) or a folder of images
+    (id = the path below the folder without suffix, '/' kept)."""
+    if pool.is_file():
+        index = read_csv(pool, required=["id", "path"])
+    elif pool.is_dir():
+        files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{pool}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        index = pd.DataFrame({"id": [str(p.relative_to(pool).with_suffix("")) for p in files],
+                              "path": [str(p) for p in files]})  # fmt: skip
+    else:
+        raise FileNotFoundError(f"{pool}: no such pool (an index CSV with id,path or a folder of images)")
+    if index["id"].duplicated().any():
+        raise ValueError(f"{pool}: repeated image ids, e.g. {index['id'][index['id'].duplicated()].iloc[0]}")
+    index = index.sort_values("id").reset_index(drop=True)
+    if "width" not in index or "height" not in index:
+        shapes = [read_rgb(p).shape[:2] for p in index["path"]]
+        index["height"] = [h for h, _ in shapes]
+        index["width"] = [w for _, w in shapes]
+    return index
+
+
+def run(
+    params: Params,
+    *,
+    model_a: Path,
+    model_b: Path,
+    pool: Path,
+    name: str,
+    n: int,
+    truth_dir: Path | None = None,
+    names: tuple[str, str] = ("a", "b"),
+) -> dict:
+    """Run (or resume) the competition; returns the scores written to metrics/compare/<name>.json."""
+    if names[0] == names[1]:
+        raise ValueError(f"the two models need different names, got {names[0]!r} twice")
+    torch.set_num_threads(params.infer.threads)
+    classes = params.dataset.class_list()
+    out = Path("data/compare") / name
+    index = pool_index(pool)
+    ids = index["id"].tolist()
+    stores = {}
+    for label, source in zip(names, (model_a, model_b), strict=True):
+        store = PredictionStore(out / label)
+        predict_pool(
+            load_predictor(source, classes=classes), index, store, model_name=label, classes=classes,
+            fingerprint=fingerprint(source, ids), shard_size=params.infer.shard_size,
+            batch_size=params.infer.batch_size, workers=params.infer.workers,
+        )  # fmt: skip
+        stores[label] = store
+    bands = area_bands(
+        s0_areas(params.dataset.voc_root, params.dataset.train_split, classes),
+        classes, params.mining.area_quantiles, params.mining.area_overrides,
+    )  # fmt: skip
+    m = competition_set(
+        stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n,
+        params.mining.distance,
+    )  # fmt: skip
+    m["competitor"] = m["competitor"].replace({"b": names[1]})
+    write_csv(out / "M.csv", m)
+    log.info("%s: %d images where %s and %s disagree most", name, len(m), *names)
+
+    backend = make_backend(
+        params.annotation, classes=classes, truth_dir=truth_dir,
+        target_maps=lambda _r, wanted: stores[names[0]].read_maps(list(wanted)),
+    )  # fmt: skip
+    receipt_path = out / "pixel_export.json"
+    items = (
+        m[["image_id"]]
+        .assign(role="T")
+        .merge(
+            index.rename(columns={"id": "image_id"})[["image_id", "path", "width", "height"]], on="image_id"
+        )
+    )
+    if receipt_path.exists() and sorted(r["image_id"] for r in read_json(receipt_path)["images"]) == sorted(
+        m["image_id"]
+    ):
+        receipt = read_json(receipt_path)
+    else:
+        # the labellers start from empty masks: the truth must not be anchored to either contestant
+        receipt = backend.export_pixel(f"compare-{name}", items, {})
+        write_json(receipt_path, receipt)
+    try:
+        _, _, labels = backend.import_pixel(receipt)
+    except AnnotationIncomplete as err:
+        raise SystemExit(f"{name}: {err}. Label the images, then run the same command again.") from err
+    maps_a = stores[names[0]].read_maps(m["image_id"].tolist())
+    maps_b = stores[names[1]].read_maps(m["image_id"].tolist())
+    result = score_competition(
+        m["image_id"].tolist(), maps_a, maps_b, labels, classes, names=names,
+        n_boot=params.evaluation.bootstrap, seed=params.evaluation.seed,
+    )  # fmt: skip
+    write_csv(out / "per_image.csv", result.per_image)
+    scores = {**result.scores, "models": {names[0]: str(model_a), names[1]: str(model_b)},
+              "pool": str(pool), "n_per_group": n}  # fmt: skip
+    write_json(paths.METRICS / "compare" / f"{name}.json", scores)
+    log.info("%s: mIoU on the competition set %s %.3f vs %s %.3f -> %s",
+             name, names[0], scores[f"{names[0]}.miou"], names[1], scores[f"{names[1]}.miou"],
+             scores["winner"])  # fmt: skip
+    return scores
