@@ -1,12 +1,19 @@
-"""The validity study (issue: does it work?): MAD vs entropy vs random at an equal labelling budget, over seeds.
+"""The validity study (Appendix A on the demo world): MAD vs entropy vs random at an equal labelling budget.
 
-Runs one DVC experiment per (strategy, seed) on the default demo, reusing every stage that does not depend on
-the strategy or seed (world, index, pretrained models, competitors' predictions come from the run cache), and
-collects each experiment's hidden-truth metrics (metrics/validity.json) into metrics/study.json + a CSV.
+For every seed and strategy, one DVC experiment runs the loop up to the `validity` stage (world, index,
+pretrained models and the competitors' predictions are shared through DVC's cache; only what depends on the
+strategy or seed reruns) and the final fine-tuned target is kept. Then the fine-tuned targets are compared
+two ways, per seed:
 
-    python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random]
+1. the paper's way: `madseg compare` runs a MAD competition between MAD's target and each baseline's on the
+   held-out D_eval (their largest disagreements, labelled by the simulated annotators);
+2. the ground-truth way: each target's mIoU on all of D_eval (hidden truth; never mined by any strategy).
 
-Outside CI: each experiment runs the loop's rounds (minutes each on 2 CPU cores).
+Writes metrics/study.json (margins, their spread, the seeds, the minutes it took), metrics/study.csv (one row
+per experiment) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
+metrics/validity.json. Run from the project root, outside CI (about 8 minutes per experiment on 2 CPU cores):
+
+    .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random]
 """
 
 from __future__ import annotations
@@ -14,66 +21,112 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+STUDY = Path("data/study")
 log = logging.getLogger("madseg.study")
 
 
-def run_experiment(strategy: str, seed: int) -> dict:
-    name = f"study-{strategy}-s{seed}"
-    subprocess.run(
-        ["dvc", "exp", "run", "-n", name, "--temp",
-         "-S", f"mining.strategy={strategy}", "-S", f"selection.seed={seed}", "-S", f"finetune.seed={seed}",
-         "-S", f"mining.seed={seed}", "-S", f"annotation.simulated.seed={seed}"],
-        cwd=ROOT, check=True,
-    )  # fmt: skip
-    shown = subprocess.run(
-        ["dvc", "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True, text=True
+def sh(*cmd: str) -> None:
+    log.info("$ %s", " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def run_experiment(strategy: str, seed: int, final_round: str) -> dict:
+    """One (strategy, seed) loop up to `validity`; returns its validity metrics and keeps its final target."""
+    sh("dvc", "exp", "run",
+       "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
+       "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity")  # fmt: skip
+    (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "models" / f"target_{final_round}.pt", ROOT / STUDY / f"{strategy}-s{seed}.pt")
+    metrics = json.loads((ROOT / "metrics" / "validity.json").read_text())
+    return {"strategy": strategy, "seed": seed, **{k: v for k, v in metrics.items() if not k.startswith("study.")}}
+
+
+def eval_pool_index() -> Path:
+    """D_eval as an index CSV (id = the truth's image id, path = its image) for `madseg compare`."""
+    factors = pd.read_csv(ROOT / "data/world/eval_pool/truth/factors.csv")
+    index = pd.DataFrame(
+        {"id": factors["image_id"], "path": [f"data/world/eval_pool/images/{n}.jpg" for n in factors["name"]]}
     )
-    for commit in json.loads(shown.stdout):
-        for exp in commit.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                if rev.get("name") == name:
-                    data = rev["data"]["metrics"]["metrics/validity.json"]["data"]
-                    return {"strategy": strategy, "seed": seed, **data}
-    raise RuntimeError(f"experiment {name} not found in dvc exp show")
+    path = STUDY / "eval_pool.csv"
+    index.sort_values("id").to_csv(ROOT / path, index=False)
+    return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strategies", nargs="+", default=["mad", "entropy", "random"])
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    start = time.monotonic()
-    rows = [run_experiment(s, seed) for seed in args.seeds for s in args.strategies]
-    table = pd.DataFrame(rows)
-    table.to_csv(ROOT / "metrics" / "study.csv", index=False)
-    final = max(c for c in table.columns if c.startswith("target_") and c.endswith(".all_in_domain"))
+def compete(seed: int, other: str, pool: Path, n: int) -> dict:
+    name = f"study-mad-vs-{other}-s{seed}"
+    sh("madseg", "compare", str(STUDY / f"mad-s{seed}.pt"), str(STUDY / f"{other}-s{seed}.pt"),
+       "--pool", str(pool), "--truth", "data/world/eval_pool/truth", "--name", name,
+       "--name-a", "mad", "--name-b", other, "--n", str(n))  # fmt: skip
+    return json.loads((ROOT / "metrics" / "compare" / f"{name}.json").read_text())
+
+
+def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_round: str) -> dict:
+    final = f"target_{final_round}.all_in_domain"
     pivot = table.pivot(index="seed", columns="strategy", values=final) * 100
-    summary = {
-        "seeds": args.seeds,
-        "metric": f"D_eval mIoU points of the final target ({final})",
-        "minutes": round((time.monotonic() - start) / 60, 1),
-    }
+    summary: dict = {"seeds": seeds, "metric": f"D_eval in-domain mIoU points of f_t^({final_round})"}
+    for strategy in pivot.columns:
+        summary[f"d_eval_miou.{strategy}"] = float(pivot[strategy].mean())
     for other in ("entropy", "random"):
         if {"mad", other} <= set(pivot.columns):
             diff = pivot["mad"] - pivot[other]
             summary[f"mad_minus_{other}"] = float(diff.mean())
             summary[f"mad_minus_{other}_sd"] = float(diff.std(ddof=1)) if len(diff) > 1 else None
+            summary[f"mad_minus_{other}_by_seed"] = [float(v) for v in diff]
             summary[f"mad_beats_{other}_in_seeds"] = int((diff > 0).sum())
-    mad = table[table["strategy"] == "mad"]
-    summary["corner_miou_gain"] = float(np.mean(mad["corner_miou_gain"]))
-    summary["t0_drop"] = float(np.mean(mad["t0_drop"]))
-    summary["precision_ratio_vs_random"] = float(np.mean(mad["precision_ratio_vs_random"]))
+            corner = table.pivot(index="seed", columns="strategy", values=f"target_{final_round}.corner") * 100
+            summary[f"mad_minus_{other}_corner"] = float((corner["mad"] - corner[other]).mean())
+        runs = [competitions[(s, other)] for s in seeds if (s, other) in competitions]
+        if runs:
+            summary[f"competition.mad_minus_{other}"] = float(sum(r["miou_difference"] for r in runs) / len(runs))
+            summary[f"competition.mad_wins_{other}_in_seeds"] = sum(r["winner"] == "mad" for r in runs)
+            summary[f"competition.images_per_seed.{other}"] = [int(r["n_images"]) for r in runs]
+    for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random"):
+        mad = table.loc[table["strategy"] == "mad", key]
+        summary[f"mad.{key}"] = float(mad.mean())
+        summary[f"mad.{key}_sd"] = float(mad.std(ddof=1)) if len(mad) > 1 else None
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", default=["mad", "entropy", "random"])
+    parser.add_argument("--n", type=int, default=5, help="images per (class, direction) in each competition")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    final_round = str(yaml.safe_load((ROOT / "params.yaml").read_text())["final_round"])
+    start = time.monotonic()
+    try:
+        rows = [run_experiment(s, seed, final_round) for seed in args.seeds for s in args.strategies]
+    finally:  # back to the main line: the committed params and lock, and their outputs
+        sh("git", "checkout", "--", "params.yaml", "dvc.lock")
+        sh("dvc", "checkout", "--force")
+    pool = eval_pool_index()
+    competitions = {
+        (seed, other): compete(seed, other, pool, args.n)
+        for seed in args.seeds
+        for other in args.strategies
+        if other != "mad" and "mad" in args.strategies
+    }
+    table = pd.DataFrame(rows)
+    table.to_csv(ROOT / "metrics" / "study.csv", index=False)
+    summary = summarize(table, competitions, args.seeds, final_round)
+    summary["minutes"] = round((time.monotonic() - start) / 60, 1)
+    summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
     (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(summary, indent=2))
+    log.info("%s", json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def make_tiny_project(work: Path) -> Path:
         yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text()),
     )
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "metrics").mkdir(exist_ok=True)  # the validity study has not run here
+    (work / "metrics" / "study.json").write_text('{"status": "not run"}\n')
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "tiny config"], work)

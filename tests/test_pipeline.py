@@ -43,6 +43,11 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_project):
     assert summary["round"] == max(int(k) for k in params["rounds"])
     table = pd.read_csv(tiny_project / "metrics/table1.csv")
     assert table["model"].iloc[0] == "target"
+    validity = json.loads((tiny_project / "metrics/validity.json").read_text())
+    for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random"):
+        assert isinstance(validity[key], float), key
+    # the cross-seed study has not run in this scratch repo: its margins are absent, not invented
+    assert validity["mad_minus_entropy"] is None and validity["seeds"] is None
 
 
 def test_second_repro_is_a_noop(tiny_project):
@@ -105,3 +110,19 @@ def test_adding_a_round_runs_only_the_new_round(tiny_project):
         assert {f"select_S@{last}", f"finetune@{last}", f"mine@{new}", f"evaluate@{new}"} <= ran
     finally:
         params_path.write_text(original)
+
+
+def test_experiment_runs_a_variant_without_touching_the_main_line(tiny_project):
+    """`dvc exp run --temp -S`: another selection strategy for round 0, the workspace left as it was."""
+    before = {
+        p: (tiny_project / p).read_bytes() for p in ("params.yaml", "dvc.lock", "metrics/rounds/round_0.json")
+    }
+    _sh(["dvc", "exp", "run", "--temp", "-n", "random-r0", "-S", "mining.strategy=random", "evaluate@0"],
+        tiny_project)  # fmt: skip
+    assert {p: (tiny_project / p).read_bytes() for p in before} == before
+    assert _sh(["dvc", "status", "-q"], tiny_project, check=False).returncode == 0
+    shown = json.loads(_sh(["dvc", "exp", "show", "--json"], tiny_project).stdout)
+    exps = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
+    variant = next(rev for rev in exps if rev.get("name") == "random-r0")
+    assert variant["data"]["params"]["params.yaml"]["data"]["mining"]["strategy"] == "random"
+    _sh(["dvc", "exp", "remove", "random-r0"], tiny_project)

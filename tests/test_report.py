@@ -39,3 +39,14 @@ def test_dvc_plots_page_renders_offline(tiny_project):
     assert "cdn.jsdelivr" not in html
     page = visit(out / "index.html", ARTIFACTS / "dvc_plots.png", wait_for="svg, canvas")
     assert page.external_requests == [] and page.errors == []
+
+
+def test_study_table_shows_each_strategy_and_mads_margins():
+    from madseg.stages.report import _study_table
+
+    study = {"seeds": [0, 1, 2], "d_eval_miou.mad": 80.0, "d_eval_miou.entropy": 78.5, "d_eval_miou.random": 79.0,
+             "mad_minus_entropy": 1.5, "mad_minus_entropy_sd": 0.25, "mad_minus_random": 1.0,
+             "mad_minus_random_sd": None, "competition.mad_minus_entropy": 4.0}  # fmt: skip
+    html = _study_table(study)
+    assert html.count("<tr>") == 4  # a header and three strategies
+    assert "+1.50 ± 0.25" in html and "+1.00<" in html and "+4.0" in html and "[0, 1, 2]" in html

@@ -77,11 +77,33 @@ def _science() -> str:
         series = {f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in df.groupby("round")}
         parts.append(line_chart(series, title="Ranking stability (Appendix C)", x_label="k (first k images of T)",
                                 y_label="SRCC with all of T", y_range=(-1, 1)))  # fmt: skip
+    study = read_json(paths.METRICS / "study.json") if (paths.METRICS / "study.json").exists() else {}
+    if "seeds" in study:
+        parts.append(_study_table(study))
     validity = paths.METRICS / "validity.json"
     if validity.exists():
         rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in sorted(read_json(validity).items()))
         parts.append(f'<table class="t1"><tbody>{rows}</tbody></table>')
     return "".join(parts) or '<p class="empty">no study results yet (see README: the validity study)</p>'
+
+
+def _study_table(study: dict) -> str:
+    """Appendix A at equal labelling budget: each strategy's final target on D_eval, and MAD's margins."""
+    rows = []
+    for strategy in ("mad", "entropy", "random"):
+        if f"d_eval_miou.{strategy}" not in study:
+            continue
+        margin = study.get(f"mad_minus_{strategy}")
+        sd = study.get(f"mad_minus_{strategy}_sd")
+        duel = study.get(f"competition.mad_minus_{strategy}")
+        cells = [strategy, f"{study[f'd_eval_miou.{strategy}']:.1f}",
+                 "" if margin is None else f"{margin:+.2f}" + ("" if sd is None else f" ± {sd:.2f}"),
+                 "" if duel is None else f"{duel:+.1f}"]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("strategy", "D_eval mIoU (final target)", "MAD's margin (points, ± sd)",
+                                              "MAD competition: MAD − it (points)"))  # fmt: skip
+    caption = f"Validity study over seeds {study['seeds']} (scripts/validity_study.py)"
+    return f'<table class="t1"><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _copy(src: Path, out: Path, key: str, kind: str) -> str:

@@ -2,7 +2,8 @@
 
 Writes metrics/mining_precision.json (share of M on which f_t^(0) is truly wrong, beside the entropy and random
 strategies at the same budget) and metrics/validity.json (each f_t^(i) on the held-out D_eval: all, corner cases,
-per factor; T0; the gain from f_t^(0) to the last target).
+per factor; T0; the gain from f_t^(0) to the last target; and the study's cross-seed margins of MAD over entropy
+and random, from metrics/study.json).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from madseg.models.predictors import load_predictor
 from madseg.validity import truly_wrong_fraction
 
 log = logging.getLogger(__name__)
+STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
 
 
 def run(params: Params) -> None:
@@ -127,10 +129,19 @@ def _eval_pool_scores(params: Params, classes) -> None:
     metrics["precision_ratio_vs_random"] = (
         float(precision["mad"] / precision["random"]) if precision["random"] else None
     )
+    metrics |= _study_margins()
     write_csv(paths.METRICS / "validity_eval_pool.csv", pd.DataFrame(rows))
     write_json(paths.METRICS / "validity.json", metrics)
     log.info("D_eval corner mIoU %+.1f points from f_t^(0) to f_t^(%s); T0 drop %.1f points",
              metrics["corner_miou_gain"], last, metrics["t0_drop"])  # fmt: skip
+
+
+def _study_margins() -> dict:
+    """The cross-seed margins of scripts/validity_study.py (metrics/study.json), None until it has run."""
+    study = read_json(STUDY) if STUDY.exists() else {}
+    keys = ("mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
+            "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
+    return {"seeds": study.get("seeds"), **{key: study.get(key) for key in keys}}
 
 
 def _t0(round_key: str) -> float:
