@@ -151,3 +151,20 @@ def test_a_real_campaign_runs_the_same_stages_with_label_studio(label_studio, tm
             ["dvc", "repro", "evaluate@0"], root, env={"LABEL_STUDIO_URL": "http://127.0.0.1:9"}
         ).stdout
     )
+
+    # the paper's way of comparing two models, through the same server: a MAD competition between the target
+    # and the external system, labelled by people; the first call stops until the images are labelled
+    compare = ["madseg", "compare", "models/target_0.pt", "models/competitors/ext", "--pool", "data/index/pool.csv",
+               "--name", "target-vs-ext", "--name-a", "target", "--name-b", "ext", "--n", "2"]  # fmt: skip
+    stopped = run(compare, root, check=False, env=env)
+    assert stopped.returncode != 0 and "still need labels" in stopped.stderr
+    receipt = json.loads((root / "data/compare/target-vs-ext/pixel_export.json").read_text())
+    labelled = []
+    for task in client.tasks.list(project=receipt["project_id"], fields="all"):
+        labelled.append(task.data["image_id"])
+        client.annotations.create(task.id, result=mask_to_results(truth[task.data["image_id"]], CLASSES),
+                                  completed_by=users[0], lead_time=30.0)  # fmt: skip
+    run(compare, root, env=env)
+    scores = json.loads((root / "metrics/compare/target-vs-ext.json").read_text())
+    assert scores["n_images"] == len(labelled) > 0
+    assert scores["ext.miou"] == 1.0 and scores["winner"] == "ext"  # the external masks are the truth itself

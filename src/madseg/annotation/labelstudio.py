@@ -260,7 +260,9 @@ class LabelStudioBackend:
             raise AnnotationIncomplete(
                 f"{title}: {state.done} of {state.total} tasks have their {required} annotation(s), "
                 f"{state.remaining} remain. Annotate at {self.project_url(pid)}, then re-run "
-                f"`dvc repro -f {stage}@{receipt['round']}`"
+                f"`dvc repro -f {stage}@{receipt['round']}`",
+                remaining=state.remaining,
+                url=self.project_url(pid),
             )
         return by_id, [by_id[i] for i in sorted(by_id)]
 

@@ -71,6 +71,11 @@ class AnnotationError(ValueError):
 class AnnotationIncomplete(RuntimeError):
     """Not every task has its required annotations yet; the message says how many remain and where."""
 
+    def __init__(self, message: str, *, remaining: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.remaining = remaining
+        self.url = url
+
 
 def weak_label_config() -> str:
     """The rating interface: the overlay, a required 5-level choice (stored as "1".."5"), an ood flag."""

@@ -118,7 +118,8 @@ def run(
     try:
         _, _, labels = backend.import_pixel(receipt)
     except AnnotationIncomplete as err:
-        raise SystemExit(f"{name}: {err}. Label the images, then run the same command again.") from err
+        raise SystemExit(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
+                         "label them, then run the same command again.") from err  # fmt: skip
     maps_a = stores[names[0]].read_maps(m["image_id"].tolist())
     maps_b = stores[names[1]].read_maps(m["image_id"].tolist())
     result = score_competition(
