@@ -107,11 +107,8 @@ def run(
             index.rename(columns={"id": "image_id"})[["image_id", "path", "width", "height"]], on="image_id"
         )
     )
-    if receipt_path.exists() and sorted(r["image_id"] for r in read_json(receipt_path)["images"]) == sorted(
-        m["image_id"]
-    ):
-        receipt = read_json(receipt_path)
-    else:
+    receipt = read_json(receipt_path) if receipt_path.exists() else None
+    if receipt is None or [r["image_id"] for r in receipt["images"]] != m["image_id"].tolist():
         # the labellers start from empty masks: the truth must not be anchored to either contestant
         receipt = backend.export_pixel(f"compare-{name}", items, {})
         write_json(receipt_path, receipt)
