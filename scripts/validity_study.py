@@ -33,6 +33,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = Path("data/study")
+STUDY_KEYS = (
+    "seeds",
+    "mad_minus_entropy",
+    "mad_minus_random",
+    "mad_minus_entropy_sd",
+    "mad_minus_random_sd",
+    "competition.mad_minus_entropy",
+    "competition.mad_minus_random",
+)  # folded in from study.json
 log = logging.getLogger("madseg.study")
 
 
@@ -41,15 +50,17 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def run_experiment(strategy: str, seed: int, final_round: str) -> dict:
+def run_experiment(strategy: str, seed: int, final_round: str, lr: float | None) -> dict:
     """One (strategy, seed) loop up to `validity`; returns its validity metrics and keeps its final target."""
-    sh("dvc", "exp", "run",
+    fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
+    sh("dvc", "exp", "run", *fixed_lr,
        "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
        "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity")  # fmt: skip
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "models" / f"target_{final_round}.pt", ROOT / STUDY / f"{strategy}-s{seed}.pt")
     metrics = json.loads((ROOT / "metrics" / "validity.json").read_text())
-    return {"strategy": strategy, "seed": seed, **{k: v for k, v in metrics.items() if not k.startswith("study.")}}
+    keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
+    return {"strategy": strategy, "seed": seed, **keep}
 
 
 def eval_pool_index() -> Path:
@@ -84,11 +95,15 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
             summary[f"mad_minus_{other}_sd"] = float(diff.std(ddof=1)) if len(diff) > 1 else None
             summary[f"mad_minus_{other}_by_seed"] = [float(v) for v in diff]
             summary[f"mad_beats_{other}_in_seeds"] = int((diff > 0).sum())
-            corner = table.pivot(index="seed", columns="strategy", values=f"target_{final_round}.corner") * 100
+            corner = (
+                table.pivot(index="seed", columns="strategy", values=f"target_{final_round}.corner") * 100
+            )
             summary[f"mad_minus_{other}_corner"] = float((corner["mad"] - corner[other]).mean())
         runs = [competitions[(s, other)] for s in seeds if (s, other) in competitions]
         if runs:
-            summary[f"competition.mad_minus_{other}"] = float(sum(r["miou_difference"] for r in runs) / len(runs))
+            summary[f"competition.mad_minus_{other}"] = float(
+                sum(r["miou_difference"] for r in runs) / len(runs)
+            )
             summary[f"competition.mad_wins_{other}_in_seeds"] = sum(r["winner"] == "mad" for r in runs)
             summary[f"competition.images_per_seed.{other}"] = [int(r["n_images"]) for r in runs]
     for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random"):
@@ -99,34 +114,49 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=["mad", "entropy", "random"])
     parser.add_argument("--n", type=int, default=5, help="images per (class, direction) in each competition")
+    parser.add_argument(
+        "--lr", type=float, help="hold the fine-tuning lr fixed (default: the grid of params.yaml)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the experiments already in metrics/study.csv"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     final_round = str(yaml.safe_load((ROOT / "params.yaml").read_text())["final_round"])
+    csv = ROOT / "metrics" / "study.csv"
+    rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
+    done = {(r["strategy"], int(r["seed"])) for r in rows}
     start = time.monotonic()
-    try:
-        rows = [run_experiment(s, seed, final_round) for seed in args.seeds for s in args.strategies]
-    finally:  # back to the main line: the committed params and lock, and their outputs
-        sh("git", "checkout", "--", "params.yaml", "dvc.lock")
-        sh("dvc", "checkout", "--force")
-    pool = eval_pool_index()
-    competitions = {
-        (seed, other): compete(seed, other, pool, args.n)
-        for seed in args.seeds
-        for other in args.strategies
-        if other != "mad" and "mad" in args.strategies
-    }
-    table = pd.DataFrame(rows)
-    table.to_csv(ROOT / "metrics" / "study.csv", index=False)
-    summary = summarize(table, competitions, args.seeds, final_round)
-    summary["minutes"] = round((time.monotonic() - start) / 60, 1)
-    summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
-    (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    log.info("%s", json.dumps(summary, indent=2))
+    competitions: dict = {}
+    # seed by seed, writing the summary after each, so that a study cut short still reports what it measured
+    for seed in args.seeds:
+        try:
+            for strategy in args.strategies:
+                if (strategy, seed) not in done or not (ROOT / STUDY / f"{strategy}-s{seed}.pt").exists():
+                    rows = [r for r in rows if (r["strategy"], int(r["seed"])) != (strategy, seed)]
+                    rows.append(run_experiment(strategy, seed, final_round, args.lr))
+                    pd.DataFrame(rows).to_csv(csv, index=False)
+        finally:  # back to the main line: the committed params and lock, and their outputs
+            sh("git", "checkout", "--", "params.yaml", "dvc.lock")
+            sh("dvc", "checkout", "--force")
+        pool = eval_pool_index()  # D_eval exists once an experiment has run
+        for other in args.strategies:
+            if other != "mad" and "mad" in args.strategies:
+                competitions[(seed, other)] = compete(seed, other, pool, args.n)
+        table = pd.DataFrame(rows)
+        summary = summarize(table, competitions, sorted({int(s) for s in table["seed"]}), final_round)
+        summary["minutes"] = round((time.monotonic() - start) / 60, 1)
+        summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
+        summary["fixed_lr"] = args.lr
+        (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        log.info("after seed %d: %s", seed, json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
