@@ -12,7 +12,7 @@ the first call exports the pixel tasks and stops; the next call, once people hav
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def competition_set(
-    a_shards: Sequence[Shard] | object,
-    b_shards: Sequence[Shard] | object,
+    a_shards: Iterable[Shard],
+    b_shards: Iterable[Shard],
     bands: np.ndarray,
     classes: ClassList,
     n: int,
