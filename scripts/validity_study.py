@@ -31,17 +31,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from madseg.stages.validity import STUDY_KEYS  # what validity folds in from study.json
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = Path("data/study")
-STUDY_KEYS = (
-    "seeds",
-    "mad_minus_entropy",
-    "mad_minus_random",
-    "mad_minus_entropy_sd",
-    "mad_minus_random_sd",
-    "competition.mad_minus_entropy",
-    "competition.mad_minus_random",
-)  # folded in from study.json
 log = logging.getLogger("madseg.study")
 
 

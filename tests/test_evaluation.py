@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from madseg.evaluation import bootstrap_miou, per_image_confusions, score_set, table1, table_markdown
+from madseg.evaluation import (
+    bootstrap_miou,
+    bootstrap_miou_difference,
+    per_image_confusions,
+    score_set,
+    table1,
+    table_markdown,
+)
 from madseg.metrics import confusion_matrix, mean_iou
 
 
@@ -40,6 +47,18 @@ def test_bootstrap_interval_narrows_with_more_images_and_is_seeded():
     lo_l, hi_l = bootstrap_miou(large, 500, seed=1)
     assert hi_l - lo_l < hi_s - lo_s
     assert bootstrap_miou(small, 500, seed=1) == (lo_s, hi_s)
+
+
+def test_paired_bootstrap_of_a_difference_cancels_shared_difficulty():
+    rng = np.random.default_rng(2)
+    truth = [rng.integers(0, 3, 64) for _ in range(30)]
+    a = np.stack([confusion_matrix(t, t, 3) for t in truth])  # always right
+    b = np.stack([confusion_matrix(t, np.where(rng.random(64) < 0.3, 0, t), 3) for t in truth])
+    lo, hi = bootstrap_miou_difference(a, b, 500, seed=1)
+    assert 0 < lo <= mean_iou(a.sum(0)) - mean_iou(b.sum(0)) <= hi
+    assert bootstrap_miou_difference(b, b, 200, seed=1) == (0.0, 0.0)  # a model against itself: no spread
+    with pytest.raises(ValueError, match="different sets"):
+        bootstrap_miou_difference(a, b[:5], 10, seed=1)
 
 
 def test_table1_shape_and_markdown():

@@ -26,6 +26,21 @@ def test_mixed_batches_hold_the_replay_ratio_and_cycle_new_samples():
         mixed_batches(1, 1, batch_size=2, replay_ratio=1.5, steps=1, rng=rng)
 
 
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_frozen_batch_norm_keeps_its_pretrained_statistics(freeze_bn):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 3, 1))
+    before = model[1].running_mean.clone()
+    data = (
+        torch.randn(8, 3, 4, 4) + 3.0,
+        torch.randint(0, 3, (8, 4, 4)),
+    )  # shifted inputs move the statistics
+    train_sgd_poly(model, data, data, lr=1e-3, epochs=1, batch_size=4, replay_ratio=0.5, momentum=0.9,
+                   weight_decay=0.0, poly_power=0.9, seed=0, device=torch.device("cpu"), freeze_bn=freeze_bn)  # fmt: skip
+    assert torch.equal(model[1].running_mean, before) == freeze_bn
+    assert model[1].weight.grad is not None  # the affine parameters learn either way
+
+
 def test_pick_best_prefers_t0_then_the_smaller_rate():
     grid = [GridResult(1e-3, 0.80), GridResult(5e-3, 0.82), GridResult(1e-2, 0.82)]
     assert pick_best(grid).lr == 5e-3

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from madseg.config import load_params
 
@@ -44,8 +45,6 @@ def _serve(executable: str, params: str) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     params = load_params(args.params)
     if params.annotation.backend == "simulated" and args.truth is None:
         raise SystemExit("the simulated annotators need --truth DIR (masks/<image id>.png of the pool)")

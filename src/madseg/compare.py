@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from madseg.evaluation import per_image_confusions, score_set
+from madseg.evaluation import bootstrap_miou_difference, per_image_confusions, score_set
 from madseg.io.store import Shard
 from madseg.labels import ClassList
 from madseg.metrics import miou_from_batch
@@ -34,6 +34,7 @@ def competition_set(
     classes: ClassList,
     n: int,
     distance: str = "miou",
+    b_name: str = "b",
 ) -> pd.DataFrame:
     """The images on which models a and b disagree most: per (class, direction) the top-n by distance.
 
@@ -41,12 +42,13 @@ def competition_set(
         a_shards, b_shards: both models' prediction shards over the same ids, in store order.
         bands: (K, 2) area bands [p_k, q_k] (see madseg.mining.area_bands).
         n: images per (class, direction) group.
+        b_name: b's name in the ``competitor`` column.
     Returns:
         One row per image (madseg.mining.M_COLUMNS), sorted by image_id; direction 't' groups were partitioned
         by a's map, 'c' groups by b's. Images on which both maps agree exactly are dropped: labelling them
         cannot separate the two models.
     """
-    m = summarize_m(mine_mad(a_shards, {"b": b_shards}, bands, classes, n, distance))
+    m = summarize_m(mine_mad(a_shards, {b_name: b_shards}, bands, classes, n, distance))
     return m[m["best_distance"] > 0].reset_index(drop=True)
 
 
@@ -99,15 +101,9 @@ def score_competition(
     scores[f"wins.{names[0]}"] = int((diff > 0).sum())
     scores[f"wins.{names[1]}"] = int((diff < 0).sum())
     scores["ties"] = int((diff == 0).sum())
-    # paired bootstrap: the same resampled images for both models, so their shared difficulty cancels
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
-    a_tot = np.stack([cms[names[0]][d].sum(0) for d in draws])
-    b_tot = np.stack([cms[names[1]][d].sum(0) for d in draws])
-    boot = 100 * (miou_from_batch(a_tot) - miou_from_batch(b_tot))
     scores["miou_difference"] = 100 * (float(scores[f"{names[0]}.miou"]) - float(scores[f"{names[1]}.miou"]))
-    scores["miou_difference_ci_low"] = float(np.quantile(boot, 0.025))
-    scores["miou_difference_ci_high"] = float(np.quantile(boot, 0.975))
+    low, high = bootstrap_miou_difference(cms[names[0]], cms[names[1]], n_boot, seed)
+    scores["miou_difference_ci_low"], scores["miou_difference_ci_high"] = 100 * low, 100 * high
     d = scores["miou_difference"]
     scores["winner"] = names[0] if d > 0 else names[1] if d < 0 else "tie"
     return CompetitionResult(scores=scores, per_image=per_image)

@@ -39,6 +39,20 @@ def per_image_confusions(
     return out
 
 
+def _resampled_miou(cms: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Dataset mIoU of each resample: ``draws`` (B, N) image indices into ``cms`` (N, K, K) -> (B,)."""
+    return miou_from_batch(np.stack([cms[d].sum(0) for d in draws]))
+
+
+def _draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _interval(scores: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(scores, alpha)), float(np.quantile(scores, 1.0 - alpha))
+
+
 def bootstrap_miou(cms: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the dataset mIoU, resampling images.
 
@@ -47,15 +61,27 @@ def bootstrap_miou(cms: np.ndarray, n_boot: int, seed: int, level: float = 0.95)
     Returns:
         (low, high) at ``level``.
     """
-    n = cms.shape[0]
-    if n == 0:
+    if cms.shape[0] == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    totals = np.stack([cms[d].sum(0) for d in draws])  # (B, K, K)
-    scores = miou_from_batch(totals)
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(scores, alpha)), float(np.quantile(scores, 1.0 - alpha))
+    return _interval(_resampled_miou(cms, _draws(cms.shape[0], n_boot, seed)), level)
+
+
+def bootstrap_miou_difference(
+    cms_a: np.ndarray, cms_b: np.ndarray, n_boot: int, seed: int, level: float = 0.95
+) -> tuple[float, float]:
+    """Paired percentile interval of mIoU(a) - mIoU(b) over the same images.
+
+    Both models are resampled with the same draws, so the difficulty of the images they share cancels.
+
+    Args:
+        cms_a, cms_b: (N, K, K) per-image confusion matrices of the two models against the same labels.
+    Returns:
+        (low, high) at ``level``, in mIoU units (not points).
+    """
+    if cms_a.shape != cms_b.shape:
+        raise ValueError(f"the two models were scored on different sets: {cms_a.shape} vs {cms_b.shape}")
+    draws = _draws(cms_a.shape[0], n_boot, seed)
+    return _interval(_resampled_miou(cms_a, draws) - _resampled_miou(cms_b, draws), level)
 
 
 def score_set(cms: np.ndarray, class_names: Sequence[str], *, n_boot: int, seed: int) -> dict[str, float]:

@@ -21,20 +21,19 @@ from madseg.compare import competition_set, score_competition
 from madseg.config import Params
 from madseg.inference import fingerprint, predict_pool
 from madseg.io.atomic import read_json, write_json
-from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv, write_csv
 from madseg.mining import area_bands
 from madseg.models.predictors import load_predictor
-from madseg.stages.mine import s0_areas
+from madseg.stages.mine import s0_areas  # the same S0 area bands as mining
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def pool_index(pool: Path) -> pd.DataFrame:
-    """The pool as (id, path, width, height) sorted by id: an index CSV (id, path) or a folder of images
-    (id = the path below the folder without suffix, '/' kept)."""
+    """The pool as (id, path) sorted by id: an index CSV (id, path) or a folder of images (id = the path below
+    the folder without suffix, '/' kept)."""
     if pool.is_file():
         index = read_csv(pool, required=["id", "path"])
     elif pool.is_dir():
@@ -47,12 +46,7 @@ def pool_index(pool: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{pool}: no such pool (an index CSV with id,path or a folder of images)")
     if index["id"].duplicated().any():
         raise ValueError(f"{pool}: repeated image ids, e.g. {index['id'][index['id'].duplicated()].iloc[0]}")
-    index = index.sort_values("id").reset_index(drop=True)
-    if "width" not in index or "height" not in index:
-        shapes = [read_rgb(p).shape[:2] for p in index["path"]]
-        index["height"] = [h for h, _ in shapes]
-        index["width"] = [w for _, w in shapes]
-    return index
+    return index[["id", "path"]].sort_values("id").reset_index(drop=True)
 
 
 def run(
@@ -89,26 +83,27 @@ def run(
     )  # fmt: skip
     m = competition_set(
         stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n,
-        params.mining.distance,
+        params.mining.distance, b_name=names[1],
     )  # fmt: skip
-    m["competitor"] = m["competitor"].replace({"b": names[1]})
     write_csv(out / "M.csv", m)
     log.info("%s: %d images where %s and %s disagree most", name, len(m), *names)
+    wanted = m["image_id"].tolist()
+    maps_a, maps_b = stores[names[0]].read_maps(wanted), stores[names[1]].read_maps(wanted)
 
     backend = make_backend(
         params.annotation, classes=classes, truth_dir=truth_dir,
-        target_maps=lambda _r, wanted: stores[names[0]].read_maps(list(wanted)),
+        target_maps=lambda _round, ids: stores[names[0]].read_maps(list(ids)),
     )  # fmt: skip
     receipt_path = out / "pixel_export.json"
-    items = (
-        m[["image_id"]]
-        .assign(role="T")
-        .merge(
-            index.rename(columns={"id": "image_id"})[["image_id", "path", "width", "height"]], on="image_id"
-        )
+    # predicted maps have each image's own size (pool inference resizes back), so nothing is decoded again
+    items = m[["image_id"]].assign(
+        role="T",
+        path=m["image_id"].map(dict(zip(index["id"], index["path"], strict=True))),
+        height=[maps_a[i].shape[0] for i in wanted],
+        width=[maps_a[i].shape[1] for i in wanted],
     )
     receipt = read_json(receipt_path) if receipt_path.exists() else None
-    if receipt is None or [r["image_id"] for r in receipt["images"]] != m["image_id"].tolist():
+    if receipt is None or [r["image_id"] for r in receipt["images"]] != wanted:
         # the labellers start from empty masks: the truth must not be anchored to either contestant
         receipt = backend.export_pixel(f"compare-{name}", items, {})
         write_json(receipt_path, receipt)
@@ -117,10 +112,8 @@ def run(
     except AnnotationIncomplete as err:
         raise SystemExit(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
                          "label them, then run the same command again.") from err  # fmt: skip
-    maps_a = stores[names[0]].read_maps(m["image_id"].tolist())
-    maps_b = stores[names[1]].read_maps(m["image_id"].tolist())
     result = score_competition(
-        m["image_id"].tolist(), maps_a, maps_b, labels, classes, names=names,
+        wanted, maps_a, maps_b, labels, classes, names=names,
         n_boot=params.evaluation.bootstrap, seed=params.evaluation.seed,
     )  # fmt: skip
     write_csv(out / "per_image.csv", result.per_image)

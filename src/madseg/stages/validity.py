@@ -27,6 +27,8 @@ from madseg.validity import truly_wrong_fraction
 
 log = logging.getLogger(__name__)
 STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
+STUDY_KEYS = ("seeds", "mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
+              "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
 
 
 def run(params: Params) -> None:
@@ -139,9 +141,7 @@ def _eval_pool_scores(params: Params, classes) -> None:
 def _study_margins() -> dict:
     """The cross-seed margins of scripts/validity_study.py (metrics/study.json), None until it has run."""
     study = read_json(STUDY) if STUDY.exists() else {}
-    keys = ("mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
-            "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
-    return {"seeds": study.get("seeds"), **{key: study.get(key) for key in keys}}
+    return {key: study.get(key) for key in STUDY_KEYS}
 
 
 def _t0(round_key: str) -> float:
