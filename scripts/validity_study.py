@@ -11,7 +11,7 @@ two ways, per seed:
 
 Writes metrics/study.json (margins, their spread, the seeds, the minutes it took), metrics/study.csv (one row
 per experiment) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
-metrics/validity.json. Run from the project root, outside CI (about 8 minutes per experiment on 2 CPU cores):
+metrics/validity.json. Run from the project root, outside CI (about 10 minutes per experiment on 2 CPU cores):
 
     .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random]
 """
