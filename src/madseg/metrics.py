@@ -7,7 +7,6 @@ references). Classes absent from both maps (zero union) are excluded from means,
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from madseg.labels import IGNORE_INDEX
 
@@ -107,4 +106,6 @@ def srcc(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"score vectors differ in shape: {a.shape} vs {b.shape}")
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 1.0 if np.array_equal(np.argsort(a, kind="stable"), np.argsort(b, kind="stable")) else 0.0
+    from scipy.stats import spearmanr  # imported here: scipy.stats costs every stage ~1 s at start-up
+
     return float(spearmanr(a, b).statistic)

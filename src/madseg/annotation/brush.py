@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from label_studio_sdk.converter.brush import decode_rle, encode_rle
 
 from madseg.labels import IGNORE_INDEX, ClassList
 
@@ -44,6 +43,9 @@ def encode_layer(layer: np.ndarray) -> list[int]:
     """Encode a boolean layer (H, W) as a Label Studio brush RLE (0/255 in all four RGBA channels)."""
     if layer.ndim != 2:
         raise ValueError(f"layer must be (H, W), got shape {layer.shape}")
+    # imported here, not at the top: label_studio_sdk.converter pulls in nltk (~2 s for every stage)
+    from label_studio_sdk.converter.brush import encode_rle
+
     rgba = np.repeat(np.where(layer.reshape(-1), 255, 0).astype(np.uint8), 4)
     return [int(v) for v in encode_rle(rgba)]
 
@@ -53,6 +55,8 @@ def decode_alpha(rle: Sequence[int], height: int, width: int, what: str = "brush
 
     Raises ValueError naming ``what`` if the code is corrupt or holds a raster of another size.
     """
+    from label_studio_sdk.converter.brush import decode_rle
+
     try:
         flat = decode_rle(list(rle))
     except (IndexError, ValueError, TypeError) as e:

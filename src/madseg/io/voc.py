@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def split_names(voc_root: str | Path, split: str) -> list[str]:
     if not names:
         raise ValueError(f"{listing}: empty split")
     return names
+
+
+def iter_masks(voc_root: str | Path, split: str, classes: ClassList) -> Iterator[np.ndarray]:
+    """The validated (H, W) uint8 masks of ``split``, one at a time in its listed order (255 = ignore)."""
+    for name in split_names(voc_root, split):
+        yield read_mask(Path(voc_root) / "SegmentationClass" / f"{name}.png", classes)
 
 
 def read_split(dataset, split: str, classes: ClassList) -> VocSplit:

@@ -23,9 +23,9 @@ from madseg.inference import fingerprint, predict_pool
 from madseg.io.atomic import read_json, write_json
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv, write_csv
+from madseg.io.voc import iter_masks
 from madseg.mining import area_bands
 from madseg.models.predictors import load_predictor
-from madseg.stages.mine import s0_areas  # the same S0 area bands as mining
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -77,8 +77,8 @@ def run(
             batch_size=params.infer.batch_size, workers=params.infer.workers,
         )  # fmt: skip
         stores[label] = store
-    bands = area_bands(
-        s0_areas(params.dataset.voc_root, params.dataset.train_split, classes),
+    bands = area_bands(  # the same S0 area bands as mining
+        iter_masks(params.dataset.voc_root, params.dataset.train_split, classes),
         classes, params.mining.area_quantiles, params.mining.area_overrides,
     )  # fmt: skip
     m = competition_set(

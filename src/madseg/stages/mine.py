@@ -19,9 +19,10 @@ from tqdm import tqdm
 from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import write_bytes, write_json
-from madseg.io.images import read_mask, read_rgb
+from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore, ids_digest
 from madseg.io.tables import read_csv, write_csv
+from madseg.io.voc import iter_masks
 from madseg.labels import ClassList
 from madseg.mining import (
     NONE,
@@ -35,20 +36,6 @@ from madseg.mining import (
 from madseg.render import png_bytes, rater_overlay, report_overlay
 
 log = logging.getLogger(__name__)
-
-
-def s0_areas(voc_root: str | Path, split: str, classes: ClassList) -> np.ndarray:
-    """(N, K) per-image class area fractions of S0's ground-truth masks (the split's list, in its order)."""
-    root = Path(voc_root)
-    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not listing.exists():
-        raise FileNotFoundError(f"{listing}: no such split list (dataset.voc_root / dataset.train_split)")
-    names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
-    rows = [
-        class_area_fractions(read_mask(root / "SegmentationClass" / f"{n}.png", classes), classes.num_classes)
-        for n in names
-    ]
-    return np.stack(rows) if rows else np.zeros((0, classes.num_classes))
 
 
 def _open_store(path: Path, model: str, classes: ClassList, index_digest: str, count: int) -> PredictionStore:
@@ -81,7 +68,12 @@ def run(params: Params, *, round_key: str) -> None:
         for name in params.models.competitors
     }
 
-    areas = s0_areas(params.dataset.voc_root, params.dataset.train_split, classes)
+    areas = np.stack(  # (N, K) over S0's ground truth: the default area bands
+        [
+            class_area_fractions(mask, classes.num_classes)
+            for mask in iter_masks(params.dataset.voc_root, params.dataset.train_split, classes)
+        ]
+    )
     bands = area_bands(areas, classes, mp.area_quantiles, mp.area_overrides)
 
     # MAD always runs first: its |M| is the budget every baseline spends
