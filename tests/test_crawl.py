@@ -120,6 +120,14 @@ def test_hash_index_rejects_bad_threshold():
     assert [len(a) for a in C.HashIndex([], 6).query(123)] == [0, 0]
 
 
+def test_params_defaults_are_the_librarys():
+    """crawl.Limits / FetchConfig and config.CrawlParams declare the same defaults; they must not drift."""
+    params = CrawlParams()
+    for config in (C.Limits(), C.FetchConfig()):
+        for f in dataclasses.fields(config):
+            assert getattr(params, f.name) == getattr(config, f.name), f.name
+
+
 def test_limits_validate():
     with pytest.raises(ValueError, match="min_side"):
         C.Limits(min_side=100, max_side=50)

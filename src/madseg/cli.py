@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 from madseg.config import load_params
@@ -37,7 +38,10 @@ def _run_stage(args: argparse.Namespace) -> None:
     module = importlib.import_module(f"madseg.stages.{args.stage}")
     params = load_params(args.params)
     kwargs = {k: v for k, v in (("round_key", args.round), ("model", args.model)) if v is not None}
+    start = time.monotonic()
     module.run(params, **kwargs)
+    label = "@".join([args.stage, *map(str, kwargs.values())])
+    logging.getLogger("madseg").info("%s finished in %.1f s", label, time.monotonic() - start)
 
 
 def _serve(executable: str, params: str) -> None:

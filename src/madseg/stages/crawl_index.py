@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 from madseg import paths
@@ -31,16 +32,8 @@ def run(params: Params, **_: object) -> None:
         url_rejects=url_rejects,
         store_dir=p.store_dir,
         reference_sets=p.reference_sets,
-        limits=Limits(
-            min_side=p.min_side, max_side=p.max_side, max_pixels=p.max_pixels, max_bytes=p.max_bytes
-        ),
-        fetch=FetchConfig(
-            timeout_s=p.timeout_s,
-            retries=p.retries,
-            backoff_s=p.backoff_s,
-            workers=p.workers,
-            max_redirects=p.max_redirects,
-        ),
+        limits=Limits(**{f.name: getattr(p, f.name) for f in fields(Limits)}),
+        fetch=FetchConfig(**{f.name: getattr(p, f.name) for f in fields(FetchConfig)}),
         threshold=p.near_dup_threshold,
         max_color_diff=p.near_dup_max_color_diff,
         decode_workers=p.decode_workers,
