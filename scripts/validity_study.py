@@ -11,9 +11,11 @@ two ways, per seed:
 
 Writes metrics/study.json (margins, their spread, the seeds, the minutes it took), metrics/study.csv (one row
 per experiment) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
-metrics/validity.json. Run from the project root, outside CI (about 10 minutes per experiment on 2 CPU cores):
+metrics/validity.json. Every experiment runs in its own temporary workspace (`dvc exp run --temp`), so the
+workspace stays on the main line. Run from the project root, outside CI (on 2 CPU cores about 10 minutes per
+experiment, or two at a time with --jobs 2):
 
-    .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random]
+    .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -45,17 +47,68 @@ def sh(*cmd: str, check: bool = True) -> None:
         log.warning("%s exited with %d; going on", cmd[0], done.returncode)
 
 
-def run_experiment(strategy: str, seed: int, final_round: str, lr: float | None) -> dict:
-    """One (strategy, seed) loop up to `validity`; returns its validity metrics and keeps its final target."""
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def experiment_args(strategy: str, seed: int, lr: float | None, threads: int) -> list[str]:
+    """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
-    sh("dvc", "exp", "run", *fixed_lr,
-       "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
-       "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity")  # fmt: skip
+    return ["dvc", "exp", "run", "--temp", "-n", f"study-{strategy}-s{seed}", *fixed_lr,
+            "-S", f"+finetune.threads={threads}",
+            "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
+            "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
+
+
+def collect(strategy: str, seed: int, final_round: str) -> dict:
+    """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
+    name = f"study-{strategy}-s{seed}"
+    head = git("rev-parse", "HEAD").strip()
+    ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+    metrics = json.loads(git("show", f"{ref}:metrics/validity.json"))
+    lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
+    model = f"models/target_{final_round}.pt"
+    (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "models" / f"target_{final_round}.pt", ROOT / STUDY / f"{strategy}-s{seed}.pt")
-    metrics = json.loads((ROOT / "metrics" / "validity.json").read_text())
+    shutil.copyfile(
+        ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{strategy}-s{seed}.pt"
+    )
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"strategy": strategy, "seed": seed, **keep}
+
+
+def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, final_round: str):
+    """Run the (strategy, seed) experiments, ``jobs`` at a time, each in its own temporary DVC workspace.
+
+    Torch's intra-op threads scale poorly on these small models, so with jobs > 1 each fine-tune gets
+    cores // jobs threads and idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE);
+    thread counts change the last bits of training, so a study is comparable within its own settings.
+    Yields each finished experiment's row in completion order.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else dict(os.environ)
+    pending, running = list(todo), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            strategy, seed = pending.pop(0)
+            subprocess.run(
+                ["dvc", "exp", "remove", f"study-{strategy}-s{seed}"], cwd=ROOT, capture_output=True
+            )
+            cmd = experiment_args(strategy, seed, lr, threads)
+            log.info("$ %s", " ".join(cmd))
+            with (ROOT / STUDY / f"{strategy}-s{seed}.log").open("w") as out:  # the child keeps its own fd
+                running[(strategy, seed)] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+        time.sleep(5)
+        for key, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[key]
+            if proc.returncode:  # the others go on; the summary covers what finished
+                log.error(
+                    "experiment %s failed (exit %d); see %s/%s-s%d.log", key, proc.returncode, STUDY, *key
+                )
+                continue
+            yield collect(*key, final_round)
 
 
 def eval_pool_index() -> Path:
@@ -121,38 +174,39 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="keep the experiments already in metrics/study.csv"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (2 suits 2 cores)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     final_round = str(yaml.safe_load((ROOT / "params.yaml").read_text())["final_round"])
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
-    done = {(r["strategy"], int(r["seed"])) for r in rows}
+    done = {
+        (r["strategy"], int(r["seed"]))
+        for r in rows
+        if (ROOT / STUDY / f"{r['strategy']}-s{r['seed']}.pt").exists()
+    }
+    rows = [r for r in rows if (r["strategy"], int(r["seed"])) in done]
+    todo = [(st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
+    (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    for row in run_experiments(todo, args.jobs, args.lr, final_round):
+        rows.append(row)
+        pd.DataFrame(rows).sort_values(["seed", "strategy"]).to_csv(csv, index=False)
+    pool = eval_pool_index()
     competitions: dict = {}
-    # seed by seed, writing the summary after each, so that a study cut short still reports what it measured
     for seed in args.seeds:
-        try:
-            for strategy in args.strategies:
-                if (strategy, seed) not in done or not (ROOT / STUDY / f"{strategy}-s{seed}.pt").exists():
-                    rows = [r for r in rows if (r["strategy"], int(r["seed"])) != (strategy, seed)]
-                    rows.append(run_experiment(strategy, seed, final_round, args.lr))
-                    pd.DataFrame(rows).to_csv(csv, index=False)
-        finally:  # back to the main line: the committed params and lock, and their outputs
-            sh("git", "checkout", "--", "params.yaml", "dvc.lock")
-            # outputs the committed lock names but no run produced here cannot be restored; that is fine
-            sh("dvc", "checkout", "--force", check=False)
-        pool = eval_pool_index()  # D_eval exists once an experiment has run
         for other in args.strategies:
             if other != "mad" and "mad" in args.strategies:
                 competitions[(seed, other)] = compete(seed, other, pool, args.n)
-        table = pd.DataFrame(rows)
-        summary = summarize(table, competitions, sorted({int(s) for s in table["seed"]}), final_round)
-        summary["minutes"] = round((time.monotonic() - start) / 60, 1)
-        summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
-        summary["fixed_lr"] = args.lr
-        (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        log.info("after seed %d: %s", seed, json.dumps(summary, indent=2))
+    table = pd.DataFrame(rows)
+    summary = summarize(table, competitions, sorted({int(s) for s in table["seed"]}), final_round)
+    summary["minutes"] = round((time.monotonic() - start) / 60, 1)
+    summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
+    summary["fixed_lr"] = args.lr
+    summary["jobs"] = args.jobs
+    (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("study: %s", json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

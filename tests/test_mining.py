@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,39 @@ def test_equals_brute_force_on_random_pools(tmp_path, seed, distance, ignore):
     pd.testing.assert_frame_equal(got[want.columns].reset_index(drop=True), want, check_dtype=False)
 
 
+def test_excluded_images_are_as_if_absent_from_the_pool(tmp_path):
+    """Images the target was fine-tuned on are no candidates: mining with them excluded equals mining a pool
+    without them, and the planted top image of a group gives its place to the next one."""
+    rng = np.random.default_rng(11)
+    ids = _ids(30)
+    target = random_pool(rng, 30)
+    comp = perturb(rng, target)
+    comp[4] = box(shape=target[4].shape, cls=TRIANGLE)  # a planted, maximal disagreement
+    bands = area_bands(target, CLASSES)
+    full = {"target": make_store(tmp_path / "t", "target", ids, target),
+            "g": make_store(tmp_path / "g", "g", ids, comp)}  # fmt: skip
+    assert ids[4] in set(mine(full, bands, n3=3)["image_id"])
+    excluded = {ids[4], ids[9], ids[17]}
+    kept = [i for i, image in enumerate(ids) if image not in excluded]
+    rest = {"target": make_store(tmp_path / "t2", "target", [ids[i] for i in kept], [target[i] for i in kept]),
+            "g": make_store(tmp_path / "g2", "g", [ids[i] for i in kept], [comp[i] for i in kept])}  # fmt: skip
+    got = mine(full, bands, n3=3, exclude=frozenset(excluded))
+    assert not excluded & set(got["image_id"]) and len(got) > 10
+    pd.testing.assert_frame_equal(got, mine(rest, bands, n3=3))
+
+
+def test_baselines_skip_excluded_images_and_keep_their_budget():
+    stats = _stats(40)
+    excluded = set(stats.sort_values("entropy", ascending=False)["id"].head(5))  # the five most uncertain
+    for strategy in ("entropy", "random"):
+        kw = {"classes": CLASSES, "budget": 30, "target_stats": stats, "seed": 0}
+        cands = select_candidates(strategy, **kw, exclude=excluded)
+        assert len(cands) == 30 and not excluded & set(cands["image_id"])
+    rest = stats[~stats["id"].isin(excluded)]
+    assert (select_candidates("entropy", classes=CLASSES, budget=30, target_stats=stats, exclude=excluded)
+            ["image_id"].tolist() == entropy_candidates(rest, 30, CLASSES)["image_id"].tolist())  # fmt: skip
+
+
 # -------------------------------------------------------------------------------------- M, determinism
 def test_dedup_union_across_groups(tmp_path):
     ids = _ids(4)
@@ -363,6 +397,7 @@ def tiny_project(tmp_path, monkeypatch):
         )
     (voc / "ImageSets/Segmentation").mkdir(parents=True)
     (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(names) + "\n")
+    write_csv(paths.annotations_dir("init") / "S_all.csv", pd.DataFrame({"image_id": [], "round": []}))
     rows = []
     for i in range(12):
         data = encode_jpeg(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
@@ -407,6 +442,28 @@ def test_stage_writes_candidates_m_bands_overlays_metrics(tiny_project, strategy
     stage.run(params, round_key="0")
     assert before == ((out / "candidates.csv").read_bytes(), (out / "M.csv").read_bytes())
     assert first == {p.name: p.read_bytes() for p in sorted((out / "overlays/report").glob("*.png"))}
+
+
+def test_stage_never_proposes_images_of_earlier_fine_tunes(tiny_project):
+    from madseg.stages import mine as stage
+
+    params, _ = tiny_project
+    stage.run(params, round_key="0")
+    first_m = read_csv(paths.mining_dir("0") / "M.csv", required=["image_id"])["image_id"].tolist()
+    trained_on = first_m[:3]  # as if select_S@0 had chosen them and finetune@0 trained on them
+    write_csv(paths.annotations_dir("0") / "S_all.csv", pd.DataFrame({"image_id": trained_on, "round": "0"}))
+    shutil.copytree(paths.target_predictions("0"), paths.target_predictions("1"))
+    stage.run(params, round_key="1")  # the paper's way: with the same predictions, the same M comes back
+    again = read_csv(paths.mining_dir("1") / "M.csv", required=["image_id"])["image_id"].tolist()
+    assert again == first_m
+    assert json.loads((paths.METRICS / "mining/round_1.json").read_text())["excluded_trained_on"] == 0
+    for strategy in ("mad", "entropy", "random"):
+        mining = dataclasses.replace(params.mining, strategy=strategy, exclude_trained_on=True)
+        stage.run(dataclasses.replace(params, mining=mining), round_key="1")
+        m = read_csv(paths.mining_dir("1") / "M.csv", required=["image_id"])["image_id"]
+        assert len(m) > 0 and not set(trained_on) & set(m), strategy
+        metrics = json.loads((paths.METRICS / "mining/round_1.json").read_text())
+        assert metrics["excluded_trained_on"] == 3
 
 
 def test_stage_refuses_a_store_over_other_images(tiny_project):

@@ -201,6 +201,7 @@ class MiningParams:
     overlay_min_side: int = (
         192  # overlays upscale small images (maps nearest-neighbour) to at least this side
     )
+    exclude_trained_on: bool = False  # keep S^(1..i) out of M^(i+1) (the paper keeps them out of T only)
 
 
 @dataclass(frozen=True)

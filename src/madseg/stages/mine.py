@@ -1,7 +1,9 @@
 """mine@<round>: candidates M^(i+1) by MAD competition (or a baseline with MAD's budget), with overlays.
 
-Reads the pool index, the target's predictions of this round, every competitor's cached predictions and S0's
-ground truth (for the default area bands only; the pool's truth is never read). Writes
+Reads the pool index, the target's predictions of this round, every competitor's cached predictions, S0's
+ground truth (for the default area bands only; the pool's truth is never read) and, with
+``mining.exclude_trained_on``, S^(1..i): the images the target was already fine-tuned on, which no strategy
+may then propose again. Writes
 ``data/mining/round_<R>/{candidates.csv, M.csv, bands.csv, overlays/rater/, overlays/report/}`` and
 ``metrics/mining/round_<R>.json``.
 """
@@ -75,13 +77,17 @@ def run(params: Params, *, round_key: str) -> None:
         ]
     )
     bands = area_bands(areas, classes, mp.area_quantiles, mp.area_overrides)
+    trained_on: frozenset[str] = frozenset()
+    if mp.exclude_trained_on:
+        previous = paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv"
+        trained_on = frozenset(read_csv(previous, required=["image_id"])["image_id"])
 
     # MAD always runs first: its |M| is the budget every baseline spends
     n_shards = len(target.manifest["shards"])
     mad = select_candidates(
         "mad", classes=classes, target_shards=target.iter_shards(),
         competitor_shards={n: s.iter_shards() for n, s in competitors.items()},
-        bands=bands, n3=mp.n3, distance=mp.distance, progress=True, total=n_shards,
+        bands=bands, n3=mp.n3, distance=mp.distance, progress=True, total=n_shards, exclude=trained_on,
     )  # fmt: skip
     mad_m = summarize_m(mad)
     if mp.strategy == "mad":
@@ -89,7 +95,7 @@ def run(params: Params, *, round_key: str) -> None:
     else:
         candidates = select_candidates(
             mp.strategy, classes=classes, budget=len(mad_m), target_stats=target.stats(),
-            seed=mp.seed + int(round_key),
+            seed=mp.seed + int(round_key), exclude=trained_on,
         )  # fmt: skip
         m = summarize_m(candidates)
 
@@ -99,7 +105,8 @@ def run(params: Params, *, round_key: str) -> None:
     _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
 
     metrics = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids),
-               "mad_M_size": len(mad_m), **mining_summary(candidates, m)}  # fmt: skip
+               "excluded_trained_on": len(trained_on), "mad_M_size": len(mad_m),
+               **mining_summary(candidates, m)}  # fmt: skip
     if mp.strategy != "mad":
         metrics.update({f"mad.{k}": v for k, v in mining_summary(mad, mad_m).items()})
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
