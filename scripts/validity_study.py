@@ -60,11 +60,9 @@ def experiment_args(strategy: str, seed: int, lr: float | None, threads: int) ->
             "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
 
 
-def collect(strategy: str, seed: int, final_round: str) -> dict:
+def collect(strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
-    name = f"study-{strategy}-s{seed}"
-    head = git("rev-parse", "HEAD").strip()
-    ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/study-{strategy}-s{seed}"
     metrics = json.loads(git("show", f"{ref}:metrics/validity.json"))
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
@@ -85,6 +83,7 @@ def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, fi
     thread counts change the last bits of training, so a study is comparable within its own settings.
     Yields each finished experiment's row in completion order.
     """
+    baseline = git("rev-parse", "HEAD").strip()  # experiments are stored under the commit they started from
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else dict(os.environ)
     pending, running = list(todo), {}
@@ -108,7 +107,7 @@ def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, fi
                     "experiment %s failed (exit %d); see %s/%s-s%d.log", key, proc.returncode, STUDY, *key
                 )
                 continue
-            yield collect(*key, final_round)
+            yield collect(*key, final_round, baseline)
 
 
 def eval_pool_index() -> Path:
