@@ -442,16 +442,9 @@ def select_candidates(
     if strategy == "mad":
         if target_shards is None or competitor_shards is None or bands is None or n3 is None:
             raise ValueError("strategy 'mad' needs target_shards, competitor_shards, bands and n3")
+        excluded = frozenset(exclude)
         return mine_mad(
-            target_shards,
-            competitor_shards,
-            bands,
-            classes,
-            n3,
-            distance,
-            progress,
-            total,
-            frozenset(exclude),
+            target_shards, competitor_shards, bands, classes, n3, distance, progress, total, excluded
         )
     if target_stats is None or budget is None:
         raise ValueError(f"strategy {strategy!r} needs target_stats and budget")
