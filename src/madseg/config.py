@@ -162,6 +162,7 @@ class ModelSpec:
     lr: float | None = None  # its pretraining peak learning rate, overriding pretrain.lr
     input_size: int | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
+    augment: str | None = None  # pretraining augmentation beyond flips: None | photometric (madseg.training)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Pretraining the demo's models from scratch on S0 (real campaigns bring their own checkpoints).
 
 AdamW with a one-cycle schedule over a fixed number of steps (not a time budget: the same params must give the
-same weights), horizontal flips only (S0's objects are upright; rotations are a corner case on purpose).
+same weights), horizontal flips (S0's objects are upright; rotations are a corner case on purpose) and, for a
+model that asks for it, photometric augmentation: a competitor trained to ignore colour and contrast is a model
+of another design methodology, and one that can see what the others miss.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,6 +24,31 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(False)
 
 
+def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample colour and contrast changes of a normalised batch (N, 3, H, W); returns a new tensor.
+
+    Each sample, independently: with probability 1/2 its contrast is scaled by U(0.2, 1) around its own
+    per-channel mean; with probability 1/2 its channels are permuted; with probability 1/5 it becomes grey.
+    """
+    n = x.shape[0]
+    x = x.clone()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    scale = torch.where(torch.rand(n, generator=gen) < 0.5, 0.2 + 0.8 * torch.rand(n, generator=gen), 1.0)
+    x = mean + scale.view(n, 1, 1, 1) * (x - mean)
+    permute = torch.rand(n, generator=gen) < 0.5
+    orders = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
+    for i in torch.nonzero(permute).flatten().tolist():
+        x[i] = x[i, orders[i]]
+    grey = torch.rand(n, generator=gen) < 0.2
+    x[grey] = x[grey].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    return x
+
+
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "photometric": photometric
+}
+
+
 def pretrain(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -33,11 +61,15 @@ def pretrain(
     seed: int,
     device: torch.device,
     log_every: int = 25,
+    augment: str | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on images (N, 3, H, W) float32 and masks (N, H, W) int64 (255 = ignore).
 
+    ``augment`` names an entry of AUGMENTATIONS applied after the flips (None: flips only).
     Returns the loss curve as dicts (step, loss) every ``log_every`` steps.
     """
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; valid: {sorted(AUGMENTATIONS)}")
     if len(images) != len(masks) or len(images) == 0:
         raise ValueError(f"need matching, non-empty images and masks, got {len(images)} and {len(masks)}")
     seed_everything(seed)
@@ -58,6 +90,8 @@ def pretrain(
         x, y = images[idx], masks[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        if augment is not None:  # draws from gen only when asked, so flips-only training is unchanged
+            x = AUGMENTATIONS[augment](x, gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):

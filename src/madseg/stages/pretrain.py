@@ -71,7 +71,8 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     lr = spec.lr or params.pretrain.lr
     start = time.monotonic()
     curve = pretrain(net, x, y, steps=steps, batch_size=params.pretrain.batch_size, lr=lr,
-                     weight_decay=params.pretrain.weight_decay, seed=params.seed, device=device)  # fmt: skip
+                     weight_decay=params.pretrain.weight_decay, seed=params.seed, device=device,
+                     augment=spec.augment)  # fmt: skip
     seconds = time.monotonic() - start
     t0_miou = evaluate_model(
         net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes, device=device
@@ -86,6 +87,7 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
             "steps": steps,
             "lr": lr,
             "input_size": meta["input_size"],
+            "augment": spec.augment,
             "train_s": round(seconds, 1),
         },
     )
