@@ -51,10 +51,15 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
+def experiment_name(strategy: str, seed: int) -> str:
+    """Names the experiment, and (without the prefix) its final target and log under data/study/."""
+    return f"study-{strategy}-s{seed}"
+
+
 def experiment_args(strategy: str, seed: int, lr: float | None, threads: int) -> list[str]:
     """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
-    return ["dvc", "exp", "run", "--temp", "-n", f"study-{strategy}-s{seed}", *fixed_lr,
+    return ["dvc", "exp", "run", "--temp", "-n", experiment_name(strategy, seed), *fixed_lr,
             "-S", f"+finetune.threads={threads}",
             "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
             "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
@@ -62,12 +67,11 @@ def experiment_args(strategy: str, seed: int, lr: float | None, threads: int) ->
 
 def collect(strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
-    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/study-{strategy}-s{seed}"
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{experiment_name(strategy, seed)}"
     metrics = json.loads(git("show", f"{ref}:metrics/validity.json"))
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
-    (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(
         ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{strategy}-s{seed}.pt"
     )
@@ -90,8 +94,9 @@ def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, fi
     while pending or running:
         while pending and len(running) < jobs:
             strategy, seed = pending.pop(0)
+            # a rerun replaces an experiment of the same name
             subprocess.run(
-                ["dvc", "exp", "remove", f"study-{strategy}-s{seed}"], cwd=ROOT, capture_output=True
+                ["dvc", "exp", "remove", experiment_name(strategy, seed)], cwd=ROOT, capture_output=True
             )
             cmd = experiment_args(strategy, seed, lr, threads)
             log.info("$ %s", " ".join(cmd))

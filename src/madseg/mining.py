@@ -88,7 +88,7 @@ def area_bands(
         (K, 2) float64, row k = [p_k, q_k]; row 0 NaN.
     """
     k = classes.num_classes
-    frac = _as_area_matrix(areas, k)
+    frac = area_matrix(areas, k)
     lo, hi = _check_pair(quantiles, "area quantiles")
     overrides = dict(overrides or {})
     bands = np.full((k, 2), np.nan)
@@ -127,7 +127,8 @@ def bands_frame(
     return pd.DataFrame(rows)
 
 
-def _as_area_matrix(areas: np.ndarray | Iterable[np.ndarray], k: int) -> np.ndarray:
+def area_matrix(areas: np.ndarray | Iterable[np.ndarray], k: int) -> np.ndarray:
+    """(N, K) float64 area fractions: an (N, K) float array as is (checked), or one row per (H, W) label map."""
     if isinstance(areas, np.ndarray) and areas.ndim == 2 and areas.dtype.kind == "f":
         if areas.shape[1] != k:
             raise ValueError(f"area fractions must be (N, {k}), got {areas.shape}")

@@ -29,8 +29,8 @@ from madseg.labels import ClassList
 from madseg.mining import (
     NONE,
     area_bands,
+    area_matrix,
     bands_frame,
-    class_area_fractions,
     mining_summary,
     select_candidates,
     summarize_m,
@@ -70,12 +70,8 @@ def run(params: Params, *, round_key: str) -> None:
         for name in params.models.competitors
     }
 
-    areas = np.stack(  # (N, K) over S0's ground truth: the default area bands
-        [
-            class_area_fractions(mask, classes.num_classes)
-            for mask in iter_masks(params.dataset.voc_root, params.dataset.train_split, classes)
-        ]
-    )
+    s0_masks = iter_masks(params.dataset.voc_root, params.dataset.train_split, classes)
+    areas = area_matrix(s0_masks, classes.num_classes)  # S0's ground truth: the default area bands
     bands = area_bands(areas, classes, mp.area_quantiles, mp.area_overrides)
     trained_on: frozenset[str] = frozenset()
     if mp.exclude_trained_on:
