@@ -91,3 +91,19 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for a, b in zip(straight.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_candidates_trained_side_by_side_match_one_after_the_other():
+    """Processes change the schedule, not the numbers: same grid scores and bitwise the same chosen weights."""
+    model, meta = _model()
+    data = dict(
+        new=_data(8, 1), replay=_data(16, 2), val=_data(8, 3), num_classes=2, device=torch.device("cpu")
+    )
+    base = dataclasses.replace(FinetuneParams(), lr_grid=(1e-3, 3e-2), epochs=1, batch_size=4, threads=1)
+    serial = finetune_target(model, meta, params=base, **data)
+    parallel = finetune_target(model, meta, params=dataclasses.replace(base, workers=2), **data)
+    assert [(g.lr, g.t0_miou, g.history) for g in parallel.grid] == [
+        (g.lr, g.t0_miou, g.history) for g in serial.grid
+    ]
+    for a, b in zip(serial.model.state_dict().values(), parallel.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -1,7 +1,9 @@
-"""End to end: the real `dvc repro` of the whole loop on the tiny test configuration, in a scratch git repo.
+"""End to end: `madseg demo` (pretraining side by side, then the real `dvc repro`) of the whole loop on the tiny
+test configuration, in a scratch git repo.
 
-Checks every stage's outputs and metrics, that a second repro is a no-op, that changing one round's parameter
-reruns only what depends on it, and that a clone + `dvc pull` reproduces the metrics without recomputing.
+Checks every stage's outputs and metrics, that a second repro is a no-op, that a stage the demo ran outside
+`dvc repro` rebuilds to the same bytes inside it, that changing one round's parameter reruns only what depends
+on it, and that a clone + `dvc pull` reproduces the metrics without recomputing.
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_project):
 def test_second_repro_is_a_noop(tiny_project):
     out = _sh(["dvc", "repro"], tiny_project).stdout
     assert "Running stage" not in out, out
+
+
+def test_side_by_side_pretraining_equals_dvc_repro(tiny_project):
+    """The demo trained the models in parallel processes; `dvc repro -f` of one of them alone gives its bytes."""
+    kept = {p: (tiny_project / p).read_bytes() for p in ("dvc.lock", "metrics/pretrain/fpn.json")}
+    try:
+        _sh(["dvc", "repro", "-f", "-s", "pretrain@fpn"], tiny_project)
+
+        def model_out(lock: str) -> dict:
+            outs = yaml.safe_load(lock)["stages"]["pretrain@fpn"]["outs"]
+            return next(out for out in outs if out["path"] == "models/competitors/fpn")
+
+        assert model_out((tiny_project / "dvc.lock").read_text()) == model_out(kept["dvc.lock"].decode())
+    finally:  # the training time in fpn.json differs: put the recorded state back
+        for p, data in kept.items():
+            (tiny_project / p).write_bytes(data)
+    assert _sh(["dvc", "status", "-q"], tiny_project, check=False).returncode == 0
 
 
 def test_changing_one_round_reruns_only_its_dependants(tiny_project):

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     run.set_defaults(func=_run_stage)
 
     demo = sub.add_parser("demo", help="run the whole demo with dvc repro and say where the results are")
-    demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main())
+    demo.add_argument("--jobs", type=int, help="pretraining stages run side by side (default: CPU cores)")
+    demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main(jobs=a.jobs))
 
     cmp = sub.add_parser(
         "compare", help="a MAD competition between two models on a pool of unlabelled images"

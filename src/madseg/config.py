@@ -258,7 +258,8 @@ class FinetuneParams:
     weight_decay: float = 5e-4
     freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)
     seed: int = 0
-    threads: int = 2
+    threads: int = 2  # torch threads per candidate (the weights depend on it)
+    workers: int = 1  # grid candidates trained side by side, one process each
 
 
 @dataclass(frozen=True)

@@ -197,12 +197,16 @@ def finetune_target(
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` once per learning rate of ``params.lr_grid`` and keep the best on T0.
 
+    Up to ``params.workers`` candidates train side by side, each in its own process with ``params.threads``
+    torch threads; the weights depend on the thread count only, never on how many run at once.
+
     Args:
         new, replay, val: (images, masks) with images (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore).
         meta: the checkpoint's metadata (input_size, mean, std).
         params: a FinetuneParams section.
     """
     import copy
+    from concurrent.futures import ProcessPoolExecutor
 
     from madseg.inference import evaluate_model, to_tensors
 
@@ -213,32 +217,69 @@ def finetune_target(
     replay_t = to_tensors(*replay, size=size, mean=meta["mean"], std=meta["std"])
     t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
     log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
-    grid: list[GridResult] = []
-    models: dict[float, torch.nn.Module] = {}
-    for lr in params.lr_grid:
-        torch.manual_seed(params.seed)
-        candidate = copy.deepcopy(model)
-        history = train_sgd_poly(
-            candidate,
-            new_t,
-            replay_t,
-            lr=lr,
-            epochs=params.epochs,
-            batch_size=params.batch_size,
-            replay_ratio=params.replay_ratio,
-            momentum=params.momentum,
-            weight_decay=params.weight_decay,
-            poly_power=params.poly_power,
-            seed=params.seed,
-            device=device,
-            resume_dir=resume_root / f"lr_{lr:g}" if resume_root else None,
-            augment=hflip_augment,
-            freeze_bn=params.freeze_bn,
-        )
-        score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)
-        history[-1]["t0_miou"] = score
-        log.info("lr %g: T0 mIoU %.4f", lr, score)
-        grid.append(GridResult(lr=lr, t0_miou=score, history=history))
-        models[lr] = candidate
+    shared = dict(model=model, new=new_t, replay=replay_t, val=val, params=params, meta=meta,
+                  num_classes=num_classes, device=device)  # fmt: skip
+    jobs = [
+        {**shared, "lr": lr, "resume_dir": resume_root / f"lr_{lr:g}" if resume_root else None}
+        for lr in params.lr_grid
+    ]
+    workers = min(params.workers, len(jobs))
+    if workers > 1:
+        # spawned processes (forking a process that has run torch's thread pools is unsafe); tensors travel
+        # through shared memory
+        log.info("training %d learning rates, %d at a time", len(jobs), workers)
+        context = torch.multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            fitted = [future.result() for future in [pool.submit(_fit_candidate, **job) for job in jobs]]
+    else:
+        fitted = [_fit_candidate(**job) for job in jobs]
+    grid = [result for _, result in fitted]
+    for result in grid:
+        log.info("lr %g: T0 mIoU %.4f", result.lr, result.t0_miou)
     best = pick_best(grid)
-    return FinetuneResult(model=models[best.lr].cpu(), best=best, grid=grid, t0_before=t0_before)
+    chosen = copy.deepcopy(model).cpu()
+    chosen.load_state_dict(fitted[grid.index(best)][0])
+    return FinetuneResult(model=chosen, best=best, grid=grid, t0_before=t0_before)
+
+
+def _fit_candidate(
+    model: torch.nn.Module,
+    new: tuple[torch.Tensor, torch.Tensor],
+    replay: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    lr: float,
+    params,
+    meta: dict,
+    num_classes: int,
+    device: torch.device,
+    resume_dir: Path | None,
+) -> tuple[dict[str, torch.Tensor], GridResult]:
+    """Train one grid candidate from a copy of ``model`` and score it on T0: (its CPU state dict, its result)."""
+    import copy
+
+    from madseg.inference import evaluate_model
+
+    torch.set_num_threads(params.threads)
+    torch.manual_seed(params.seed)
+    candidate = copy.deepcopy(model)
+    history = train_sgd_poly(
+        candidate,
+        new,
+        replay,
+        lr=lr,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        replay_ratio=params.replay_ratio,
+        momentum=params.momentum,
+        weight_decay=params.weight_decay,
+        poly_power=params.poly_power,
+        seed=params.seed,
+        device=device,
+        resume_dir=resume_dir,
+        augment=hflip_augment,
+        freeze_bn=params.freeze_bn,
+    )
+    score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)
+    history[-1]["t0_miou"] = score
+    state = {k: v.cpu() for k, v in candidate.state_dict().items()}
+    return state, GridResult(lr=lr, t0_miou=score, history=history)
