@@ -56,11 +56,11 @@ def experiment_name(strategy: str, seed: int) -> str:
     return f"study-{strategy}-s{seed}"
 
 
-def experiment_args(strategy: str, seed: int, lr: float | None, threads: int) -> list[str]:
+def experiment_args(strategy: str, seed: int, lr: float | None, workers: int) -> list[str]:
     """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
     return ["dvc", "exp", "run", "--temp", "-n", experiment_name(strategy, seed), *fixed_lr,
-            "-S", f"+finetune.threads={threads}",
+            "-S", f"finetune.workers={workers}",
             "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
             "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
 
@@ -82,14 +82,12 @@ def collect(strategy: str, seed: int, final_round: str, baseline: str) -> dict:
 def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, final_round: str):
     """Run the (strategy, seed) experiments, ``jobs`` at a time, each in its own temporary DVC workspace.
 
-    Torch's intra-op threads scale poorly on these small models, so with jobs > 1 each fine-tune gets
-    cores // jobs threads and idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE);
-    thread counts change the last bits of training, so a study is comparable within its own settings.
+    Each experiment trains its learning-rate candidates on cores // jobs worker processes. The weights depend
+    on finetune.threads (params.yaml) only, so a study's numbers do not depend on ``jobs``.
     Yields each finished experiment's row in completion order.
     """
     baseline = git("rev-parse", "HEAD").strip()  # experiments are stored under the commit they started from
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else dict(os.environ)
+    workers = max(1, (os.cpu_count() or 1) // jobs)
     pending, running = list(todo), {}
     while pending or running:
         while pending and len(running) < jobs:
@@ -98,10 +96,10 @@ def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, fi
             subprocess.run(
                 ["dvc", "exp", "remove", experiment_name(strategy, seed)], cwd=ROOT, capture_output=True
             )
-            cmd = experiment_args(strategy, seed, lr, threads)
+            cmd = experiment_args(strategy, seed, lr, workers)
             log.info("$ %s", " ".join(cmd))
             with (ROOT / STUDY / f"{strategy}-s{seed}.log").open("w") as out:  # the child keeps its own fd
-                running[(strategy, seed)] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+                running[(strategy, seed)] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
         time.sleep(5)
         for key, proc in list(running.items()):
             if proc.poll() is None:
