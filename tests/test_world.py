@@ -14,6 +14,7 @@ from madseg.config import load_params
 from madseg.io.images import image_id, read_mask, read_rgb
 from madseg.labels import IGNORE_INDEX
 from madseg.stages import make_world
+from madseg.world.generate import iter_world
 from madseg.world.scenes import FACTORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,16 @@ def test_same_seed_gives_byte_identical_files(world, tmp_path):
     again = dataclasses.replace(params, world=dataclasses.replace(params.world, out_dir=str(tmp_path / "w2")))
     make_world.run(again)
     assert _digest(root) == _digest(tmp_path / "w2")
+
+
+def test_rendering_in_processes_gives_the_same_images(world):
+    params, _ = world
+    one = list(iter_world(params.world, "pool"))
+    two = list(iter_world(params.world, "pool", workers=2))
+    assert [(a.name, a.kind, a.factors, a.jpeg) for a in one] == [
+        (b.name, b.kind, b.factors, b.jpeg) for b in two
+    ]
+    assert all(np.array_equal(a.label, b.label) for a, b in zip(one, two, strict=True))
 
 
 def test_voc_layout_is_readable(world):

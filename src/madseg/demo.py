@@ -1,15 +1,17 @@
 """`madseg demo` (the README's first command): run the whole loop with `dvc repro` and say where results are.
 
-`dvc repro` runs one stage at a time: DVC holds one lock per workspace. The pretraining stages do not depend on
-each other, and on a few CPU cores two 1-thread trainings get through 1.75x the work of one 2-thread training
-(small models scale poorly across threads). So the demo first brings the stages of ``SIDE_BY_SIDE`` up to date in
-parallel processes and records them with `dvc commit`, as `dvc repro` would have, then leaves the rest to
-`dvc repro`. A model's weights depend on ``pretrain.threads`` (params.yaml), never on how many trainings ran at
-once, so `dvc repro -f pretrain@unet` rebuilds the same bytes.
+`dvc repro` runs one stage at a time: DVC holds one lock per workspace. The models' pretraining and pool
+inference stages do not depend on each other, and small models use a second thread poorly (on 2 cores PSPNet
+and LR-ASPP train almost as fast on one thread as on two), so the demo first brings the stages of
+``SIDE_BY_SIDE`` up to date in parallel processes and records them with `dvc commit`, as `dvc repro` would
+have, then leaves the rest to `dvc repro`. Weights depend on ``pretrain.threads`` (params.yaml) and predictions
+on no thread count (a forward pass is bitwise the same on 1 and 2 threads), never on how many stages ran at
+once: `dvc repro -f pretrain@unet` rebuilds the same bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,14 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from madseg import paths
 
 log = logging.getLogger(__name__)
 
-SIDE_BY_SIDE = ("pretrain_target", "pretrain")  # independent stages (a foreach group names all its items)
+SIDE_BY_SIDE = ("pretrain_target", "pretrain", "infer")  # a foreach group names all its items
 
 
 def main(project: Path = Path("."), jobs: int | None = None) -> None:
@@ -58,43 +60,62 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
 def run_side_by_side(project: Path, targets: Sequence[str], *, jobs: int, dvc: str = "dvc") -> list[str]:
     """Bring the stages named by ``targets`` up to date, up to ``jobs`` at a time, as `dvc repro` would.
 
-    Their upstream stages are reproduced first (one `dvc repro`); each stale stage's command then runs in its
-    own process, and the stages that succeeded are recorded with `dvc commit` (also when another failed).
-    Returns the names of the stages that ran. The targets must not depend on each other.
+    Their upstream stages outside ``targets`` are reproduced first (one `dvc repro`). A stage starts once the
+    targets it depends on have finished, and runs if DVC then finds it changed (so a retrained model that came
+    out bit for bit the same does not rerun its inference). Each runs its own command in its own process; the
+    stages that succeeded are recorded with `dvc commit`, also when another failed. Returns their names.
     """
+    with contextlib.chdir(project):  # DVC resolves stage names against the working directory
+        return _run_side_by_side(targets, jobs=jobs, dvc=dvc)
+
+
+def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[str]:
     import networkx as nx
     from dvc.repo import Repo
 
-    with Repo(str(project)) as repo:
-        stages = [stage for target in targets for stage in repo.stage.collect(target)]
-        upstream = {dep for stage in stages for dep in nx.descendants(repo.index.graph, stage)}
-    names = [stage.addressing for stage in stages]
-    if tangled := sorted(stage.addressing for stage in upstream & set(stages)):
-        raise ValueError(f"side-by-side stages depend on each other: {tangled}")
-    if upstream:
-        _check([dvc, "repro", *sorted(stage.addressing for stage in upstream)], project)
-    with Repo(str(project)) as repo:  # afresh: the upstream run rewrote dvc.lock
-        stale = [stage for name in names for stage in repo.stage.collect(name) if repo.status(targets=[name])]
-    if not stale:
-        return []
-    log.info("running %d stages, %d at a time: %s", len(stale), jobs, ", ".join(s.addressing for s in stale))
-    env = {**os.environ, "TQDM_DISABLE": "1"}  # interleaved progress bars would be noise
+    here = Path(".")
+    with Repo(str(here)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
+        needs = {name: {dep.addressing for dep in graph.successors(stage)} & stages.keys()
+                 for name, stage in stages.items()}  # fmt: skip
+        upstream = {dep.addressing for stage in stages.values() for dep in nx.descendants(graph, stage)}
+    if upstream - stages.keys():
+        _check([dvc, "repro", *sorted(upstream - stages.keys())], here)
+    # small models use few threads well: OpenMP threads that wait should sleep, not spin on a shared core
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
-    def run_one(stage) -> int:
+    def run_one(name: str) -> int:
         began = time.monotonic()
-        code = subprocess.run(stage.cmd, shell=True, cwd=project, env=env).returncode
-        log.info("%s %s in %.0f s", stage.addressing, "finished" if code == 0 else f"FAILED ({code})",
-                 time.monotonic() - began)  # fmt: skip
+        code = subprocess.run(stages[name].cmd, shell=True, env=env).returncode
+        log.info(
+            "%s %s in %.0f s", name, "finished" if code == 0 else f"FAILED ({code})", time.monotonic() - began
+        )
         return code
 
-    with ThreadPoolExecutor(jobs) as pool:
-        codes = list(pool.map(run_one, stale))
-    done = [stage.addressing for stage, code in zip(stale, codes, strict=True) if code == 0]
-    if done:
-        _check([dvc, "commit", "--force", "--quiet", *done], project)
-    if failed := [stage.addressing for stage, code in zip(stale, codes, strict=True) if code != 0]:
-        raise SystemExit(f"stage(s) failed: {', '.join(failed)}; the log above says why")
-    return done
+    waiting, running, settled = list(stages), {}, {}  # settled: name -> ran | up to date | failed | blocked
+    with Repo(str(here)) as repo, ThreadPoolExecutor(jobs) as pool:
+        while waiting or running:
+            for name in [n for n in waiting if needs[n] <= settled.keys()]:
+                if len(running) == jobs:
+                    break
+                waiting.remove(name)
+                if any(settled[dep] in ("failed", "blocked") for dep in needs[name]):
+                    settled[name] = "blocked"
+                elif repo.status(targets=[name]):  # asked now: what it depends on may just have changed
+                    running[pool.submit(run_one, name)] = name
+                else:
+                    settled[name] = "up to date"
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    settled[running.pop(future)] = "ran" if future.result() == 0 else "failed"
+    ran = [name for name in stages if settled[name] == "ran"]
+    if ran:
+        _check([dvc, "commit", "--force", "--quiet", *ran], here)
+    if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
+        raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
+    return ran
 
 
 def _check(cmd: list[str], project: Path) -> None:

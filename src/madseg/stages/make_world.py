@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -32,11 +33,16 @@ def run(params: Params) -> None:
         root / "eval_pool",
     )
     counts: dict[str, dict[str, int]] = {}
+    workers = os.cpu_count() or 1  # every image has its own seed: the bytes do not depend on this
     benchmark: dict[str, tuple[bytes, np.ndarray]] = {}
 
     for split in ("train", "val"):
         names = []
-        for item in tqdm(iter_world(world, split), total=getattr(world, f"n_{split}"), desc=f"world {split}"):
+        for item in tqdm(
+            iter_world(world, split, workers=workers),
+            total=getattr(world, f"n_{split}"),
+            desc=f"world {split}",
+        ):
             write_bytes(voc / "JPEGImages" / f"{item.name}.jpg", item.jpeg)
             write_mask(voc / "SegmentationClass" / f"{item.name}.png", item.label, classes)
             names.append(item.name)
@@ -51,7 +57,7 @@ def run(params: Params) -> None:
         ("eval_pool", eval_pool / "images", eval_pool / "truth", world.n_eval_pool),
     ):
         rows = []
-        for item in tqdm(iter_world(world, split), total=n, desc=f"world {split}"):
+        for item in tqdm(iter_world(world, split, workers=workers), total=n, desc=f"world {split}"):
             write_bytes(image_dir / f"{item.name}.jpg", item.jpeg)
             ident = image_id(item.jpeg)
             write_mask(truth_dir / "masks" / f"{ident}.png", item.label, classes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -56,8 +57,11 @@ def render_image(
     return WorldImage(split, f"{split}_{index:06d}", kind, factors, encode_jpeg(image, JPEG_QUALITY), label)
 
 
-def iter_world(params: WorldParams, split: str) -> Iterator[WorldImage]:
-    """All images of one split: train/val are benchmark images; pool/eval_pool follow the shares."""
+def iter_world(params: WorldParams, split: str, workers: int = 1) -> Iterator[WorldImage]:
+    """All images of one split in index order: train/val are benchmark images; pool/eval_pool follow the shares.
+
+    ``workers`` > 1 renders them in that many processes: each image has its own seed, so the bytes are the same.
+    """
     counts = {
         "train": params.n_train,
         "val": params.n_val,
@@ -69,8 +73,16 @@ def iter_world(params: WorldParams, split: str) -> Iterator[WorldImage]:
         plan = [("normal", ())] * n
     else:
         plan = plan_kinds(n, params, np.random.default_rng([params.seed, SPLIT_CODES[split], 10**9]))
-    for index, (kind, factors) in enumerate(plan):
-        yield render_image(params, split, index, kind, factors)
+    jobs = [(params, split, index, kind, factors) for index, (kind, factors) in enumerate(plan)]
+    if workers <= 1:
+        yield from (render_image(*job) for job in jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_render_job, jobs, chunksize=64)
+
+
+def _render_job(job: tuple) -> WorldImage:
+    return render_image(*job)
 
 
 def near_duplicate(
