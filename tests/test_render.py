@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from madseg.labels import make_class_list
-from madseg.render import blend, png_bytes, rater_overlay, report_overlay, upscale_factor
+from madseg.render import (
+    CandidateOverlay,
+    blend,
+    candidate_pngs,
+    png_bytes,
+    rater_overlay,
+    report_overlay,
+    upscale_factor,
+)
 
 CLASSES = make_class_list("demo")
 DISC, STAR = 1, 6
@@ -79,6 +87,21 @@ def test_deterministic_png_bytes(scene):
     a = png_bytes(report_overlay(image, target, competitor, CLASSES, "x", "g"))
     b = png_bytes(report_overlay(image, target, competitor, CLASSES, "x", "g"))
     assert a == b and Image.open(io.BytesIO(a)).format == "PNG"
+
+
+def test_candidate_pngs_are_the_same_drawn_in_processes(scene):
+    image, target, competitor = scene
+    items = [
+        CandidateOverlay(np.roll(image, k, axis=1), np.roll(target, k, axis=0), cmap, "g", f"caption {k}")
+        for k, cmap in enumerate([competitor, None, competitor.T.copy(), None, competitor])
+    ]
+    serial = list(candidate_pngs(items, CLASSES))
+    assert serial[1] == (
+        png_bytes(rater_overlay(items[1].image, items[1].target_map, CLASSES)),
+        png_bytes(report_overlay(items[1].image, items[1].target_map, None, CLASSES, "caption 1")),
+    )
+    assert len(set(serial)) == len(items)  # each item drawn from its own inputs, in order
+    assert list(candidate_pngs(items, CLASSES, workers=2)) == serial
 
 
 def test_bad_inputs(scene):

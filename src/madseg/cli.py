@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     run.set_defaults(func=_run_stage)
 
     demo = sub.add_parser("demo", help="run the whole demo with dvc repro and say where the results are")
-    demo.add_argument("--jobs", type=int, help="pretraining stages run side by side (default: CPU cores)")
+    demo.add_argument(
+        "--jobs",
+        type=int,
+        help="independent stages run side by side, this many at a time (default: CPU cores)",
+    )
     demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main(jobs=a.jobs))
 
     cmp = sub.add_parser(

@@ -1,12 +1,13 @@
-"""`madseg demo` (the README's first command): run the whole loop with `dvc repro` and say where results are.
+"""`madseg demo` (the README's first command): run the whole loop as `dvc repro` would and say where results are.
 
-`dvc repro` runs one stage at a time: DVC holds one lock per workspace. The models' pretraining and pool
-inference stages do not depend on each other, and small models use a second thread poorly (on 2 cores PSPNet
-and LR-ASPP train almost as fast on one thread as on two), so the demo first brings the stages of
-``SIDE_BY_SIDE`` up to date in parallel processes and records them with `dvc commit`, as `dvc repro` would
-have, then leaves the rest to `dvc repro`. Weights depend on ``pretrain.threads`` (params.yaml) and predictions
-on no thread count (a forward pass is bitwise the same on 1 and 2 threads), never on how many stages ran at
-once: `dvc repro -f pretrain@unet` rebuilds the same bytes.
+`dvc repro` runs one stage at a time: DVC holds one lock per workspace. Two stretches of the graph hold stages
+that do not depend on each other: the models' pretraining and pool inference (``MODELS``), and the evaluations,
+export and validity check that follow the rounds (``RESULTS``). Small models use a second thread poorly (on 2
+cores PSPNet and LR-ASPP train almost as fast on one thread as on two), so the demo brings each stretch up to
+date in parallel processes and records it with `dvc commit`, as `dvc repro` would have; `dvc repro` runs what
+lies between (the rounds, one stage after the other). Weights depend on ``pretrain.threads`` (params.yaml) and
+predictions on no thread count (a forward pass is bitwise the same on 1 and 2 threads), never on how many
+stages ran at once: `dvc repro -f pretrain@unet` rebuilds the same bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from madseg import paths
 
 log = logging.getLogger(__name__)
 
-SIDE_BY_SIDE = ("pretrain_target", "pretrain", "infer")  # a foreach group names all its items
+# a foreach group names all its items; round 0's target inference needs only the pretrained target
+MODELS = ("pretrain_target", "pretrain", "infer", "infer_target@0")
+RESULTS = ("validity", "evaluate", "export", "summarize", "report")  # longest first: they start in this order
 
 
 def main(project: Path = Path("."), jobs: int | None = None) -> None:
@@ -36,8 +39,8 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
     if dvc is None:
         raise SystemExit("dvc is not on PATH: run `make demo`, which uses the project's virtualenv")
     start = time.monotonic()
-    run_side_by_side(project, SIDE_BY_SIDE, jobs=jobs or os.cpu_count() or 1, dvc=dvc)
-    _check([dvc, "repro"], project)
+    for stretch in (MODELS, RESULTS):  # RESULTS' upstream, reproduced first, is every round
+        run_side_by_side(project, stretch, jobs=jobs or os.cpu_count() or 1, dvc=dvc)
     minutes = (time.monotonic() - start) / 60
     table = project / paths.METRICS / "table1.md"
     out = sys.stdout
@@ -73,15 +76,14 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
     import networkx as nx
     from dvc.repo import Repo
 
-    here = Path(".")
-    with Repo(str(here)) as repo:
+    with Repo() as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
         needs = {name: {dep.addressing for dep in graph.successors(stage)} & stages.keys()
                  for name, stage in stages.items()}  # fmt: skip
         upstream = {dep.addressing for stage in stages.values() for dep in nx.descendants(graph, stage)}
     if upstream - stages.keys():
-        _check([dvc, "repro", *sorted(upstream - stages.keys())], here)
+        _check([dvc, "repro", *sorted(upstream - stages.keys())])
     # small models use few threads well: OpenMP threads that wait should sleep, not spin on a shared core
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -94,7 +96,7 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
         return code
 
     waiting, running, settled = list(stages), {}, {}  # settled: name -> ran | up to date | failed | blocked
-    with Repo(str(here)) as repo, ThreadPoolExecutor(jobs) as pool:
+    with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         while waiting or running:
             for name in [n for n in waiting if needs[n] <= settled.keys()]:
                 if len(running) == jobs:
@@ -112,14 +114,14 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
                     settled[running.pop(future)] = "ran" if future.result() == 0 else "failed"
     ran = [name for name in stages if settled[name] == "ran"]
     if ran:
-        _check([dvc, "commit", "--force", "--quiet", *ran], here)
+        _check([dvc, "commit", "--force", "--quiet", *ran])
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
         raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
     return ran
 
 
-def _check(cmd: list[str], project: Path) -> None:
-    result = subprocess.run(cmd, cwd=project)
+def _check(cmd: list[str]) -> None:
+    result = subprocess.run(cmd)
     if result.returncode != 0:
         raise SystemExit(
             f"{' '.join(cmd[:2])} failed (exit {result.returncode}); the log above names the stage"

@@ -75,9 +75,9 @@ def encode_mask(mask: np.ndarray, classes: ClassList) -> bytes:
     return buf.getvalue()
 
 
-def write_mask(path: str | Path, mask: np.ndarray, classes: ClassList) -> None:
-    """Write a label map (H, W) uint8 as a palette PNG, atomically."""
-    write_bytes(path, encode_mask(mask, classes))
+def write_mask(path: str | Path, mask: np.ndarray, classes: ClassList, *, durable: bool = True) -> None:
+    """Write a label map (H, W) uint8 as a palette PNG, atomically (``durable``: see madseg.io.atomic)."""
+    write_bytes(path, encode_mask(mask, classes), durable=durable)
 
 
 def read_mask(path: str | Path, classes: ClassList | None = None) -> np.ndarray:

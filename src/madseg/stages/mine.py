@@ -11,7 +11,9 @@ may then propose again. Writes
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +37,11 @@ from madseg.mining import (
     select_candidates,
     summarize_m,
 )
-from madseg.render import png_bytes, rater_overlay, report_overlay
+from madseg.render import CandidateOverlay, candidate_pngs
 
 log = logging.getLogger(__name__)
+
+MAX_OVERLAY_WORKERS = 4  # a few hundred overlays a round: more processes would spend longer starting
 
 
 def _open_store(path: Path, model: str, classes: ClassList, index_digest: str, count: int) -> PredictionStore:
@@ -129,18 +133,24 @@ def _write_overlays(
         mine = sorted(set(m.loc[m["competitor"] == name, "image_id"]))
         comp_maps[name] = store.read_maps(mine) if mine else {}
     path_of = dict(zip(index["id"], index["path"], strict=True))
-    for r in tqdm(m.to_dict("records"), total=len(m), desc="overlays", unit="image"):
-        image_id, comp = r["image_id"], r["competitor"]
-        image = read_rgb(path_of[image_id])
-        tmap = target_maps[image_id]
-        write_bytes(
-            folder / "rater" / f"{image_id}.png", png_bytes(rater_overlay(image, tmap, classes, min_side))
-        )
-        if comp != NONE and comp in comp_maps:
-            caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | "
-                       f"d={r['distance']:.3f} | rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
-            im = report_overlay(image, tmap, comp_maps[comp][image_id], classes, caption, comp, min_side)
-        else:
-            caption = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}"
-            im = report_overlay(image, tmap, None, classes, caption, min_side=min_side)
-        write_bytes(folder / "report" / f"{image_id}.png", png_bytes(im))
+    records = m.to_dict("records")
+
+    def drawings() -> Iterator[CandidateOverlay]:
+        for r in records:
+            image_id, comp = r["image_id"], r["competitor"]
+            if comp != NONE and comp in comp_maps:
+                caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | "
+                           f"d={r['distance']:.3f} | rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
+                cmap = comp_maps[comp][image_id]
+            else:
+                caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
+            yield CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
+
+    # drawing and PNG encoding are most of this stage's time, and each overlay's bytes depend on it alone
+    workers = min(MAX_OVERLAY_WORKERS, os.cpu_count() or 1) if len(records) >= 100 else 1
+    pngs = candidate_pngs(drawings(), classes, min_side, workers)
+    for r, (rater, report) in tqdm(
+        zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"
+    ):
+        write_bytes(folder / "rater" / f"{r['image_id']}.png", rater, durable=False)  # rebuilt on every run
+        write_bytes(folder / "report" / f"{r['image_id']}.png", report, durable=False)
