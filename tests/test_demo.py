@@ -55,3 +55,10 @@ def test_up_to_date_stages_do_not_run(repo):
     sh(["dvc", "commit", "-f", "-q", "after_a"], repo)
     assert run_side_by_side(repo, ["a", "after_a"], jobs=2, dvc=DVC) == []
     assert (repo / "c.txt").read_text() == "mine"
+
+
+def test_a_chain_upstream_of_the_targets_is_reproduced_first(repo):
+    assert run_side_by_side(repo, ["after_a"], jobs=2, dvc=DVC) == ["after_a"]  # `dvc repro a` ran source too
+    assert (repo / "c.txt").read_text() == "uac"
+    status = yaml.safe_load(sh(["dvc", "status", "--json"], repo).stdout)
+    assert set(status) == {"b", "after_b"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,12 @@ import torch
 
 from madseg.io.images import write_mask
 from madseg.labels import IGNORE_INDEX, make_class_list
-from madseg.models.checkpoint import load_checkpoint, make_meta, read_checkpoint, save_checkpoint
+from madseg.models.checkpoint import (
+    load_checkpoint,
+    make_meta,
+    read_checkpoint,
+    save_checkpoint,
+)
 from madseg.models.predictors import class_lut, load_predictor
 from madseg.models.registry import REGISTRY, build_model
 
@@ -119,3 +126,27 @@ def test_torchscript_and_onnx_competitors_match_the_checkpoint(tmp_path):
     (ox / "spec.json").write_text(json.dumps({**spec, "source": "onnx"}))
     got = load_predictor(ox, classes=CLASSES).predict(images)
     assert (got.maps[0] == reference.maps[0]).mean() > 0.99
+
+
+TRACE = """
+import sys, torch
+from madseg.models.checkpoint import save_torchscript
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1)).eval()
+traced = torch.jit.trace(model, torch.zeros(1, 3, 8, 8))
+torch.jit.save(traced, sys.argv[1])
+save_torchscript(traced, sys.argv[2])
+"""
+
+
+def test_saved_torchscript_does_not_depend_on_the_folder_it_was_traced_in(tmp_path):
+    for folder in ("a", "b"):  # the same script in two folders, as in two checkouts
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "trace.py").write_text(TRACE)
+        subprocess.run([sys.executable, "trace.py", "raw.ts", "saved.ts"], cwd=tmp_path / folder, check=True)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "raw.ts").read_bytes() != (b / "raw.ts").read_bytes()  # plain torch.jit.save records the path
+    assert (a / "saved.ts").read_bytes() == (b / "saved.ts").read_bytes()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(torch.jit.load(a / "saved.ts")(x), torch.jit.load(a / "raw.ts")(x))

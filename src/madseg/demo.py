@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # a foreach group names all its items; round 0's target inference needs only the pretrained target
 MODELS = ("pretrain_target", "pretrain", "infer", "infer_target@0")
-RESULTS = ("validity", "evaluate", "export", "summarize", "report")  # longest first: they start in this order
+RESULTS = ("evaluate", "export", "summarize", "validity", "report")  # validity reads every evaluate
 
 
 def main(project: Path = Path("."), jobs: int | None = None) -> None:
@@ -65,8 +65,8 @@ def run_side_by_side(project: Path, targets: Sequence[str], *, jobs: int, dvc: s
 
     Their upstream stages outside ``targets`` are reproduced first (one `dvc repro`). A stage starts once the
     targets it depends on have finished, and runs if DVC then finds it changed (so a retrained model that came
-    out bit for bit the same does not rerun its inference). Each runs its own command in its own process; the
-    stages that succeeded are recorded with `dvc commit`, also when another failed. Returns their names.
+    out bit for bit the same does not rerun its inference). Each runs its own command in its own process and is
+    recorded with `dvc commit` as soon as it succeeds, also when another failed. Returns the names of those run.
     """
     with contextlib.chdir(project):  # DVC resolves stage names against the working directory
         return _run_side_by_side(targets, jobs=jobs, dvc=dvc)
@@ -81,9 +81,12 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
         stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
         needs = {name: {dep.addressing for dep in graph.successors(stage)} & stages.keys()
                  for name, stage in stages.items()}  # fmt: skip
-        upstream = {dep.addressing for stage in stages.values() for dep in nx.descendants(graph, stage)}
-    if upstream - stages.keys():
-        _check([dvc, "repro", *sorted(upstream - stages.keys())])
+        upstream = {dep for stage in stages.values() for dep in nx.descendants(graph, stage)}
+        upstream = {stage for stage in upstream if stage.addressing not in stages}
+        # `dvc repro X` brings X's upstream along, and DVC collects the graph once per name given: name the ends
+        ends = upstream - {dep for stage in upstream for dep in nx.descendants(graph, stage)}
+    if ends:
+        _check([dvc, "repro", *sorted(stage.addressing for stage in ends)])
     # small models use few threads well: OpenMP threads that wait should sleep, not spin on a shared core
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -111,13 +114,23 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
             if running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    settled[running.pop(future)] = "ran" if future.result() == 0 else "failed"
-    ran = [name for name in stages if settled[name] == "ran"]
-    if ran:
-        _check([dvc, "commit", "--force", "--quiet", *ran])
+                    name = running.pop(future)
+                    settled[name] = "ran" if future.result() == 0 and _commit(repo, name) else "failed"
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
         raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
-    return ran
+    return [name for name in stages if settled[name] == "ran"]
+
+
+def _commit(repo, name: str) -> bool:
+    """Record a stage that has just run, as `dvc commit --force` would (at once: an interrupted demo keeps it)."""
+    from dvc.exceptions import DvcException
+
+    try:
+        repo.commit(name, force=True)
+    except DvcException as e:
+        log.error("%s ran but cannot be recorded: %s", name, e)
+        return False
+    return True
 
 
 def _check(cmd: list[str]) -> None:

@@ -7,6 +7,7 @@ forgetting the benchmark. Every batch mixes newly labelled images with replayed 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,7 +206,6 @@ def finetune_target(
         meta: the checkpoint's metadata (input_size, mean, std).
         params: a FinetuneParams section.
     """
-    import copy
     from concurrent.futures import ProcessPoolExecutor
 
     from madseg.inference import evaluate_model, to_tensors
@@ -255,8 +255,6 @@ def _fit_candidate(
     resume_dir: Path | None,
 ) -> tuple[dict[str, torch.Tensor], GridResult]:
     """Train one grid candidate from a copy of ``model`` and score it on T0: (its CPU state dict, its result)."""
-    import copy
-
     from madseg.inference import evaluate_model
 
     torch.set_num_threads(params.threads)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from madseg.io.atomic import write_bytes
+from madseg.io.atomic import atomic_open, write_bytes
 from madseg.models.registry import build_model
 
 FORMAT = 1
@@ -68,3 +68,23 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: weights do not fit {payload['arch']} ({e})") from None
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.eval(), meta
+
+
+def save_torchscript(module: torch.jit.ScriptModule, path: str | Path) -> None:
+    """``torch.jit.save`` without the debug pickles, atomically.
+
+    A trace's debug pickles hold the Python call stack it was made from, with the absolute paths of this checkout
+    and its virtualenv: the same model traced in another folder would give other bytes. Loading does not need them.
+    """
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    buf.seek(0)
+    reader = torch._C.PyTorchFileReader(buf)
+    with atomic_open(path, "wb") as f:
+        writer = torch._C.PyTorchFileWriter(f)
+        for name in reader.get_all_records():
+            # the writer adds its own serialization id, derived from the records it wrote
+            if not name.endswith(".debug_pkl") and name != ".data/serialization_id":
+                data = reader.get_record(name)
+                writer.write_record(name, data, len(data))
+        writer.write_end_of_file()

@@ -9,8 +9,8 @@ import torch
 
 from madseg import paths
 from madseg.config import Params
-from madseg.io.atomic import atomic_open, sha256_file, write_json
-from madseg.models.checkpoint import load_checkpoint
+from madseg.io.atomic import sha256_file, write_json
+from madseg.models.checkpoint import load_checkpoint, save_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ def run(params: Params) -> None:
     shutil.copyfile(source, paths.EXPORT / "target.pt")
     example = torch.zeros(1, 3, *meta["input_size"])
     traced = torch.jit.trace(model.eval(), example)
-    with atomic_open(paths.EXPORT / "target.ts", "wb") as f:
-        torch.jit.save(traced, f)
+    save_torchscript(traced, paths.EXPORT / "target.ts")
     card = {k: meta[k] for k in ("arch", "kwargs", "classes", "input_size", "mean", "std")}
     card |= {"round": int(final), "checkpoint_sha256": sha256_file(source), "logits": "N x K x H x W",
              "usage": "torch.jit.load('target.ts')(normalised NCHW float) -> logits; "
