@@ -60,5 +60,5 @@ def make_tiny_project(work: Path) -> Path:
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "tiny config"], work)
-    run(["madseg", "demo"], work)  # the README's main job: pretraining side by side, then `dvc repro`
+    run(["madseg", "demo"], work)  # the README's main job, side-by-side runner and `dvc repro` both
     return work

@@ -1,5 +1,5 @@
-"""End to end: `madseg demo` (pretraining side by side, then the real `dvc repro`) of the whole loop on the tiny
-test configuration, in a scratch git repo.
+"""End to end: `madseg demo` (the per-model stages side by side, the rounds by the real `dvc repro`, then the
+evaluations side by side) of the whole loop on the tiny test configuration, in a scratch git repo.
 
 Checks every stage's outputs and metrics, that a second repro is a no-op, that a stage the demo ran outside
 `dvc repro` rebuilds to the same bytes inside it, that changing one round's parameter reruns only what depends
