@@ -68,9 +68,8 @@ def _legend(classes: ClassList, present: Sequence[int], width: int) -> Image.Ima
     return _legend_image(swatches, width)
 
 
-@functools.lru_cache(
-    maxsize=256
-)  # a round's hundreds of overlays share a handful of legends; callers only paste
+# a round's hundreds of overlays share a handful of legends (callers only paste them)
+@functools.lru_cache(maxsize=256)
 def _legend_image(swatches: tuple[tuple[str, tuple[int, ...]], ...], width: int) -> Image.Image:
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
