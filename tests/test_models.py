@@ -12,12 +12,7 @@ import torch
 
 from madseg.io.images import write_mask
 from madseg.labels import IGNORE_INDEX, make_class_list
-from madseg.models.checkpoint import (
-    load_checkpoint,
-    make_meta,
-    read_checkpoint,
-    save_checkpoint,
-)
+from madseg.models.checkpoint import load_checkpoint, make_meta, read_checkpoint, save_checkpoint
 from madseg.models.predictors import class_lut, load_predictor
 from madseg.models.registry import REGISTRY, build_model
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import multiprocessing
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -212,6 +213,12 @@ class CandidateOverlay:
     competitor_map: np.ndarray | None
     competitor: str
     caption: str
+
+
+def drawing_workers(count: int) -> int:
+    """Processes worth starting to draw ``count`` candidates: drawing and PNG encoding are most of a mining stage's
+    time, but a process costs about a second to start, so a few, and none for a handful."""
+    return min(4, os.cpu_count() or 1) if count >= 100 else 1
 
 
 def candidate_pngs(

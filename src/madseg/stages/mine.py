@@ -11,7 +11,6 @@ may then propose again. Writes
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +36,9 @@ from madseg.mining import (
     select_candidates,
     summarize_m,
 )
-from madseg.render import CandidateOverlay, candidate_pngs
+from madseg.render import CandidateOverlay, candidate_pngs, drawing_workers
 
 log = logging.getLogger(__name__)
-
-MAX_OVERLAY_WORKERS = 4  # a few hundred overlays a round: more processes would spend longer starting
 
 
 def _open_store(path: Path, model: str, classes: ClassList, index_digest: str, count: int) -> PredictionStore:
@@ -146,9 +143,7 @@ def _write_overlays(
                 caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
             yield CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
 
-    # drawing and PNG encoding are most of this stage's time, and each overlay's bytes depend on it alone
-    workers = min(MAX_OVERLAY_WORKERS, os.cpu_count() or 1) if len(records) >= 100 else 1
-    pngs = candidate_pngs(drawings(), classes, min_side, workers)
+    pngs = candidate_pngs(drawings(), classes, min_side, drawing_workers(len(records)))
     for r, (rater, report) in tqdm(
         zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"
     ):
