@@ -3,6 +3,7 @@ test_pipeline, whose tiny project is built by `madseg demo`)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -62,3 +63,57 @@ def test_a_chain_upstream_of_the_targets_is_reproduced_first(repo):
     assert (repo / "c.txt").read_text() == "uac"
     status = yaml.safe_load(sh(["dvc", "status", "--json"], repo).stdout)
     assert set(status) == {"b", "after_b"}
+
+
+def _project(tmp_path, stages: dict) -> Path:
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "x"],
+    ):
+        sh(cmd, tmp_path)
+    return tmp_path
+
+
+def test_the_stage_heading_the_longest_chain_starts_first(tmp_path):
+    project = _project(
+        tmp_path,
+        {
+            "source": {"cmd": _write("u.txt", "'u'"), "outs": ["u.txt"]},
+            "leaf": {"cmd": _write("l.txt", "'l'"), "deps": ["u.txt"], "outs": ["l.txt"]},
+            "head": {"cmd": _write("h.txt", "'h'"), "deps": ["u.txt"], "outs": ["h.txt"]},
+            "after_head": {"cmd": _write("n.txt", "'n'"), "deps": ["h.txt"], "outs": ["n.txt"]},
+        },
+    )
+    # one at a time: the order they ran in is the order they started in; leaf and after_head tie: dvc.yaml's order
+    assert run_side_by_side(project, None, jobs=1, dvc=DVC) == ["source", "head", "leaf", "after_head"]
+
+
+def test_a_rerun_starts_without_the_stale_outputs_as_dvc_repro_would(tmp_path):
+    write_dir = "import pathlib; d = pathlib.Path('out'); d.mkdir(exist_ok=True); (d / 'x.txt').write_text(pathlib.Path('in.txt').read_text())"
+    (tmp_path / "in.txt").write_text("1")
+    project = _project(
+        tmp_path, {"make": {"cmd": f'python -c "{write_dir}"', "deps": ["in.txt"], "outs": ["out"]}}
+    )
+    run_side_by_side(project, None, jobs=2, dvc=DVC)
+    (project / "out" / "stray.txt").write_text("left by hand")
+    (project / "in.txt").write_text("2")
+    assert run_side_by_side(project, None, jobs=2, dvc=DVC) == ["make"]
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["x.txt"]
+    assert (project / "out" / "x.txt").read_text() == "2"
+
+
+def test_a_madseg_stage_runs_in_a_preloaded_process_and_its_failure_is_reported(
+    tmp_path, monkeypatch, caplog
+):
+    project = _project(tmp_path, {"bogus": {"cmd": "madseg run no_such_stage", "outs": ["never.txt"]}})
+    caplog.set_level(logging.INFO, logger="madseg.demo")
+    monkeypatch.setenv(
+        "PATH", str(tmp_path)
+    )  # no shell could find madseg: the stage must fork from the runner
+    with pytest.raises(SystemExit, match=r"bogus \(failed\)"):
+        run_side_by_side(project, None, jobs=2, dvc=DVC)
+    # madseg's own exit code for an unknown stage; a shell that cannot find madseg would give 127
+    assert "bogus FAILED (1)" in caplog.text

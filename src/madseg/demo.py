@@ -1,35 +1,44 @@
-"""`madseg demo` (the README's first command): run the whole loop as `dvc repro` would and say where results are.
+"""`madseg demo` (the README's first command): bring the whole pipeline up to date as `dvc repro` would, on
+every core, and say where the results are.
 
-`dvc repro` runs one stage at a time: DVC holds one lock per workspace. Two stretches of the graph hold stages
-that do not depend on each other: the models' pretraining and pool inference (``MODELS``), and the evaluations,
-export and validity check that follow the rounds (``RESULTS``). Small models use a second thread poorly (on 2
-cores PSPNet and LR-ASPP train almost as fast on one thread as on two), so the demo brings each stretch up to
-date in parallel processes and records it with `dvc commit`, as `dvc repro` would have; `dvc repro` runs what
-lies between (the rounds, one stage after the other). Weights depend on ``pretrain.threads`` (params.yaml) and
-predictions on no thread count (a forward pass is bitwise the same on 1 and 2 threads), never on how many
-stages ran at once: `dvc repro -f pretrain@unet` rebuilds the same bytes.
+`dvc repro` runs one stage at a time (DVC holds one lock per workspace), each in a fresh interpreter that imports
+torch, segmentation-models-pytorch and timm again: about 6 s on these cores, and 2 s more to tear it down. The
+demo's runner instead
+- runs stages that do not depend on each other side by side, up to ``jobs`` at a time, those heading the longest
+  chain of stages first: the models' pretraining, then each round's chain, while the evaluations, the export and
+  the validity check fill the cores that the rounds' small stages leave idle;
+- starts `madseg run ...` commands as processes forked from one that has imported the stage modules once;
+- removes a stage's outputs before running it and records them with `dvc commit` as soon as it finishes, as
+  `dvc repro` does, so an interrupted demo keeps what it finished and a later `dvc repro` has nothing to do.
+
+Weights depend on ``pretrain.threads`` / ``finetune.threads`` (params.yaml) and predictions on no thread count (a
+forward pass is bitwise the same on 1 and 2 threads), never on how many stages ran at once nor on how a stage's
+process was started: `dvc repro -f pretrain@unet` rebuilds the bytes the demo made (a test pins it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from multiprocessing import forkserver
 from pathlib import Path
 
 from madseg import paths
 
 log = logging.getLogger(__name__)
 
-# a foreach group names all its items; round 0's target inference needs only the pretrained target
-MODELS = ("pretrain_target", "pretrain", "infer", "infer_target@0")
-RESULTS = ("evaluate", "export", "summarize", "validity", "report")  # validity reads every evaluate
+# small models use few threads well: OpenMP threads that wait should sleep, not spin on a core another stage needs
+STAGE_ENV = {"TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def main(project: Path = Path("."), jobs: int | None = None) -> None:
@@ -39,8 +48,7 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
     if dvc is None:
         raise SystemExit("dvc is not on PATH: run `make demo`, which uses the project's virtualenv")
     start = time.monotonic()
-    for stretch in (MODELS, RESULTS):  # RESULTS' upstream, reproduced first, is every round
-        run_side_by_side(project, stretch, jobs=jobs or os.cpu_count() or 1, dvc=dvc)
+    run_side_by_side(project, None, jobs=jobs or os.cpu_count() or 1, dvc=dvc)
     minutes = (time.monotonic() - start) / 60
     table = project / paths.METRICS / "table1.md"
     out = sys.stdout
@@ -60,25 +68,31 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
     out.write("\nCompare rounds: dvc metrics show; plots offline: see README (dvc plots).\n")
 
 
-def run_side_by_side(project: Path, targets: Sequence[str], *, jobs: int, dvc: str = "dvc") -> list[str]:
-    """Bring the stages named by ``targets`` up to date, up to ``jobs`` at a time, as `dvc repro` would.
+def run_side_by_side(
+    project: Path, targets: Sequence[str] | None, *, jobs: int, dvc: str = "dvc"
+) -> list[str]:
+    """Bring the stages named by ``targets`` (None: every stage) up to date, up to ``jobs`` at a time.
 
     Their upstream stages outside ``targets`` are reproduced first (one `dvc repro`). A stage starts once the
     targets it depends on have finished, and runs if DVC then finds it changed (so a retrained model that came
-    out bit for bit the same does not rerun its inference). Each runs its own command in its own process and is
-    recorded with `dvc commit` as soon as it succeeds, also when another failed. Returns the names of those run.
+    out bit for bit the same does not rerun its inference); among the stages ready to start, the one heading
+    the longest chain of targets goes first. Each runs its own command in its own process and is recorded with
+    `dvc commit` as soon as it succeeds, also when another failed. Returns the names of those run, in order.
     """
     with contextlib.chdir(project):  # DVC resolves stage names against the working directory
         return _run_side_by_side(targets, jobs=jobs, dvc=dvc)
 
 
-def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[str]:
+def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> list[str]:
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo() as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
+        if targets is None:
+            stages = {stage.addressing: stage for stage in repo.index.stages}
+        else:
+            stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
         needs = {name: {dep.addressing for dep in graph.successors(stage)} & stages.keys()
                  for name, stage in stages.items()}  # fmt: skip
         upstream = {dep for stage in stages.values() for dep in nx.descendants(graph, stage)}
@@ -87,19 +101,19 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
         ends = upstream - {dep for stage in upstream for dep in nx.descendants(graph, stage)}
     if ends:
         _check([dvc, "repro", *sorted(stage.addressing for stage in ends)])
-    # small models use few threads well: OpenMP threads that wait should sleep, not spin on a shared core
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    order = _longest_chain_first(needs)
+    ran: list[str] = []
 
     def run_one(name: str) -> int:
         began = time.monotonic()
-        code = subprocess.run(stages[name].cmd, shell=True, env=env).returncode
+        code = _launch(stages[name].cmd)
         log.info(
             "%s %s in %.0f s", name, "finished" if code == 0 else f"FAILED ({code})", time.monotonic() - began
         )
         return code
 
-    waiting, running, settled = list(stages), {}, {}  # settled: name -> ran | up to date | failed | blocked
-    with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
+    waiting, running, settled = order, {}, {}  # settled: name -> ran | up to date | failed | blocked
+    with _preloaded_stages(), Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         while waiting or running:
             for name in [n for n in waiting if needs[n] <= settled.keys()]:
                 if len(running) == jobs:
@@ -108,6 +122,8 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
                 if any(settled[dep] in ("failed", "blocked") for dep in needs[name]):
                     settled[name] = "blocked"
                 elif repo.status(targets=[name]):  # asked now: what it depends on may just have changed
+                    with repo.lock:  # as `dvc repro` does: a rerun starts without stale outputs
+                        repo.stage.collect(name)[0].remove_outs(ignore_remove=False, force=False)
                     running[pool.submit(run_one, name)] = name
                 else:
                     settled[name] = "up to date"
@@ -116,9 +132,73 @@ def _run_side_by_side(targets: Sequence[str], *, jobs: int, dvc: str) -> list[st
                 for future in finished:
                     name = running.pop(future)
                     settled[name] = "ran" if future.result() == 0 and _commit(repo, name) else "failed"
+                    ran += [name] if settled[name] == "ran" else []
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
         raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
-    return [name for name in stages if settled[name] == "ran"]
+    return ran
+
+
+def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:
+    """The stages ordered by the length of the longest chain of stages they head (ties: as given).
+
+    A stage's chain runs through the stages that need it, transitively; starting long chains first keeps the
+    critical path busy and leaves short side branches (evaluations, reports) for cores that would idle.
+    """
+    needed_by: dict[str, set[str]] = {name: set() for name in needs}
+    for name, deps in needs.items():
+        for dep in deps:
+            needed_by[dep].add(name)
+    chain: dict[str, int] = {}
+
+    def length(name: str) -> int:
+        if name not in chain:
+            chain[name] = 1 + max((length(after) for after in needed_by[name]), default=0)
+        return chain[name]
+
+    return sorted(needs, key=lambda name: -length(name))  # sorted() is stable: ties keep the given order
+
+
+@contextlib.contextmanager
+def _preloaded_stages() -> Iterator[None]:
+    """Start the process that `madseg run` commands fork from, with the stage modules imported once.
+
+    Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported.
+    """
+    from madseg.cli import STAGES
+
+    forkserver.set_forkserver_preload(["madseg.cli", "madseg.demo", *(f"madseg.stages.{s}" for s in STAGES)])
+    saved = {key: os.environ.get(key) for key in STAGE_ENV}
+    os.environ.update(STAGE_ENV)
+    try:
+        forkserver.ensure_running()  # imports in the background; the first fork waits for it
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+    yield
+
+
+def _launch(cmd: str | list[str]) -> int:
+    """Run a stage's command to its end; returns its exit code. `madseg run ...` forks from the preloaded process."""
+    cmd = cmd if isinstance(cmd, str) else " && ".join(cmd)  # DVC runs a list of commands one after the other
+    argv = shlex.split(cmd)
+    if argv[:2] != ["madseg", "run"] or re.search(r"[|&;<>()$`\n]", cmd):  # what only a shell can run
+        return subprocess.run(cmd, shell=True, env={**os.environ, **STAGE_ENV}).returncode
+    process = multiprocessing.get_context("forkserver").Process(
+        target=_run_madseg, args=(argv[1:], os.getcwd())
+    )
+    process.start()
+    process.join()
+    return process.exitcode
+
+
+def _run_madseg(argv: list[str], cwd: str) -> None:
+    os.chdir(cwd)  # the preloaded process may have been started for another project
+    from madseg.cli import main
+
+    main(argv)
 
 
 def _commit(repo, name: str) -> bool:

@@ -66,6 +66,11 @@ def round_metrics(round_key: str) -> Path:
     return METRICS / "rounds" / f"round_{round_key}.json"
 
 
+def finetune_metrics(round_key: str) -> Path:
+    """The grid's T0 scores and f_t^(i)'s T0 before and f_t^(i+1)'s after fine-tune i."""
+    return METRICS / "finetune" / f"round_{round_key}.json"
+
+
 REPORT = METRICS / "report"
 REPORT_INDEX = REPORT / "index.html"
 EXPORT = MODELS / "export"  # the final target for use outside the project

@@ -83,7 +83,7 @@ def run(params: Params, *, round_key: str) -> None:
     )
     write_csv(paths.METRICS / "finetune" / f"round_{round_key}_curve.csv", curve)
     write_json(
-        paths.METRICS / "finetune" / f"round_{round_key}.json",
+        paths.finetune_metrics(round_key),
         {
             "chosen_lr": result.best.lr,
             "t0_miou_before": result.t0_before,

@@ -120,7 +120,7 @@ def _eval_pool_scores(params: Params, classes) -> None:
             score = mean_iou(cms[mask.to_numpy()].sum(0))
             rows.append({"round": int(key), "group": group, "images": int(mask.sum()), "miou": score})
             metrics[f"target_{key}.{group}"] = score
-        metrics[f"target_{key}.T0"] = _t0(key)
+        metrics[f"target_{key}.T0"] = _t0(params, key)
     first, last = "0", max(params.rounds, key=int)
     metrics["corner_miou_gain"] = 100 * (metrics[f"target_{last}.corner"] - metrics[f"target_{first}.corner"])
     metrics["normal_miou_change"] = 100 * (
@@ -144,5 +144,10 @@ def _study_margins() -> dict:
     return {key: study.get(key) for key in STUDY_KEYS}
 
 
-def _t0(round_key: str) -> float:
-    return float(read_json(paths.round_metrics(round_key))["target.T0.miou"])
+def _t0(params: Params, round_key: str) -> float:
+    """f_t^(i)'s T0 mIoU as the fine-tunes measured it, bit for bit what evaluate@i reports (so validity need
+    not wait for the evaluations): fine-tune i measures f_t^(i) before and f_t^(i+1) after."""
+    if round_key in params.finetunes:
+        return float(read_json(paths.finetune_metrics(round_key))["t0_miou_before"])
+    (before,) = [key for key, spec in params.finetunes.items() if spec.next == round_key]
+    return float(read_json(paths.finetune_metrics(before))["t0_miou_after"])
