@@ -196,6 +196,7 @@ def _launch(cmd: str | list[str]) -> int:
 
 def _run_madseg(argv: list[str], cwd: str) -> None:
     os.chdir(cwd)  # the preloaded process may have been started for another project
+    multiprocessing.set_start_method(None, force=True)  # the stage's own workers start as in a plain process
     from madseg.cli import main
 
     main(argv)
