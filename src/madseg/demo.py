@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from multiprocessing import forkserver
 from pathlib import Path
@@ -112,27 +112,37 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
         )
         return code
 
+    def start_ready() -> None:
+        for name in [n for n in waiting if needs[n] <= settled.keys()]:
+            if len(running) == jobs:
+                return
+            waiting.remove(name)
+            if any(settled[dep] in ("failed", "blocked") for dep in needs[name]):
+                settled[name] = "blocked"
+            elif repo.status(targets=[name]):  # asked now: what it depends on may just have changed
+                with repo.lock:  # as `dvc repro` does: a rerun starts without stale outputs
+                    repo.stage.collect(name)[0].remove_outs(ignore_remove=False, force=False)
+                running[pool.submit(run_one, name)] = name
+            else:
+                settled[name] = "up to date"
+
     waiting, running, settled = order, {}, {}  # settled: name -> ran | up to date | failed | blocked
-    with _preloaded_stages(), Repo() as repo, ThreadPoolExecutor(jobs) as pool:
+    _start_preloaded_process()
+    with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         while waiting or running:
-            for name in [n for n in waiting if needs[n] <= settled.keys()]:
-                if len(running) == jobs:
-                    break
-                waiting.remove(name)
-                if any(settled[dep] in ("failed", "blocked") for dep in needs[name]):
-                    settled[name] = "blocked"
-                elif repo.status(targets=[name]):  # asked now: what it depends on may just have changed
-                    with repo.lock:  # as `dvc repro` does: a rerun starts without stale outputs
-                        repo.stage.collect(name)[0].remove_outs(ignore_remove=False, force=False)
-                    running[pool.submit(run_one, name)] = name
-                else:
-                    settled[name] = "up to date"
-            if running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    settled[name] = "ran" if future.result() == 0 and _commit(repo, name) else "failed"
-                    ran += [name] if settled[name] == "ran" else []
+            start_ready()
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            done = [(running.pop(future), future.result()) for future in finished]
+            settled |= {name: "ran" if code == 0 else "failed" for name, code in done}
+            start_ready()  # what they unblocked starts first: recording them reads their outputs, never rewrites them
+            for name, code in done:
+                if code == 0 and not _commit(
+                    repo, name
+                ):  # what started on it is recorded: dvc repro redoes both
+                    settled[name] = "failed"
+                ran += [name] if settled[name] == "ran" else []
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
         raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
     return ran
@@ -158,9 +168,9 @@ def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:
     return sorted(needs, key=lambda name: -length(name))  # sorted() is stable: ties keep the given order
 
 
-@contextlib.contextmanager
-def _preloaded_stages() -> Iterator[None]:
-    """Start the process that `madseg run` commands fork from, with the stage modules imported once.
+def _start_preloaded_process() -> None:
+    """Start the process that `madseg run` commands fork from (Python's forkserver), which imports the stage
+    modules once, in the background: the first fork waits for it.
 
     Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported.
     """
@@ -170,14 +180,13 @@ def _preloaded_stages() -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in STAGE_ENV}
     os.environ.update(STAGE_ENV)
     try:
-        forkserver.ensure_running()  # imports in the background; the first fork waits for it
+        forkserver.ensure_running()
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key)
             else:
                 os.environ[key] = value
-    yield
 
 
 def _launch(cmd: str | list[str]) -> int:
@@ -206,8 +215,8 @@ def _commit(repo, name: str) -> bool:
     """Record a stage that has just run, as `dvc commit --force` would (at once: an interrupted demo keeps it)."""
     from dvc.exceptions import DvcException
 
-    try:
-        repo.commit(name, force=True)
+    try:  # copying to the cache leaves the workspace alone (no relink), so stages reading it may run meanwhile
+        repo.commit(name, force=True, relink=False)
     except DvcException as e:
         log.error("%s ran but cannot be recorded: %s", name, e)
         return False
