@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--params", default="params.yaml")
     run.set_defaults(func=_run_stage)
 
-    demo = sub.add_parser(
-        "demo",
-        help="bring the whole pipeline up to date as dvc repro would, stages side by side, and say where the results are",
-    )
+    demo = sub.add_parser("demo", help="run the whole pipeline as dvc repro would, stages side by side")
     demo.add_argument(
         "--jobs",
         type=int,

@@ -138,9 +138,8 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
             settled |= {name: "ran" if code == 0 else "failed" for name, code in done}
             start_ready()  # what they unblocked starts first: recording them reads their outputs, never rewrites them
             for name, code in done:
-                if code == 0 and not _commit(
-                    repo, name
-                ):  # what started on it is recorded: dvc repro redoes both
+                # should recording fail, what already started on the stage is recorded: `dvc repro` redoes both
+                if code == 0 and not _commit(repo, name):
                     settled[name] = "failed"
                 ran += [name] if settled[name] == "ran" else []
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:

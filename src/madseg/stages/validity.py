@@ -149,5 +149,9 @@ def _t0(params: Params, round_key: str) -> float:
     not wait for the evaluations): fine-tune i measures f_t^(i) before and f_t^(i+1) after."""
     if round_key in params.finetunes:
         return float(read_json(paths.finetune_metrics(round_key))["t0_miou_before"])
-    (before,) = [key for key, spec in params.finetunes.items() if spec.next == round_key]
-    return float(read_json(paths.finetune_metrics(before))["t0_miou_after"])
+    before = [key for key, spec in params.finetunes.items() if spec.next == round_key]
+    if not before:
+        raise ValueError(
+            "validity measures what fine-tuning changed, and params.yaml has no fine-tuning round"
+        )
+    return float(read_json(paths.finetune_metrics(before[0]))["t0_miou_after"])
