@@ -20,6 +20,19 @@ def _write(path: str, text: str) -> str:
     return f"python -c \"import pathlib; pathlib.Path('{path}').write_text({text})\""
 
 
+def _project(tmp_path, stages: dict) -> Path:
+    """A git + DVC repository whose dvc.yaml holds ``stages``, in the order given."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "x"],
+    ):
+        sh(cmd, tmp_path)
+    return tmp_path
+
+
 @pytest.fixture
 def repo(tmp_path):
     stages = {
@@ -29,15 +42,7 @@ def repo(tmp_path):
         "after_a": {"cmd": _write("c.txt", "pathlib.Path('a.txt').read_text() + 'c'"), "deps": ["a.txt"], "outs": ["c.txt"]},
         "after_b": {"cmd": _write("d.txt", "'d'"), "deps": ["b.txt"], "outs": ["d.txt"]},
     }  # fmt: skip
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "x"],
-    ):
-        sh(cmd, tmp_path)
-    return tmp_path
+    return _project(tmp_path, stages)
 
 
 def test_stages_run_after_what_they_need_and_a_failure_keeps_the_rest(repo):
@@ -63,18 +68,6 @@ def test_a_chain_upstream_of_the_targets_is_reproduced_first(repo):
     assert (repo / "c.txt").read_text() == "uac"
     status = yaml.safe_load(sh(["dvc", "status", "--json"], repo).stdout)
     assert set(status) == {"b", "after_b"}
-
-
-def _project(tmp_path, stages: dict) -> Path:
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "x"],
-    ):
-        sh(cmd, tmp_path)
-    return tmp_path
 
 
 def test_the_stage_heading_the_longest_chain_starts_first(tmp_path):
