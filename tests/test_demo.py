@@ -85,7 +85,10 @@ def test_the_stage_heading_the_longest_chain_starts_first(tmp_path):
 
 
 def test_a_rerun_starts_without_the_stale_outputs_as_dvc_repro_would(tmp_path):
-    write_dir = "import pathlib; d = pathlib.Path('out'); d.mkdir(exist_ok=True); (d / 'x.txt').write_text(pathlib.Path('in.txt').read_text())"
+    write_dir = (
+        "import pathlib; d = pathlib.Path('out'); d.mkdir(exist_ok=True); "
+        "(d / 'x.txt').write_text(pathlib.Path('in.txt').read_text())"
+    )
     (tmp_path / "in.txt").write_text("1")
     project = _project(
         tmp_path, {"make": {"cmd": f'python -c "{write_dir}"', "deps": ["in.txt"], "outs": ["out"]}}
@@ -103,9 +106,8 @@ def test_a_madseg_stage_runs_in_a_preloaded_process_and_its_failure_is_reported(
 ):
     project = _project(tmp_path, {"bogus": {"cmd": "madseg run no_such_stage", "outs": ["never.txt"]}})
     caplog.set_level(logging.INFO, logger="madseg.demo")
-    monkeypatch.setenv(
-        "PATH", str(tmp_path)
-    )  # no shell could find madseg: the stage must fork from the runner
+    # no shell could find madseg: the stage must fork from the runner
+    monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit, match=r"bogus \(failed\)"):
         run_side_by_side(project, None, jobs=2, dvc=DVC)
     # madseg's own exit code for an unknown stage; a shell that cannot find madseg would give 127

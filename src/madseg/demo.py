@@ -101,8 +101,6 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
         ends = upstream - {dep for stage in upstream for dep in nx.descendants(graph, stage)}
     if ends:
         _check([dvc, "repro", *sorted(stage.addressing for stage in ends)])
-    order = _longest_chain_first(needs)
-    ran: list[str] = []
 
     def run_one(name: str) -> int:
         began = time.monotonic()
@@ -126,7 +124,8 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
             else:
                 settled[name] = "up to date"
 
-    waiting, running, settled = order, {}, {}  # settled: name -> ran | up to date | failed | blocked
+    # settled: name -> ran | up to date | failed | blocked, in the order each was settled
+    waiting, running, settled = _longest_chain_first(needs), {}, {}
     _start_preloaded_process()
     with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         while waiting or running:
@@ -141,10 +140,9 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
                 # should recording fail, what already started on the stage is recorded: `dvc repro` redoes both
                 if code == 0 and not _commit(repo, name):
                     settled[name] = "failed"
-                ran += [name] if settled[name] == "ran" else []
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
         raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
-    return ran
+    return [name for name, state in settled.items() if state == "ran"]
 
 
 def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:
