@@ -72,10 +72,11 @@ def test_grid_is_recorded_and_the_best_t0_model_is_returned():
 
 
 def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
-    from madseg.inference import to_tensors
+    from madseg.models.input_policy import InputPolicy
 
-    new = to_tensors(*_data(8, 1), size=(32, 32), mean=[0.5] * 3, std=[0.25] * 3)
-    replay = to_tensors(*_data(8, 2), size=(32, 32), mean=[0.5] * 3, std=[0.25] * 3)
+    policy = InputPolicy(size=(32, 32))
+    new = policy.training_views(*_data(8, 1), mean=[0.5] * 3, std=[0.25] * 3)
+    replay = policy.training_views(*_data(8, 2), mean=[0.5] * 3, std=[0.25] * 3)
     kw = dict(lr=1e-2, batch_size=4, replay_ratio=0.5, momentum=0.9, weight_decay=5e-4, poly_power=0.9, seed=0,
               device=torch.device("cpu"))  # fmt: skip
     straight, _ = _model()

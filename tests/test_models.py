@@ -37,8 +37,6 @@ def test_every_architecture_builds_and_runs(arch):
 def test_unknown_architecture_lists_valid_ones():
     with pytest.raises(ValueError, match=r"unknown architecture 'smp.Nope'.*smp.Unet"):
         build_model("smp.Nope", 3)
-    with pytest.raises(ValueError, match="encoder_weights"):
-        build_model("smp.Unet", 3, encoder_weights="imagenet")
 
 
 def _checkpoint(path):

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from madseg.labels import ClassList, make_class_list
+from madseg.models.input_policy import POLICIES, InputPolicy
 
 T = TypeVar("T")
 
@@ -166,10 +167,32 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class InputPolicyParams:
+    """How images of any size reach the networks (see madseg.models.input_policy); ``models.input_size`` is the
+    square of ``resize`` and the training crop of the other policies."""
+
+    kind: str = "resize"  # resize | shorter_side | tiles
+    shorter_side: int = 512
+    max_side: int = 1024
+    tile: int = 512
+    overlap: float = 0.25
+    pad_to: int = 32
+
+    def __post_init__(self):
+        if self.kind not in POLICIES:
+            raise ConfigError(f"models.input_policy.kind: {self.kind!r} is not one of {', '.join(POLICIES)}")
+
+    def policy(self, input_size: int) -> InputPolicy:
+        fields = {k: v for k, v in dataclasses.asdict(self).items()}
+        return InputPolicy(size=(input_size, input_size), **fields)
+
+
+@dataclass(frozen=True)
 class ModelsParams:
     input_size: int = 64
     mean: list[float] = (0.485, 0.456, 0.406)  # type: ignore[assignment]
     std: list[float] = (0.229, 0.224, 0.225)  # type: ignore[assignment]
+    input_policy: InputPolicyParams = field(default_factory=InputPolicyParams)
     target: ModelSpec = field(default_factory=lambda: ModelSpec(name="target", arch="smp.DeepLabV3Plus"))
     competitors: dict[str, ModelSpec] = field(default_factory=dict)  # key = the model's name
 
@@ -294,6 +317,7 @@ class Params:
     rounds: dict[str, RoundSpec]
     finetunes: dict[str, RoundSpec]
     final_round: str = ""
+    device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -304,9 +328,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     with path.open() as f:
         raw = yaml.safe_load(f) or {}
     params = parse_section(Params, raw, str(path))
+    _check_device(params.device)
     _check_rounds(params)
     _check_test_set(params)
     return _name_competitors(params)
+
+
+def _check_device(device: str) -> None:
+    from madseg.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise ConfigError(f"device: {e}") from None
 
 
 def _check_test_set(params: Params) -> None:

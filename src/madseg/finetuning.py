@@ -203,18 +203,19 @@ def finetune_target(
 
     Args:
         new, replay, val: (images, masks) with images (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore).
-        meta: the checkpoint's metadata (input_size, mean, std).
+        meta: the checkpoint's metadata (input_size, input policy, mean, std).
         params: a FinetuneParams section.
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from madseg.inference import evaluate_model, to_tensors
+    from madseg.inference import evaluate_model
+    from madseg.models.input_policy import InputPolicy
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(params.threads)
-    size = tuple(meta["input_size"])
-    new_t = to_tensors(*new, size=size, mean=meta["mean"], std=meta["std"])
-    replay_t = to_tensors(*replay, size=size, mean=meta["mean"], std=meta["std"])
+    policy = InputPolicy.from_meta(meta)  # the views the target was pretrained on
+    new_t = policy.training_views(*new, meta["mean"], meta["std"])
+    replay_t = policy.training_views(*replay, meta["mean"], meta["std"])
     t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
     log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
     shared = dict(model=model, new=new_t, replay=replay_t, val=val, params=params, meta=meta,

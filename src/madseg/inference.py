@@ -17,10 +17,10 @@ from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore, Shard, ids_digest
 from madseg.labels import ClassList
 from madseg.metrics import confusion_matrix, mean_iou
-from madseg.models.predictors import Prediction, postprocess, preprocess
+from madseg.models.input_policy import InputPolicy
+from madseg.models.predictors import Prediction, TorchPredictor, class_lut
 
 log = logging.getLogger(__name__)
-POLICY = "resize-bilinear-to-input/argmax/nearest-back-v1"
 
 
 class _Images(Dataset):
@@ -36,15 +36,16 @@ class _Images(Dataset):
         image = read_rgb(self.paths[i])
         if not self.predictor.needs_pixels:
             return torch.zeros(0), image.shape[:2]
-        return self.predictor.preprocess([image])[0], image.shape[:2]
+        return self.predictor.prepare(image), image.shape[:2]
 
 
 def _collate(items):
-    return torch.stack([t for t, _ in items]), [s for _, s in items]
+    # prepared tensors may differ in size (aspect-keeping policies): the predictor batches equal shapes
+    return [t for t, _ in items], [s for _, s in items]
 
 
-def fingerprint(model_path: str | Path, ids: Sequence[str]) -> str:
-    """Identifies a prediction run: the model's bytes, the pool's ids and the resize policy."""
+def fingerprint(model_path: str | Path, ids: Sequence[str], policy: InputPolicy | None = None) -> str:
+    """Identifies a prediction run: the model's bytes, the pool's ids and the input policy."""
     h = hashlib.sha256()
     model_path = Path(model_path)
     files = sorted(p for p in model_path.rglob("*") if p.is_file()) if model_path.is_dir() else [model_path]
@@ -52,7 +53,7 @@ def fingerprint(model_path: str | Path, ids: Sequence[str]) -> str:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     h.update(ids_digest(ids).encode())
-    h.update(POLICY.encode())
+    h.update((policy or InputPolicy()).fingerprint().encode())
     return h.hexdigest()
 
 
@@ -67,6 +68,7 @@ def predict_pool(
     shard_size: int,
     batch_size: int,
     workers: int,
+    pin_memory: bool = False,
 ) -> int:
     """Predict every image of ``index`` (columns id, path; sorted by id) into ``store``, shard by shard.
 
@@ -88,13 +90,14 @@ def predict_pool(
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
+            pin_memory=pin_memory,
         )
         offset = 0
         for batch, shapes in loader:
             batch_ids = rows["id"].iloc[offset : offset + len(shapes)].tolist()
             offset += len(shapes)
             if predictor.needs_pixels:
-                pred = postprocess(predictor.forward(batch), shapes, predictor.lut)
+                pred = predictor.infer(batch, shapes)
             else:
                 pred = predictor.predict([None] * len(batch_ids), batch_ids)
             maps.extend(pred.maps)
@@ -144,29 +147,15 @@ def predict_images(
     )
 
 
-def to_tensors(images, masks, *, size, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training tensors at the model's input size: images (N, 3, h, w) float32, masks (N, h, w) int64."""
-    from madseg.models.predictors import resize_map
-
-    x = preprocess(images, size, mean, std) if len(images) else torch.zeros(0, 3, *size)
-    y = (
-        np.stack([resize_map(m, tuple(size)) for m in masks])
-        if len(masks)
-        else np.zeros((0, *size), np.uint8)
-    )
-    return x, torch.from_numpy(y.astype(np.int64))
-
-
 def evaluate_model(
     model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None
 ) -> float:
-    """Dataset mIoU of a torch model on (images, masks), with the same resize policy as pool inference."""
+    """Dataset mIoU of a torch model on (images, masks), with the checkpoint's input policy as in pool inference."""
     from madseg.labels import make_class_list
-    from madseg.models.predictors import TorchPredictor, class_lut
 
-    classes = make_class_list(meta["classes"])
-    predictor = TorchPredictor(model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"],
-                               lut=class_lut(meta["classes"], classes, None), device=device)  # fmt: skip
+    predictor = TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
+                               lut=class_lut(meta["classes"], make_class_list(meta["classes"]), None),
+                               device=device)  # fmt: skip
     pred = predict_images(predictor, images, [""] * len(images))
     cm = sum(confusion_matrix(t, p, num_classes) for t, p in zip(masks, pred.maps, strict=True))
     return mean_iou(cm)

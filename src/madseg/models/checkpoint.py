@@ -13,17 +13,31 @@ import torch
 from torch import nn
 
 from madseg.io.atomic import atomic_open, write_bytes
+from madseg.models.input_policy import InputPolicy
 from madseg.models.registry import build_model
 
 FORMAT = 1
 REQUIRED = ("format", "arch", "kwargs", "classes", "input_size", "mean", "std", "provenance", "state_dict")
 
 
-def make_meta(*, arch: str, kwargs: dict, classes: list[str], input_size: int | list[int], mean, std) -> dict:
-    """The checkpoint fields other than weights and provenance."""
+OPTIONAL = ("input_policy",)  # absent: resize to input_size (checkpoints from before input policies)
+
+
+def make_meta(
+    *, arch: str, kwargs: dict, classes: list[str], input_size: int | list[int], mean, std,
+    input_policy: InputPolicy | None = None,
+) -> dict:  # fmt: skip
+    """The checkpoint fields other than weights and provenance.
+
+    A plain ``resize`` policy is not written, so that checkpoints stay byte-identical to those made before
+    input policies existed.
+    """
     size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
-    return {"arch": arch, "kwargs": dict(kwargs), "classes": list(classes), "input_size": size,
+    meta = {"arch": arch, "kwargs": dict(kwargs), "classes": list(classes), "input_size": size,
             "mean": [float(m) for m in mean], "std": [float(s) for s in std]}  # fmt: skip
+    if input_policy is not None and input_policy.kind != "resize":
+        meta["input_policy"] = input_policy.to_meta()
+    return meta
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, *, provenance: dict[str, Any]) -> None:
@@ -31,6 +45,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, *, provenanc
     payload = {
         "format": FORMAT,
         **{k: meta[k] for k in ("arch", "kwargs", "classes", "input_size", "mean", "std")},
+        **{k: meta[k] for k in OPTIONAL if k in meta},
         "provenance": provenance,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }

@@ -4,9 +4,9 @@ Sources: a madseg checkpoint, a TorchScript file, an ONNX file (onnxruntime, opt
 precomputed prediction masks named ``<image_id>.png`` (so any external system can compete). A competitor
 trained on another label space is mapped through ``class_map`` (its class -> target class; unmapped -> ignore).
 
-Resize policy (one for all sources): the image is resized to the model's input size (bilinear), the model's
-argmax map is resized back to the image's own size (nearest neighbour). Per-image statistics (mean pixel
-entropy, mean max probability) are taken at the model's resolution.
+How an image reaches the network and its map returns to the image's own size is the checkpoint's input policy
+(madseg.models.input_policy: resize, shorter side, or tiles). Per-image statistics (mean pixel entropy, mean max
+probability) are taken at the network's resolution (tiles: over the averaged windows).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from PIL import Image
 
 from madseg.io.images import read_mask
 from madseg.labels import IGNORE_INDEX, ClassList
+from madseg.models.input_policy import InputPolicy, native_maps
 
 SOURCES = ("checkpoint", "torchscript", "onnx", "predictions")
 SOURCE_FILES = {
@@ -59,19 +60,6 @@ def class_lut(own: Sequence[str], target: ClassList, class_map: Mapping[str, str
     return lut
 
 
-def preprocess(images: Sequence[np.ndarray], size: Sequence[int], mean, std) -> torch.Tensor:
-    """Resize (bilinear) and normalise a list of (H, W, 3) uint8 images: (N, 3, size[0], size[1]) float32."""
-    h, w = size
-    arr = np.stack(
-        [
-            im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
-            for im in images
-        ]
-    ).astype(np.float32)
-    arr = (arr / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
-
-
 def resize_map(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an (h, w) uint8 map to ``shape`` (H, W)."""
     if label.shape == shape:
@@ -94,17 +82,21 @@ def postprocess(logits: torch.Tensor, shapes: Sequence[tuple[int, int]], lut: np
 
 
 class TorchPredictor:
-    """A torch module (from a checkpoint or TorchScript) with its input size and normalisation."""
+    """A torch module (from a checkpoint or TorchScript) with its input policy and normalisation."""
 
     needs_pixels = True
 
-    def __init__(self, module, *, input_size, mean, std, lut: np.ndarray, device: torch.device | None = None):
+    def __init__(
+        self, module, *, policy: InputPolicy, mean, std, lut: np.ndarray, device: torch.device | None = None,
+        batch_size: int = 64,
+    ):  # fmt: skip
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.module = module.to(self.device).eval()
-        self.input_size, self.mean, self.std, self.lut = tuple(input_size), mean, std, lut
+        self.policy, self.mean, self.std, self.lut, self.batch_size = policy, mean, std, lut, batch_size
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return preprocess(images, self.input_size, self.mean, self.std)
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> the normalised (3, h, w) tensor of the policy (runs in DataLoader workers)."""
+        return self.policy.prepare(image, self.mean, self.std)
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -114,8 +106,21 @@ class TorchPredictor:
                 return self.module(batch)
         return self.module(batch)
 
+    @torch.inference_mode()
+    def infer(self, tensors: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> Prediction:
+        """Prepared tensors of images whose own sizes are ``shapes`` -> maps at those sizes and statistics."""
+        if self.policy.kind == "resize":
+            return postprocess(self.forward(torch.stack(list(tensors))), shapes, self.lut)
+        probs = self.policy.logits_to_probs(self.forward, tensors, self.batch_size)
+        entropy = [-(p * torch.log(p.clamp_min(1e-12))).sum(dim=0).mean() for p in probs]
+        return Prediction(
+            maps=[self.lut[m] for m in native_maps(probs, shapes)],
+            entropy=np.asarray([float(e) for e in entropy], np.float32),
+            maxprob=np.asarray([float(p.max(dim=0).values.mean()) for p in probs], np.float32),
+        )
+
     def predict(self, images: Sequence[np.ndarray], ids: Sequence[str] = ()) -> Prediction:
-        return postprocess(self.forward(self.preprocess(images)), [im.shape[:2] for im in images], self.lut)
+        return self.infer([self.prepare(im) for im in images], [im.shape[:2] for im in images])
 
 
 class OnnxPredictor(TorchPredictor):
@@ -127,8 +132,13 @@ class OnnxPredictor(TorchPredictor):
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
-        self.input_size, self.mean, self.std, self.lut = (
-            tuple(kwargs["input_size"]), kwargs["mean"], kwargs["std"], kwargs["lut"])  # fmt: skip
+        self.policy, self.mean, self.std, self.lut = (
+            kwargs["policy"],
+            kwargs["mean"],
+            kwargs["std"],
+            kwargs["lut"],
+        )
+        self.batch_size = 64
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: batch.numpy()})[0])
@@ -160,17 +170,18 @@ class FolderPredictor:
         return Prediction(maps=maps, entropy=0 * ones, maxprob=ones)
 
 
-def load_predictor(path: str | Path, *, classes: ClassList, device: torch.device | None = None):
+def load_predictor(
+    path: str | Path, *, classes: ClassList, device: torch.device | None = None, batch_size: int = 64
+):
     """A predictor from a madseg checkpoint file or a competitor folder (``spec.json`` + one model source)."""
     from madseg.models.checkpoint import load_checkpoint
 
     path = Path(path)
     if path.is_file():
         model, meta = load_checkpoint(path)
-        lut = class_lut(meta["classes"], classes, None)
-        return TorchPredictor(
-            model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device
-        )
+        return TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
+                              lut=class_lut(meta["classes"], classes, None), device=device,
+                              batch_size=batch_size)  # fmt: skip
     spec_path = path / "spec.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"{path}: neither a checkpoint nor a competitor folder with spec.json")
@@ -181,14 +192,14 @@ def load_predictor(path: str | Path, *, classes: ClassList, device: torch.device
     artefact = path / SOURCE_FILES[source]
     if source == "checkpoint":
         model, meta = load_checkpoint(artefact)
-        lut = class_lut(meta["classes"], classes, spec.get("class_map"))
-        return TorchPredictor(
-            model, input_size=meta["input_size"], mean=meta["mean"], std=meta["std"], lut=lut, device=device
-        )
+        return TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
+                              lut=class_lut(meta["classes"], classes, spec.get("class_map")), device=device,
+                              batch_size=batch_size)  # fmt: skip
     lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
     if source == "predictions":
         return FolderPredictor(artefact, lut)
-    kwargs = {"input_size": spec["input_size"], "mean": spec["mean"], "std": spec["std"], "lut": lut}
+    kwargs = {"policy": InputPolicy.from_meta(spec), "mean": spec["mean"], "std": spec["std"], "lut": lut}
     if source == "torchscript":
-        return TorchPredictor(torch.jit.load(str(artefact), map_location="cpu"), device=device, **kwargs)
+        module = torch.jit.load(str(artefact), map_location="cpu")
+        return TorchPredictor(module, device=device, batch_size=batch_size, **kwargs)
     return OnnxPredictor(artefact, **kwargs)

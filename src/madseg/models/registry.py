@@ -1,7 +1,10 @@
-"""One mapping from architecture names to builders; nothing is ever downloaded.
+"""One mapping from architecture names to builders of bare (randomly initialised) networks.
 
 Names are ``smp.<Architecture>`` (segmentation-models-pytorch, any encoder via ``encoder_name``) and
 ``tv.<function>`` (torchvision's segmentation models). Every model returns logits (N, K, H, W).
+Kwargs that name pretrained weights (``encoder_weights``, ``weights``, ...) are accepted and set aside here:
+:func:`madseg.models.weights.init_pretrained` loads them once before training, so that rebuilding a model from
+its checkpoint never looks for weights.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torchvision.models.segmentation as tvseg
 from torch import nn
+
+from madseg.models.weights import split_weight_kwargs
 
 SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "PSPNet", "PAN", "MAnet")
 TV_ARCHS = (
@@ -38,9 +43,8 @@ class TorchvisionLogits(nn.Module):
 
 def _smp_builder(arch: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, **kwargs: Any) -> nn.Module:
-        if kwargs.get("encoder_weights") not in (None, "none"):
-            raise ValueError(f"smp.{arch}: encoder_weights must be None (nothing is downloaded here)")
-        kwargs["encoder_weights"] = None
+        kwargs, _ = split_weight_kwargs(kwargs)
+        kwargs.update(encoder_weights=None)
         kwargs.setdefault("encoder_name", "resnet18")
         return getattr(smp, arch)(classes=num_classes, **kwargs)
 
@@ -49,9 +53,7 @@ def _smp_builder(arch: str) -> Callable[..., nn.Module]:
 
 def _tv_builder(fn: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, **kwargs: Any) -> nn.Module:
-        for key in ("weights", "weights_backbone"):
-            if kwargs.get(key) is not None:
-                raise ValueError(f"tv.{fn}: {key} must be None (nothing is downloaded here)")
+        kwargs, _ = split_weight_kwargs(kwargs)
         kwargs.update(weights=None, weights_backbone=None)
         if fn.startswith(("deeplabv3", "fcn")):
             kwargs.setdefault("aux_loss", False)
@@ -67,7 +69,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build an untrained model; an unknown ``arch`` raises ValueError listing the valid names."""
+    """Build the bare network (no weights loaded); an unknown ``arch`` raises ValueError listing the valid names."""
     if arch not in REGISTRY:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(REGISTRY))}")
     if num_classes < 2:

@@ -19,6 +19,7 @@ from madseg.annotation.backend import make_backend
 from madseg.annotation.tasks import AnnotationIncomplete
 from madseg.compare import competition_set, score_competition
 from madseg.config import Params
+from madseg.device import resolve_device
 from madseg.inference import fingerprint, predict_pool
 from madseg.io.atomic import read_json, write_json
 from madseg.io.store import PredictionStore
@@ -65,16 +66,19 @@ def run(
         raise ValueError(f"the two models need different names, got {names[0]!r} twice")
     torch.set_num_threads(params.infer.threads)
     classes = params.dataset.class_list()
+    device = resolve_device(params.device)
     out = Path("data/compare") / name
     index = pool_index(pool)
     ids = index["id"].tolist()
     stores = {}
     for label, source in zip(names, (model_a, model_b), strict=True):
         store = PredictionStore(out / label)
+        predictor = load_predictor(source, classes=classes, device=device, batch_size=params.infer.batch_size)
         predict_pool(
-            load_predictor(source, classes=classes), index, store, model_name=label, classes=classes,
-            fingerprint=fingerprint(source, ids), shard_size=params.infer.shard_size,
-            batch_size=params.infer.batch_size, workers=params.infer.workers,
+            predictor, index, store, model_name=label, classes=classes,
+            fingerprint=fingerprint(source, ids, getattr(predictor, "policy", None)),
+            shard_size=params.infer.shard_size, batch_size=params.infer.batch_size, workers=params.infer.workers,
+            pin_memory=device.type == "cuda",
         )  # fmt: skip
         stores[label] = store
     bands = area_bands(  # the same S0 area bands as mining

@@ -6,6 +6,7 @@ import logging
 
 from madseg import paths
 from madseg.config import Params
+from madseg.device import resolve_device
 from madseg.evaluation import flatten, per_image_confusions, ranking_stability, score_set, stable_from
 from madseg.inference import predict_voc_split
 from madseg.io.atomic import write_json
@@ -34,7 +35,10 @@ def run(params: Params, *, round_key: str) -> None:
     boot = {"n_boot": params.evaluation.bootstrap, "seed": params.evaluation.seed + int(round_key)}
     for name, (model_path, store_path) in models.items():
         t0_pred, t0_truth, t0_ids = predict_voc_split(
-            load_predictor(model_path, classes=classes), params.dataset, classes, params.infer
+            load_predictor(model_path, classes=classes, device=resolve_device(params.device)),
+            params.dataset,
+            classes,
+            params.infer,
         )
         t0 = score_set(
             per_image_confusions(t0_pred, t0_truth, t0_ids, classes.num_classes), classes.names, **boot

@@ -9,6 +9,7 @@ import pandas as pd
 
 from madseg import paths
 from madseg.config import Params
+from madseg.device import resolve_device
 from madseg.finetuning import finetune_target
 from madseg.io.atomic import sha256_file, write_json
 from madseg.io.images import read_mask, read_rgb
@@ -57,6 +58,7 @@ def run(params: Params, *, round_key: str) -> None:
         params=params.finetune,
         num_classes=classes.num_classes,
         resume_root=paths.finetune_dir(round_key) / "resume",
+        device=resolve_device(params.device),
     )
 
     provenance = {

@@ -16,14 +16,17 @@ import torch
 
 from madseg import paths
 from madseg.config import ModelSpec, Params
-from madseg.inference import evaluate_model, predict_voc_split, to_tensors
+from madseg.device import resolve_device
+from madseg.inference import evaluate_model, predict_voc_split
 from madseg.io.atomic import write_json
 from madseg.io.tables import write_csv
 from madseg.io.voc import read_split
 from madseg.metrics import confusion_matrix, mean_iou
 from madseg.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
+from madseg.models.input_policy import InputPolicy
 from madseg.models.predictors import SOURCE_FILES, load_predictor
 from madseg.models.registry import build_model
+from madseg.models.weights import init_pretrained
 from madseg.training import pretrain
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,8 @@ def run(params: Params, *, model: str) -> None:
         _write_spec(params, spec)
     # an adopted model is scored on T0 like a trained one, so Table 1's first column means the same for all
     classes = params.dataset.class_list()
-    predictor = load_predictor(out if is_target else paths.competitor_dir(spec.name), classes=classes)
+    predictor = load_predictor(out if is_target else paths.competitor_dir(spec.name), classes=classes,
+                               device=resolve_device(params.device))  # fmt: skip
     predictions, truth, ids = predict_voc_split(predictor, params.dataset, classes, params.infer)
     t0_miou = mean_iou(sum(confusion_matrix(truth[i], predictions[i], classes.num_classes) for i in ids))
     write_json(
@@ -57,16 +61,19 @@ def run(params: Params, *, model: str) -> None:
 
 def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     torch.set_num_threads(params.pretrain.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(params.device)
     classes = params.dataset.class_list()
     m = params.models
+    policy = m.input_policy.policy(spec.input_size or m.input_size)
     meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=spec.input_size or m.input_size,
-                     mean=m.mean, std=m.std)  # fmt: skip
-    s0 = read_split(params.dataset, params.dataset.train_split, classes)
-    t0 = read_split(params.dataset, params.dataset.val_split, classes)
-    x, y = to_tensors(s0.images, s0.masks, size=meta["input_size"], mean=m.mean, std=m.std)
+                     mean=m.mean, std=m.std, input_policy=policy)  # fmt: skip
     torch.manual_seed(params.seed)
     net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
+    # named pretrained weights are found (or refused, with where to put them) before any data is read
+    weights = init_pretrained(net, spec.arch, classes.num_classes, spec.kwargs)
+    s0 = read_split(params.dataset, params.dataset.train_split, classes)
+    t0 = read_split(params.dataset, params.dataset.val_split, classes)
+    x, y = InputPolicy.from_meta(meta).training_views(s0.images, s0.masks, m.mean, m.std)
     steps = spec.steps or params.pretrain.steps
     lr = spec.lr or params.pretrain.lr
     start = time.monotonic()
@@ -79,6 +86,8 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     )
     provenance = {"trained_on": f"{params.dataset.voc_root}:{params.dataset.train_split}", "images": len(s0.images),
                   "steps": steps, "seed": params.seed, "t0_miou": t0_miou}  # fmt: skip
+    if weights:  # only then, so that from-scratch checkpoints keep their bytes
+        provenance["pretrained"] = weights
     save_checkpoint(out, net.cpu(), meta, provenance=provenance)
     write_json(
         paths.METRICS / "pretrain" / f"{name}.json",
@@ -89,6 +98,11 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
             "input_size": meta["input_size"],
             "augment": spec.augment,
             "train_s": round(seconds, 1),
+            **(
+                {"pretrained": "; ".join(f"{w['part']}: {w.get('weights') or w['file']}" for w in weights)}
+                if weights
+                else {}
+            ),
         },
     )
     write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(curve))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from madseg import paths
 from madseg.config import Params
+from madseg.device import resolve_device
 from madseg.inference import predict_images
 from madseg.io.atomic import read_json, write_json
 from madseg.io.images import read_mask, read_rgb
@@ -109,7 +110,10 @@ def _eval_pool_scores(params: Params, classes) -> None:
     k = classes.num_classes
     rows, metrics = [], {}
     for key in params.rounds:
-        pred = predict_images(load_predictor(paths.target_checkpoint(key), classes=classes), images,
+        predictor = load_predictor(
+            paths.target_checkpoint(key), classes=classes, device=resolve_device(params.device)
+        )
+        pred = predict_images(predictor, images,
                               factors["image_id"].tolist()).maps  # fmt: skip
         cms = np.stack([confusion_matrix(t, p, k) for t, p in zip(truth, pred, strict=True)])
         groups = {"all_in_domain": factors["kind"] != "ood", "normal": factors["kind"] == "normal",
