@@ -69,13 +69,15 @@ def test_a_plain_state_dict_saved_from_data_parallel(tmp_path):
               "decoder_segmentation_channels": 32}  # fmt: skip
     original = smp.FPN(encoder_weights=None, classes=3, **kwargs)
     torch.save({f"module.{k}": v for k, v in original.state_dict().items()}, tmp_path / "fpn.pt")
-    _round_trip(original, tmp_path, form="state_dict", source=tmp_path / "fpn.pt", arch="smp.FPN", kwargs=kwargs)
+    _round_trip(
+        original, tmp_path, form="state_dict", source=tmp_path / "fpn.pt", arch="smp.FPN", kwargs=kwargs
+    )
 
 
 def test_other_classes_are_refused_before_anything_is_written(tmp_path):
     smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=5, encoder_depth=3,
              decoder_channels=[32, 16, 8]).save_pretrained(tmp_path / "unet5")  # fmt: skip
-    with pytest.raises(ClassMismatch, match="predicts 5 classes.*dataset.classes has 3"):
+    with pytest.raises(ClassMismatch, match=r"predicts 5 classes.*dataset.classes has 3"):
         import_model(form="smp", source=tmp_path / "unet5", classes=CLASSES.names, policy=POLICY, **NORM)
     voc = tvseg.lraspp_mobilenet_v3_large(num_classes=21, weights=None, weights_backbone=None)
     torch.save(voc.state_dict(), tmp_path / "voc.pth")
@@ -95,6 +97,6 @@ def test_the_command_writes_a_checkpoint_and_explains_failures(tmp_path):
           str(ROOT / "params.yaml")])  # fmt: skip
     _, meta = load_checkpoint(out)
     assert meta["classes"] == list(demo.names) and meta["input_size"] == [64, 64]
-    with pytest.raises(SystemExit, match="import-model: .*no such model folder"):
+    with pytest.raises(SystemExit, match=r"import-model: .*no such model folder"):
         main(["import-model", str(tmp_path / "nope"), "--form", "smp", "--out", str(out), "--params",
               str(ROOT / "params.yaml")])  # fmt: skip

@@ -47,7 +47,10 @@ def test_geometry_keeps_the_aspect_and_caps_the_longer_side():
     policy = InputPolicy(kind="shorter_side", shorter_side=384, max_side=1024)
     assert policy.scaled_shape(683, 1024) == (384, 576)
     assert policy.scaled_shape(1500, 2000) == (384, 512)
-    assert InputPolicy(kind="shorter_side", shorter_side=384, max_side=480).scaled_shape(1500, 2000) == (360, 480)
+    assert InputPolicy(kind="shorter_side", shorter_side=384, max_side=480).scaled_shape(1500, 2000) == (
+        360,
+        480,
+    )
     tiles = InputPolicy(kind="tiles", tile=512, overlap=0.25)
     corners = tiles.windows(1500, 2000)
     covered = np.zeros((1500, 2000), bool)
@@ -55,7 +58,7 @@ def test_geometry_keeps_the_aspect_and_caps_the_longer_side():
         covered[y : y + 512, x : x + 512] = True
     assert covered.all() and len(corners) == 4 * 5
     assert tiles.windows(300, 200) == [(0, 0)]
-    with pytest.raises(ValueError, match="unknown input policy 'squash'.*resize, shorter_side, tiles"):
+    with pytest.raises(ValueError, match=r"unknown input policy 'squash'.*resize, shorter_side, tiles"):
         InputPolicy(kind="squash")
 
 
@@ -88,10 +91,12 @@ def test_resize_policy_keeps_the_fingerprint_of_earlier_stores(tmp_path):
 def test_training_views_match_inference():
     images = [_photo(h, w, i) for i, (h, w) in enumerate([(100, 150), (40, 30)])]
     masks = [np.full(im.shape[:2], 1, np.uint8) for im in images]
-    x, y = InputPolicy(kind="shorter_side", size=(64, 64), shorter_side=64, max_side=128, overlap=0.0).training_views(
-        images, masks, [0.5] * 3, [0.25] * 3
-    )
-    assert x.shape[1:] == (3, 64, 64) and y.shape[1:] == (64, 64) and len(x) == 2 + 2  # 64x96 and 85x64: 2 crops each
+    x, y = InputPolicy(
+        kind="shorter_side", size=(64, 64), shorter_side=64, max_side=128, overlap=0.0
+    ).training_views(images, masks, [0.5] * 3, [0.25] * 3)
+    assert (
+        x.shape[1:] == (3, 64, 64) and y.shape[1:] == (64, 64) and len(x) == 2 + 2
+    )  # 64x96 and 85x64: 2 crops each
     assert set(y.unique().tolist()) == {1}
     x, y = InputPolicy(kind="tiles", tile=64).training_views(images, masks, [0.5] * 3, [0.25] * 3)
     assert x.shape[1:] == (3, 64, 64) and (y[-1, 40:, :] == 255).all()  # a small image: padded with ignore
@@ -131,13 +136,17 @@ def test_native_resolution_through_infer_mine_tasks_evaluate(tmp_path, kind):
     assert all(maps[i].shape == sizes[i] for i in maps)
 
     bands = np.array([[np.nan, np.nan], [0.0, 1.0], [0.0, 1.0]])
-    m = mine_mad(stores["target"].iter_shards(), {"rival": stores["rival"].iter_shards()}, bands, CLASSES, n3=3)
+    m = mine_mad(
+        stores["target"].iter_shards(), {"rival": stores["rival"].iter_shards()}, bands, CLASSES, n3=3
+    )
     assert len(m) and set(m["image_id"]) <= set(index["id"])
 
     first = index["id"].iloc[0]
     results = mask_to_results(maps[first], CLASSES)  # the Label Studio pre-annotation, at the photo's size
     assert all((r["original_height"], r["original_width"]) == sizes[first] for r in results)
-    assert (results_to_mask(results, CLASSES, height=sizes[first][0], width=sizes[first][1]) == maps[first]).all()
+    assert (
+        results_to_mask(results, CLASSES, height=sizes[first][0], width=sizes[first][1]) == maps[first]
+    ).all()
 
     ids = index["id"].tolist()
     cms = per_image_confusions(maps, truth, ids, CLASSES.num_classes)

@@ -111,6 +111,8 @@ def train_sgd_poly(
         n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng
     )
     gen = torch.Generator().manual_seed(seed)
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: plain SGD's numbers
     history: list[dict] = []
     start_epoch = 0
     state_path = resume_dir / "state.pt" if resume_dir else None
@@ -119,6 +121,7 @@ def train_sgd_poly(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        scaler.load_state_dict(state.get("scaler", {}))
         history = state["history"]
         start_epoch = int(state["epoch"])
         log.info("resuming fine-tune at epoch %d/%d from %s", start_epoch, epochs, state_path)
@@ -139,9 +142,11 @@ def train_sgd_poly(
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(lr, step, total, poly_power)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):  # mixed precision on GPUs
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(loss.item())
         history.append(
             {
@@ -157,6 +162,7 @@ def train_sgd_poly(
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "generator": gen.get_state(),
+                        "scaler": scaler.state_dict(),
                         "history": history,
                         "epoch": epoch + 1,
                     },
