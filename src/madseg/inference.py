@@ -40,8 +40,11 @@ class _Images(Dataset):
 
 
 def _collate(items):
-    # prepared tensors may differ in size (aspect-keeping policies): the predictor batches equal shapes
-    return [t for t, _ in items], [s for _, s in items]
+    # one stacked tensor crosses from the worker in one piece; sizes that differ (aspect-keeping policies)
+    # travel as a list, and the predictor batches equal shapes
+    tensors, shapes = [t for t, _ in items], [s for _, s in items]
+    same = all(t.shape == tensors[0].shape for t in tensors)
+    return (torch.stack(tensors) if same else tensors), shapes
 
 
 def fingerprint(model_path: str | Path, ids: Sequence[str], policy: InputPolicy | None = None) -> str:

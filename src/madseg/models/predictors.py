@@ -107,15 +107,22 @@ class TorchPredictor:
         return self.module(batch)
 
     @torch.inference_mode()
-    def infer(self, tensors: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> Prediction:
-        """Prepared tensors of images whose own sizes are ``shapes`` -> maps at those sizes and statistics."""
+    def infer(
+        self, tensors: torch.Tensor | Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]
+    ) -> Prediction:
+        """Prepared tensors (stacked, or a list when their sizes differ) of images whose own sizes are ``shapes``
+        -> maps at those sizes and statistics."""
         if self.policy.kind == "resize":
-            return postprocess(self.forward(torch.stack(list(tensors))), shapes, self.lut)
-        probs = self.policy.logits_to_probs(self.forward, tensors, self.batch_size)
-        entropy = [-(p * torch.log(p.clamp_min(1e-12))).sum(dim=0).mean() for p in probs]
+            batch = tensors if isinstance(tensors, torch.Tensor) else torch.stack(list(tensors))
+            return postprocess(self.forward(batch), shapes, self.lut)
+        log_probs = self.policy.log_probs(self.forward, tensors, self.batch_size)
+        probs = [lp.exp() for lp in log_probs]
         return Prediction(
-            maps=[self.lut[m] for m in native_maps(probs, shapes)],
-            entropy=np.asarray([float(e) for e in entropy], np.float32),
+            maps=[self.lut[m] for m in native_maps(log_probs, shapes)],
+            entropy=np.asarray(
+                [float(-(p * lp).sum(dim=0).mean()) for p, lp in zip(probs, log_probs, strict=True)],
+                np.float32,
+            ),
             maxprob=np.asarray([float(p.max(dim=0).values.mean()) for p in probs], np.float32),
         )
 
