@@ -147,7 +147,7 @@ class InputPolicy:
         """
         if self.kind == "resize":
             x = torch.stack([self.prepare(im, mean, std) for im in images]) if len(images) else None
-            y = [_resize_mask(m, self.size) for m in masks]
+            y = [resize_map(m, self.size) for m in masks]
             if x is None:
                 return torch.zeros(0, 3, *self.size), torch.zeros(0, *self.size, dtype=torch.int64)
             return x, torch.from_numpy(np.stack(y).astype(np.int64))
@@ -155,7 +155,7 @@ class InputPolicy:
         xs, ys = [], []
         for image, mask in zip(images, masks, strict=True):
             x = self.prepare(image, mean, std)
-            y = torch.from_numpy(_resize_mask(mask, tuple(x.shape[1:])).astype(np.int64))
+            y = torch.from_numpy(resize_map(mask, tuple(x.shape[1:])).astype(np.int64))
             for top, left in self._crop_corners(*x.shape[1:], side):
                 xs.append(_pad_to(x[:, top : top + side[0], left : left + side[1]], side, 0.0))
                 ys.append(_pad_to(y[top : top + side[0], left : left + side[1]], side, 255))
@@ -183,7 +183,7 @@ def _pad_to(t: torch.Tensor, side: tuple[int, int], value: float) -> torch.Tenso
     return F.pad(t, (0, side[1] - w, 0, side[0] - h), value=value)
 
 
-def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_map(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an (h, w) uint8 map to ``shape`` (H, W)."""
     if mask.shape == tuple(shape):
         return mask

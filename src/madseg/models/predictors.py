@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from madseg.io.images import read_mask
 from madseg.labels import IGNORE_INDEX, ClassList
-from madseg.models.input_policy import InputPolicy, native_maps
+from madseg.models.input_policy import InputPolicy, native_maps, resize_map
 
 SOURCES = ("checkpoint", "torchscript", "onnx", "predictions")
 SOURCE_FILES = {
@@ -58,13 +57,6 @@ def class_lut(own: Sequence[str], target: ClassList, class_map: Mapping[str, str
             raise ValueError(f"class_map: {theirs!r} is not one of the model's classes {list(own)}")
         lut[list(own).index(theirs)] = target.index(ours)
     return lut
-
-
-def resize_map(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (h, w) uint8 map to ``shape`` (H, W)."""
-    if label.shape == shape:
-        return label
-    return np.asarray(Image.fromarray(label).resize((shape[1], shape[0]), Image.NEAREST))
 
 
 def postprocess(logits: torch.Tensor, shapes: Sequence[tuple[int, int]], lut: np.ndarray) -> Prediction:
