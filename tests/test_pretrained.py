@@ -123,3 +123,35 @@ def test_the_pretrain_stage_records_where_the_weights_came_from_in_checkpoint_an
     run(["madseg", "run", "export"], tmp_path)
     card = read_json(tmp_path / "models" / "export" / "model_card.json")
     assert card["pretrained"][0]["file_sha256"] == PACKAGED[0].sha256
+
+
+def test_weights_in_the_libraries_own_caches_load_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf
+    from safetensors.torch import save_file
+
+    path, _ = _packaged("mobilenet_v2-b0353104.pth")
+    encoder = {k: v for k, v in torch.load(path, weights_only=True).items() if not k.startswith("classifier")}
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no local copy: smp must use its HF cache
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(weights, "reachable", lambda url, timeout=3.0: False)
+    repo = tmp_path / "hf" / "models--smp-hub--mobilenet_v2.imagenet"
+    snapshot = repo / "snapshots" / "e67aa804e17f7b404b629127eabbd224c4e0690b"  # the revision smp 0.6 pins
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    save_file({k: v.contiguous() for k, v in encoder.items()}, str(snapshot / "model.safetensors"))
+    kwargs = {"encoder_name": "mobilenet_v2", "encoder_weights": "imagenet"}
+    model = build_model("smp.Unet", 3, **kwargs)
+    (record,) = init_pretrained(model, "smp.Unet", 3, kwargs)
+    assert record["source"] == "library cache (HF_HOME)"
+    assert all(torch.equal(t, encoder[k]) for k, t in model.encoder.state_dict().items())
+
+    # torchvision reads its own cache ($TORCH_HOME/hub/checkpoints) before it would download
+    backbone = torchvision.models.mobilenet_v3_large()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(backbone.state_dict(), cache / "mobilenet_v3_large-5c1a4163.pth")
+    kwargs = {"weights_backbone": "DEFAULT"}
+    model = build_model("tv.lraspp_mobilenet_v3_large", 3, **kwargs)
+    (record,) = init_pretrained(model, "tv.lraspp_mobilenet_v3_large", 3, kwargs)
+    assert record["file"] == "mobilenet_v3_large-5c1a4163.pth" and record["part"] == "backbone"
+    assert torch.equal(model.model.backbone["0"][0].weight, backbone.features[0][0].weight)
