@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from madseg import paths
 from madseg.config import ModelSpec, Params, load_params
 from madseg.inference import evaluate_model, predict_images
 from madseg.io.atomic import write_json
@@ -65,10 +64,13 @@ def _train_and_score(preset: str, name: str, variant: str) -> dict[str, float]:
     train_s = time.monotonic() - start
     net.eval()
     out = {"t0_miou": evaluate_model(net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes)}
-    factors = read_csv(paths.EVAL_POOL / "truth" / "factors.csv", required=["image_id", "name", "kind"])
-    images = [read_rgb(paths.EVAL_POOL / "images" / f"{n}.jpg") for n in factors["name"]]
+    factors = read_csv(
+        Path(params.evaluation.eval_pool) / "truth" / "factors.csv", required=["image_id", "name", "kind"]
+    )
+    images = [read_rgb(Path(params.evaluation.eval_pool) / "images" / f"{n}.jpg") for n in factors["name"]]
     truth = [
-        read_mask(paths.EVAL_POOL / "truth" / "masks" / f"{i}.png", classes) for i in factors["image_id"]
+        read_mask(Path(params.evaluation.eval_pool) / "truth" / "masks" / f"{i}.png", classes)
+        for i in factors["image_id"]
     ]
     predictor = TorchPredictor(net, policy=InputPolicy.from_meta(meta), mean=m.mean, std=m.std,
                                lut=class_lut(classes.names, classes, None), device=torch.device("cpu"))  # fmt: skip

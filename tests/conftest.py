@@ -22,7 +22,7 @@ def label_studio_executable() -> Path:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """A running server: ``.url``, ``.token`` and ``.document_root`` (the folder it serves files from)."""
-    from madseg.annotation.server import shared_template_dir, start_server, stop_server
+    from madseg.annotation.server import add_annotators, shared_template_dir, start_server, stop_server
 
     exe = label_studio_executable()
     if not exe.exists():
@@ -35,6 +35,9 @@ def label_studio(tmp_path_factory):
     document_root = root / "files"
     document_root.mkdir()
     handle = start_server(exe, root / "data", document_root=document_root, template_dir=template)
+    add_annotators(
+        handle.url, handle.token, [f"rater{k}@team.test" for k in range(3)]
+    )  # a team, as in the field
     yield handle
     stop_server(handle)
 

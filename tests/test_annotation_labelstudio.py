@@ -187,6 +187,24 @@ def test_pixel_round_trip_with_preannotations(label_studio):
     assert raw["tasks"][0]["predictions"][0]["result"]  # predictions exported whole, not as ids
 
 
+@server
+@pytest.mark.slow
+def test_too_few_accounts_for_the_annotators_per_task_stop_the_export(label_studio):
+    from madseg.annotation.server import add_annotators
+    from madseg.stops import TooFewAnnotators
+
+    backend = _backend(label_studio)
+    people = len(backend._users())
+    backend.annotators_per_task = people + 1
+    with pytest.raises(
+        TooFewAnnotators, match=rf"annotators_per_task is {people + 1}, but .* has {people} account"
+    ):
+        backend.export_weak("0", _files(label_studio, "few/overlays/rater", ["b" * 16]))
+    invite = add_annotators(label_studio.url, label_studio.token, [f"n{uuid.uuid4().hex[:6]}@team.test"])
+    assert invite.startswith(label_studio.url)
+    assert backend.export_weak("0", _files(label_studio, "few/overlays/rater", ["b" * 16]))["task_count"] == 1
+
+
 def test_server_down_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"
     backend = LabelStudioBackend(url, "x" * 40, classes=CLASSES, annotators_per_task=3)

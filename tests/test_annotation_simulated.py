@@ -104,6 +104,9 @@ def project(tmp_path, monkeypatch):
     return make_tiny_project()
 
 
+TRUTH = Path("my_labelled_pool") / "truth"  # a user's own fully labelled pool, outside data/world (a dry run)
+
+
 def make_tiny_project() -> tuple[list[str], dict[str, np.ndarray]]:
     """In the current folder: a pool of 6 images, their truth, round 0's predictions, M and overlays."""
     rng = np.random.default_rng(0)
@@ -115,11 +118,11 @@ def make_tiny_project() -> tuple[list[str], dict[str, np.ndarray]]:
         p = t.copy()
         p[rng.random(t.shape) < 0.1 * n] = 0  # quality falls with n
         truth[i], preds[i] = t, p
-        write_mask(paths.POOL_TRUTH / "masks" / f"{i}.png", t, CLASSES)
+        write_mask(TRUTH / "masks" / f"{i}.png", t, CLASSES)
         (paths.POOL_IMAGES).mkdir(parents=True, exist_ok=True)
         (paths.POOL_IMAGES / f"{i}.png").write_bytes(encode_png(np.zeros((8, 10, 3), np.uint8)))
     kinds = ["normal", "corner", "ood", "normal", "normal", "ood"]
-    write_csv(paths.POOL_TRUTH / "factors.csv",
+    write_csv(TRUTH / "factors.csv",
               pd.DataFrame({"image_id": ids, "name": ids, "kind": kinds, "factors": ""}))  # fmt: skip
     pool_paths = [str(paths.POOL_IMAGES / f"{i}.png") for i in ids]
     write_csv(paths.POOL_INDEX, pd.DataFrame({"id": ids, "path": pool_paths, "width": 10, "height": 8}))
@@ -138,7 +141,10 @@ def make_tiny_project() -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 def _params():
-    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    annotation = params.annotation
+    simulated = dataclasses.replace(annotation.simulated, truth_dir=str(TRUTH))
+    return dataclasses.replace(params, annotation=dataclasses.replace(annotation, simulated=simulated))
 
 
 def test_stages_on_the_simulated_backend(project):

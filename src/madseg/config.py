@@ -12,12 +12,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from madseg.labels import ClassList, make_class_list
-from madseg.models.input_policy import POLICIES, InputPolicy
+from madseg.models.input_policy import InputPolicy
 
 T = TypeVar("T")
 
@@ -72,6 +72,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         key_t, val_t = typing.get_args(hint) or (Any, Any)
         return {_coerce(key_t, k, where): _coerce(val_t, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
     if hint is Any:
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -126,10 +131,10 @@ class CrawlParams:
     ``near_dup_max_color_diff``: mean abs difference (0..255) of the 8x8 colour layouts that confirms it.
     """
 
-    folders: list[str] = field(default_factory=list)
+    folders: list[str]  # where the pool's images are: no default, every project names its own
+    reference_sets: list[str]  # benchmark image folders whose near-copies are excluded from the pool
     url_list: str | None = None
     store_dir: str = "data/crawl_store"
-    reference_sets: list[str] = field(default_factory=list)
     min_side: int = 32
     max_side: int = 8192
     max_pixels: int = 40_000_000
@@ -155,7 +160,7 @@ class ModelSpec:
 
     name: str = ""  # filled from the key under models.competitors
     arch: str = ""
-    source: str = "registry"
+    source: Literal["registry", "checkpoint", "torchscript", "onnx", "predictions"] = "registry"
     path: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # its class name -> target class name; unmapped -> ignore
@@ -163,7 +168,7 @@ class ModelSpec:
     lr: float | None = None  # its pretraining peak learning rate, overriding pretrain.lr
     input_size: int | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
-    augment: str | None = None  # pretraining augmentation beyond flips: None | photometric (madseg.training)
+    augment: Literal["photometric"] | None = None  # pretraining augmentation beyond flips (madseg.training)
 
 
 @dataclass(frozen=True)
@@ -171,16 +176,12 @@ class InputPolicyParams:
     """How images of any size reach the networks (see madseg.models.input_policy); ``models.input_size`` is the
     square of ``resize`` and the training crop of the other policies."""
 
-    kind: str = "resize"  # resize | shorter_side | tiles
+    kind: Literal["resize", "shorter_side", "tiles"] = "resize"
     shorter_side: int = 512
     max_side: int = 1024
     tile: int = 512
     overlap: float = 0.25
     pad_to: int = 32
-
-    def __post_init__(self):
-        if self.kind not in POLICIES:
-            raise ConfigError(f"models.input_policy.kind: {self.kind!r} is not one of {', '.join(POLICIES)}")
 
     def policy(self, input_size: int) -> InputPolicy:
         fields = {k: v for k, v in dataclasses.asdict(self).items()}
@@ -203,12 +204,12 @@ class PretrainParams:
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    threads: int = 2
+    threads: int = 1
 
 
 @dataclass(frozen=True)
 class InferParams:
-    batch_size: int = 32
+    batch_size: int = 64
     workers: int = 1
     shard_size: int = 1024
     threads: int = 2
@@ -216,9 +217,9 @@ class InferParams:
 
 @dataclass(frozen=True)
 class MiningParams:
-    strategy: str = "mad"  # mad | entropy | random
-    n3: int = 6
-    distance: str = "miou"  # miou | pixel_accuracy
+    strategy: Literal["mad", "entropy", "random"] = "mad"
+    n3: int = 20
+    distance: Literal["miou", "pixel_accuracy"] = "miou"
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0
@@ -236,6 +237,9 @@ class SimulatedAnnotators:
     ood_veto_prob: float = 0.8
     false_veto_rate: float = 0.01
     seed: int = 0
+    # the pool's truth (masks/<image id>.png, factors.csv): the demo world's, or your own fully labelled pool for a
+    # dry run of the method before paying annotators
+    truth_dir: str = "data/world/pool_truth"
 
 
 @dataclass(frozen=True)
@@ -252,11 +256,12 @@ class LabelStudioParams:
     document_root: str = "."
     data_dir: str = ".labelstudio"
     port: int = 8080
+    users: list[str] = ()  # type: ignore[assignment]  # annotators' emails: `make labelstudio` creates their accounts
 
 
 @dataclass(frozen=True)
 class AnnotationParams:
-    backend: str = "simulated"  # simulated | labelstudio
+    backend: Literal["simulated", "labelstudio"] = "simulated"
     annotators_per_task: int = 3
     simulated: SimulatedAnnotators = field(default_factory=SimulatedAnnotators)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
@@ -272,17 +277,17 @@ class SelectionParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    lr_grid: list[float] = (1e-3, 3e-3, 1e-2)  # type: ignore[assignment]
-    epochs: int = 4
+    lr_grid: list[float] = (3e-3, 1e-2)  # type: ignore[assignment]
+    epochs: int = 3
     batch_size: int = 8
-    replay_ratio: float = 0.5
+    replay_ratio: float = 0.875
     poly_power: float = 0.9
     momentum: float = 0.9
     weight_decay: float = 5e-4
     freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)
     seed: int = 0
-    threads: int = 2  # torch threads per candidate (the weights depend on it)
-    workers: int = 1  # grid candidates trained side by side, one process each
+    threads: int = 1  # torch threads per candidate (the weights depend on it)
+    workers: int = 2  # grid candidates trained side by side, one process each
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,8 @@ class EvaluationParams:
     seed: int = 0
     k_min: int = 20  # Appendix C: rank models on the first k images of T, k = k_min..|T|
     stability_threshold: float = 0.9  # report the smallest k from which SRCC stays at or above this
+    # D_eval, the held-out pool every hidden-truth figure is measured on (images/, truth/): read by validity only
+    eval_pool: str = "data/world/eval_pool"
 
 
 @dataclass(frozen=True)
@@ -316,7 +323,7 @@ class Params:
     evaluation: EvaluationParams
     rounds: dict[str, RoundSpec]
     finetunes: dict[str, RoundSpec]
-    final_round: str = ""
+    final_round: str
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
 
 
@@ -343,10 +350,19 @@ def _check_device(device: str) -> None:
         raise ConfigError(f"device: {e}") from None
 
 
+def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> None:
+    """Raise ValueError if ``num_foreground`` classes x ``t_cap`` cannot fill a test set of ``t_size``."""
+    if t_size <= 0 or t_cap <= 0:
+        raise ValueError(f"t_size and t_cap must be positive, got {t_size} and {t_cap}")
+    if num_foreground * t_cap < t_size:
+        raise ValueError(
+            f"a test set of {t_size} images cannot be filled with at most {t_cap} images per main class "
+            f"and {num_foreground} foreground classes ({num_foreground * t_cap} < {t_size}): raise t_cap"
+        )
+
+
 def _check_test_set(params: Params) -> None:
     # a T that cannot be filled must fail before anything runs, not after a round of labelling
-    from madseg.selection import check_test_set_feasible
-
     try:
         check_test_set_feasible(
             params.dataset.class_list().num_classes - 1, params.selection.t_size, params.selection.t_cap

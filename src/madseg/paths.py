@@ -10,8 +10,6 @@ from pathlib import Path
 # the embedded demo world (make_world)
 WORLD = Path("data/world")
 POOL_IMAGES = WORLD / "pool" / "images"  # D, unlabelled: what crawl_index ingests in the demo
-POOL_TRUTH = WORLD / "pool_truth"  # D's hidden truth: read only by simulated annotators and validity checks
-EVAL_POOL = WORLD / "eval_pool"  # D_eval: held out, never indexed or mined (images + its truth, apart from D)
 
 # crawl_index
 INDEX = Path("data/index")

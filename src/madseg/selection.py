@@ -86,17 +86,6 @@ def main_class(area: pd.DataFrame, class_names: Sequence[str]) -> pd.Series:
     return pd.Series(names, index=area["id"].to_numpy(), name="main_class")
 
 
-def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> None:
-    """Raise ValueError if ``num_foreground`` classes x ``t_cap`` cannot fill a test set of ``t_size``."""
-    if t_size <= 0 or t_cap <= 0:
-        raise ValueError(f"t_size and t_cap must be positive, got {t_size} and {t_cap}")
-    if num_foreground * t_cap < t_size:
-        raise ValueError(
-            f"a test set of {t_size} images cannot be filled with at most {t_cap} images per main class "
-            f"and {num_foreground} foreground classes ({num_foreground * t_cap} < {t_size}): raise t_cap"
-        )
-
-
 def build_test_set(
     mos: pd.DataFrame,
     main_classes: pd.Series,

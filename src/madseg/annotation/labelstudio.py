@@ -26,6 +26,7 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from madseg.labels import ClassList
+from madseg.stops import NoCredentials, ServerUnavailable, TooFewAnnotators
 
 from .brush import mask_to_results
 from .tasks import (
@@ -47,8 +48,12 @@ from .tasks import (
 log = logging.getLogger(__name__)
 
 
-class AnnotationServerError(RuntimeError):
+class AnnotationServerError(ServerUnavailable):
     """Label Studio cannot be reached, refuses the token, or answers a request with an error."""
+
+
+class NoServerAddress(AnnotationServerError, NoCredentials):
+    """Neither the environment nor the env file names a server and a token."""
 
 
 def read_env_file(path: str | Path) -> dict[str, str]:
@@ -72,7 +77,7 @@ def server_address(env_file: str | Path, environ: Mapping[str, str] | None = Non
     url = environ.get("LABEL_STUDIO_URL") or from_file.get("LABEL_STUDIO_URL")
     token = environ.get("LABEL_STUDIO_API_KEY") or from_file.get("LABEL_STUDIO_API_KEY")
     if not url or not token:
-        raise AnnotationServerError(
+        raise NoServerAddress(
             f"no Label Studio address: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or start a server with "
             f"`make labelstudio` (it writes them to {env_file}); or set annotation.backend: simulated"
         )
@@ -237,6 +242,19 @@ class LabelStudioBackend:
         log.info("project %d: %d tasks requested, %d new", project_id, len(tasks), len(new))
         return len(new)
 
+    def check_annotators(self) -> None:
+        """TooFewAnnotators when fewer accounts exist than each rating task needs (it could never be finished)."""
+        self.check()
+        users = self._users()
+        if len(users) < self.annotators_per_task:
+            raise TooFewAnnotators(
+                f"annotation.annotators_per_task is {self.annotators_per_task}, but Label Studio at {self.url} has "
+                f"{len(users)} account(s) ({', '.join(sorted(users.values()))}): every rating task needs that many "
+                "different people. Add them to annotation.labelstudio.users and restart `make labelstudio` (it "
+                "creates their accounts and prints the invite link they set a password with), or lower "
+                "annotators_per_task"
+            )
+
     def _users(self) -> dict[int, str]:
         return {int(u.id): str(u.email or u.username or f"user{u.id}") for u in self.client.users.list()}
 
@@ -257,12 +275,17 @@ class LabelStudioBackend:
         required = int(receipt["annotations_per_task"])
         state = progress(by_id, required)
         if state.remaining:
+            links = [
+                f"  {i}: {self.url}/projects/{pid}/data?task={by_id[i]['id']}" for i in state.pending[:5]
+            ]
+            more = f"\n  ... and {state.remaining - 5} more" if state.remaining > 5 else ""
             raise AnnotationIncomplete(
                 f"{title}: {state.done} of {state.total} tasks have their {required} annotation(s), "
-                f"{state.remaining} remain. Annotate at {self.project_url(pid)}, then re-run "
-                f"`dvc repro -f {stage}@{receipt['round']}`",
+                f"{state.remaining} remain. Annotate at {self.project_url(pid)}, then run "
+                f"`madseg pull --round {receipt['round']}`. Waiting for:\n" + "\n".join(links) + more,
                 remaining=state.remaining,
                 url=self.project_url(pid),
+                pending=state.pending,
             )
         return by_id, [by_id[i] for i in sorted(by_id)]
 
@@ -283,6 +306,7 @@ class LabelStudioBackend:
         """Rating tasks for ``items`` (columns image_id, path: the rater overlay, image | prediction)."""
         items = items.sort_values("image_id")
         title = self.title(round_key, "weak")
+        self.check_annotators()
         pid = self.ensure_project(title, weak_label_config(), WEAK_INSTRUCTIONS, self.annotators_per_task)
         if len(items):
             self.ensure_storage(pid, items["path"].tolist())

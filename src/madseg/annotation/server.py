@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,6 +250,25 @@ def write_env_file(path: str | Path, url: str, token: str) -> None:
     path.chmod(0o600)
 
 
+def add_annotators(url: str, token: str, emails: Sequence[str]) -> str:
+    """Create an account for each email that has none (signup is disabled); returns the organisation's invite
+    link, through which people set their password (or a hint where to find it in the web interface)."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=url, api_key=token)
+    existing = {str(u.email) for u in client.users.list()}
+    for email in emails:
+        if email not in existing:
+            client.users.create(username=email.split("@")[0], email=email)
+            log.info("created the Label Studio account of %s", email)
+    try:
+        answer = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}, timeout=10.0)
+        answer.raise_for_status()
+        return url + str(answer.json()["invite_url"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return f"{url} -> Organization -> Add People"
+
+
 def serve(executable: str | Path, params_path: str | Path = "params.yaml") -> None:
     """`madseg labelstudio-server`: run a server for a team in the foreground until Ctrl-C.
 
@@ -267,6 +287,12 @@ def serve(executable: str | Path, params_path: str | Path = "params.yaml") -> No
         template_dir=root / "template",
     )
     write_env_file(ls.env_file, handle.url, handle.token)
+    invite = add_annotators(handle.url, handle.token, ls.users)
+    print(
+        f"  annotators: {', '.join(ls.users) or 'none listed (annotation.labelstudio.users)'}; "
+        f"they set their password through the invite link {invite}",
+        flush=True,
+    )
     print(
         f"Label Studio is running at {handle.url}\n"
         f"  log in as {handle.username}; password and API token: {handle.data_dir / ADMIN_FILE}\n"

@@ -90,36 +90,19 @@ def true_miou(
 
 
 class HiddenTruth:
-    """Reads the demo world's hidden truth of D: ``masks/<image_id>.png`` and ``factors.csv`` (kind column).
-
-    Uses the world package's reader when there is one (madseg.world.truth), else the documented layout.
-    """
+    """Reads a pool's truth (the demo world's, or a user's labelled pool): ``masks/<image_id>.png`` and
+    ``factors.csv`` (image_id and kind columns)."""
 
     def __init__(self, truth_dir: str | Path, classes: ClassList):
         self.truth_dir = Path(truth_dir)
         self.classes = classes
 
     def kinds(self) -> dict[str, str]:
-        try:
-            from madseg.world.truth import load_factors  # type: ignore[import-not-found]
-
-            factors = load_factors(self.truth_dir)
-        except ImportError:
-            factors = read_csv(self.truth_dir / "factors.csv", required=["image_id", "kind"])
+        factors = read_csv(self.truth_dir / "factors.csv", required=["image_id", "kind"])
         return dict(zip(factors["image_id"].astype(str), factors["kind"].astype(str), strict=True))
 
     def ood_ids(self) -> set[str]:
         return {i for i, k in self.kinds().items() if k == "ood"}
 
     def masks(self, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        try:
-            from madseg.world.truth import read_truth_mask  # type: ignore[import-not-found]
-        except ImportError:
-            read_truth_mask = None
-        out = {}
-        for i in sorted(image_ids):
-            if read_truth_mask is not None:
-                out[i] = read_truth_mask(self.truth_dir, i, self.classes)
-            else:
-                out[i] = read_mask(self.truth_dir / "masks" / f"{i}.png", self.classes)
-        return out
+        return {i: read_mask(self.truth_dir / "masks" / f"{i}.png", self.classes) for i in sorted(image_ids)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import pandas as pd
 
 from madseg.annotation.brush import IGNORE_LABEL, label_names, results_to_mask
 from madseg.labels import ClassList
+from madseg.stops import AnswersIncomplete
 
 LEVELS: tuple[str, ...] = ("bad", "poor", "fair", "good", "excellent")  # score 1..5
 OOD_CHOICE = "out of domain"
@@ -68,13 +69,21 @@ class AnnotationError(ValueError):
     """An exported annotation is malformed or unexpected; the message names the task."""
 
 
-class AnnotationIncomplete(RuntimeError):
+class AnnotationIncomplete(AnswersIncomplete):
     """Not every task has its required annotations yet; the message says how many remain and where."""
 
-    def __init__(self, message: str, *, remaining: int | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        remaining: int | None = None,
+        url: str | None = None,
+        pending: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.remaining = remaining
         self.url = url
+        self.pending = list(pending)  # image ids of the tasks that still need answers
 
 
 def weak_label_config() -> str:
@@ -148,6 +157,7 @@ def pixel_roles(s_ids: Sequence[str], t_ids: Sequence[str]) -> pd.DataFrame:
 class Progress:
     total: int
     done: int
+    pending: list[str] = field(default_factory=list)  # image ids still short of answers, sorted
 
     @property
     def remaining(self) -> int:
@@ -192,8 +202,8 @@ def index_tasks(tasks: Sequence[Mapping[str, Any]], expected: Sequence[str]) -> 
 
 def progress(tasks: Mapping[str, Mapping[str, Any]], required: int) -> Progress:
     """How many tasks have at least ``required`` submitted annotations."""
-    done = sum(len(_submitted(t)) >= required for t in tasks.values())
-    return Progress(total=len(tasks), done=done)
+    pending = sorted(i for i, t in tasks.items() if len(_submitted(t)) < required)
+    return Progress(total=len(tasks), done=len(tasks) - len(pending), pending=pending)
 
 
 def _lead_time(annotation: Mapping[str, Any]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -28,7 +29,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
-        truth_dir=paths.POOL_TRUTH,
+        truth_dir=Path(params.annotation.simulated.truth_dir),
         target_maps=prediction_maps(paths.target_predictions),
     )
     receipt = backend.export_weak(

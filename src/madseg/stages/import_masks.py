@@ -1,12 +1,13 @@
 """import_masks@<round>: pull the pixel labels, decode them into VOC palette PNGs, and snapshot the export.
 
-Stops if a task is not annotated yet. ``dvc repro -f import_masks@<round>`` pulls again after corrections.
+Stops if a task is not annotated yet. ``madseg pull --round <round>`` pulls again after corrections.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from madseg import paths
 from madseg.annotation.backend import make_backend, prediction_maps
@@ -26,7 +27,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=classes,
-        truth_dir=paths.POOL_TRUTH,
+        truth_dir=Path(params.annotation.simulated.truth_dir),
         target_maps=prediction_maps(paths.target_predictions),
     )
     raw, table, masks = backend.import_pixel(receipt)

@@ -1,12 +1,13 @@
 """import_scores@<round>: pull, validate and snapshot the ratings; stops if annotation is incomplete.
 
 Once it has succeeded the stage is up to date like any other; after annotators change answers in Label Studio,
-``dvc repro -f import_scores@<round>`` pulls again.
+``madseg pull --round <round>`` pulls again and reruns only what depends on the answers (madseg.pull).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from madseg import paths
 from madseg.annotation.backend import make_backend, prediction_maps
@@ -24,7 +25,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
-        truth_dir=paths.POOL_TRUTH,
+        truth_dir=Path(params.annotation.simulated.truth_dir),
         target_maps=prediction_maps(paths.target_predictions),
     )
     # raises before anything is written if answers are missing or malformed

@@ -9,6 +9,7 @@ and random, from metrics/study.json).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,9 +42,9 @@ def run(params: Params) -> None:
 
 def _disagreement(params: Params, classes) -> None:
     """Mean pairwise 1 - mIoU between all pretrained models on normal vs corner-case pool images."""
-    kinds = read_csv(paths.POOL_TRUTH / "factors.csv", required=["image_id", "kind"]).set_index("image_id")[
-        "kind"
-    ]
+    kinds = read_csv(
+        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "kind"]
+    ).set_index("image_id")["kind"]
     stores = {"target": PredictionStore(paths.target_predictions("0"))}
     stores |= {
         name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
@@ -69,7 +70,9 @@ def _disagreement(params: Params, classes) -> None:
 
 
 def _mining_precision(params: Params, classes) -> None:
-    truth = read_csv(paths.POOL_TRUTH / "factors.csv", required=["image_id", "kind"])
+    truth = read_csv(
+        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "kind"]
+    )
     kinds = dict(zip(truth["image_id"], truth["kind"], strict=True))
     store = PredictionStore(paths.target_predictions("0"))
     m = read_csv(paths.mining_dir("0") / "M.csv", required=["image_id"])
@@ -82,7 +85,7 @@ def _mining_precision(params: Params, classes) -> None:
     wanted = sorted({i for ids in sets.values() for i in ids})
     maps = store.read_maps(wanted)
     masks = {
-        i: read_mask(paths.POOL_TRUTH / "masks" / f"{i}.png", classes)
+        i: read_mask(Path(params.annotation.simulated.truth_dir) / "masks" / f"{i}.png", classes)
         for i in wanted
         if kinds.get(i) != "ood"
     }
@@ -100,12 +103,16 @@ def _mining_precision(params: Params, classes) -> None:
 
 def _eval_pool_scores(params: Params, classes) -> None:
     factors = read_csv(
-        paths.EVAL_POOL / "truth" / "factors.csv", required=["image_id", "name", "kind", "factors"]
+        Path(params.evaluation.eval_pool) / "truth" / "factors.csv",
+        required=["image_id", "name", "kind", "factors"],
     )
     factors["factors"] = factors["factors"].fillna("")
-    images = [read_rgb(paths.EVAL_POOL / "images" / f"{name}.jpg") for name in factors["name"]]
+    images = [
+        read_rgb(Path(params.evaluation.eval_pool) / "images" / f"{name}.jpg") for name in factors["name"]
+    ]
     truth = [
-        read_mask(paths.EVAL_POOL / "truth" / "masks" / f"{i}.png", classes) for i in factors["image_id"]
+        read_mask(Path(params.evaluation.eval_pool) / "truth" / "masks" / f"{i}.png", classes)
+        for i in factors["image_id"]
     ]
     k = classes.num_classes
     rows, metrics = [], {}

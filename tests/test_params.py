@@ -1,0 +1,65 @@
+"""params.yaml and the config dataclasses: one source of defaults, and bad choices fail when params load."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from madseg.config import ConfigError, Params, _coerce, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _disagreements(cls, raw: dict, where: str) -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in raw or f.name in ("competitors", "rounds", "finetunes", "target"):
+            continue  # mappings and models named by the user have no meaningful default
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(raw[f.name], dict):
+            out += _disagreements(hints[f.name], raw[f.name], f"{where}.{f.name}")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(default):
+            continue
+        value = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}")
+        if isinstance(default, list):
+            default = tuple(default)
+        if value != default:
+            out.append(f"{where}.{f.name}: dataclass {default!r}, params.yaml {value!r}")
+    return out
+
+
+def test_no_dataclass_default_disagrees_with_params_yaml():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert _disagreements(Params, raw, "params") == []
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "valid"),
+    [
+        ("mining.strategy", "maad", "mad, entropy, random"),
+        ("mining.distance", "iou", "miou, pixel_accuracy"),
+        ("annotation.backend", "labelstudi0", "simulated, labelstudio"),
+        ("models.input_policy.kind", "squash", "resize, shorter_side, tiles"),
+    ],
+)
+def test_a_bad_choice_fails_at_load_listing_the_valid_values(tmp_path, dotted, value, valid):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=f"{dotted}: {value!r} is not one of {valid}"):
+        load_params(tmp_path / "params.yaml")

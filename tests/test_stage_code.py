@@ -1,0 +1,62 @@
+"""Every stage declares the code it runs: dvc.yaml lists its import closure, so a code change reaches DVC."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from madseg.stage_code import closure, command_stage, stage_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_dvc_yaml_lists_exactly_each_stages_import_closure():
+    for name, stage in _dvc_stages().items():
+        body = stage.get("do", stage)
+        module = command_stage(body["cmd"])
+        assert module is not None, f"{name}: not a `madseg run` stage"
+        listed = [d for d in body["deps"] if d.startswith("src/")]
+        assert listed == stage_code(module, ROOT), f"{name}: run scripts/stage_code.py to update dvc.yaml"
+
+
+def test_the_closure_follows_lazy_relative_and_package_imports():
+    files = {p.relative_to(ROOT / "src").as_posix() for p in closure(["madseg.stages.import_scores"])}
+    assert "madseg/annotation/simulated.py" in files  # via annotation.backend's relative import
+    assert "madseg/annotation/__init__.py" in files and "madseg/__init__.py" in files
+    assert "madseg/stages/select_S.py" not in files
+
+    # a planted known answer: which stages run the simulated annotators, the store, select_S's module
+    def runs(file):
+        return {s for s in ("import_scores", "import_masks", "mine", "pretrain", "select_S", "finetune")
+                if file in stage_code(s, ROOT)}  # fmt: skip
+
+    assert {"import_scores", "import_masks"} <= runs("src/madseg/annotation/simulated.py")
+    assert runs("src/madseg/annotation/simulated.py").isdisjoint({"mine", "pretrain", "finetune", "select_S"})
+    assert {"mine", "pretrain", "finetune"} <= runs("src/madseg/io/store.py")
+    assert runs("src/madseg/stages/select_S.py") == {"select_S"}
+    # the command line's subcommand imports (import-model, the demo runner) are not every stage's code
+    assert "src/madseg/models/importing.py" not in stage_code("mine", ROOT)
+    assert "src/madseg/demo.py" not in stage_code("mine", ROOT)
+
+
+@pytest.mark.slow
+def test_editing_a_library_file_makes_exactly_its_stages_stale(tiny_project, tmp_path):
+    from tests.project import run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_project, copy, symlinks=True)
+    assert run(["dvc", "status", "--json"], copy).stdout.strip() in ("{}", "")
+    with (copy / "src/madseg/annotation/simulated.py").open("a") as f:
+        f.write("# an edit\n")
+    stale = set(yaml.safe_load(run(["dvc", "status", "--json"], copy).stdout))
+    rounds = yaml.safe_load((copy / "params.yaml").read_text())["rounds"]
+    expected = {f"{s}@{r}" for s in ("export_weak_tasks", "import_scores", "export_pixel_tasks", "import_masks")
+                for r in rounds}  # fmt: skip
+    assert stale == expected
