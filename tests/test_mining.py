@@ -57,7 +57,7 @@ def make_store(root, model: str, ids, maps, shard_size: int = 4, entropy=None) -
 
 def mine(stores: dict, bands, n3=2, distance="miou", **kw):
     comps = {n: s.iter_shards() for n, s in stores.items() if n != "target"}
-    return mine_mad(stores["target"].iter_shards(), comps, bands, CLASSES, n3, distance, **kw)
+    return mine_mad(stores["target"].iter_shards(), comps, bands, CLASSES, n3=n3, distance=distance, **kw)
 
 
 def box(shape=(16, 16), cls=DISC, y=0, x=0, h=4, w=4, base=None):
@@ -320,7 +320,7 @@ def test_bad_parameters(tmp_path):
     with pytest.raises(ValueError, match="unknown strategy 'greedy'"):
         select_candidates("greedy", classes=CLASSES)
     with pytest.raises(ValueError, match="at least one competitor"):
-        mine_mad(iter([]), {}, WIDE, CLASSES, 1)
+        mine_mad(iter([]), {}, WIDE, CLASSES, n3=1)
 
 
 # ----------------------------------------------------------------------------------------------- bands

@@ -18,8 +18,15 @@ def _disagreements(cls, raw: dict, where: str) -> list[str]:
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name not in raw or f.name in ("competitors", "rounds", "finetunes", "target"):
-            continue  # mappings and models named by the user have no meaningful default
+        if f.name not in raw or f.name in (
+            "competitors",
+            "rounds",
+            "finetunes",
+            "target",
+            "folders",
+            "reference_sets",
+        ):
+            continue  # the user's own models, rounds and data folders have no default (none: empty)
         if dataclasses.is_dataclass(hints[f.name]) and isinstance(raw[f.name], dict):
             out += _disagreements(hints[f.name], raw[f.name], f"{where}.{f.name}")
             continue

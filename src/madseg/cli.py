@@ -10,27 +10,8 @@ import time
 from pathlib import Path
 
 from madseg.config import load_params
+from madseg.stages import STAGES
 from madseg.stops import ExpectedStop
-
-STAGES = (
-    "make_world",
-    "crawl_index",
-    "pretrain",
-    "infer",
-    "mine",
-    "export_weak_tasks",
-    "import_scores",
-    "select_S",
-    "build_T",
-    "export_pixel_tasks",
-    "import_masks",
-    "evaluate",
-    "finetune",
-    "summarize",
-    "export",
-    "validity",
-    "report",
-)
 
 
 def _run_stage(args: argparse.Namespace) -> None:

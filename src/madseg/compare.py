@@ -32,6 +32,7 @@ def competition_set(
     b_shards: Iterable[Shard],
     bands: np.ndarray,
     classes: ClassList,
+    *,
     n: int,
     distance: str = "miou",
     b_name: str = "b",
@@ -48,7 +49,7 @@ def competition_set(
         by a's map, 'c' groups by b's. Images on which both maps agree exactly are dropped: labelling them
         cannot separate the two models.
     """
-    m = summarize_m(mine_mad(a_shards, {b_name: b_shards}, bands, classes, n, distance))
+    m = summarize_m(mine_mad(a_shards, {b_name: b_shards}, bands, classes, n3=n, distance=distance))
     return m[m["best_distance"] > 0].reset_index(drop=True)
 
 

@@ -131,10 +131,10 @@ class CrawlParams:
     ``near_dup_max_color_diff``: mean abs difference (0..255) of the 8x8 colour layouts that confirms it.
     """
 
-    folders: list[str]  # where the pool's images are: no default, every project names its own
-    reference_sets: list[str]  # benchmark image folders whose near-copies are excluded from the pool
+    folders: list[str] = field(default_factory=list)
     url_list: str | None = None
     store_dir: str = "data/crawl_store"
+    reference_sets: list[str] = field(default_factory=list)
     min_side: int = 32
     max_side: int = 8192
     max_pixels: int = 40_000_000

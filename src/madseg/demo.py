@@ -171,7 +171,7 @@ def _start_preloaded_process() -> None:
 
     Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported.
     """
-    from madseg.cli import STAGES
+    from madseg.stages import STAGES
 
     forkserver.set_forkserver_preload(["madseg.cli", "madseg.demo", *(f"madseg.stages.{s}" for s in STAGES)])
     saved = {key: os.environ.get(key) for key in STAGE_ENV}

@@ -286,6 +286,7 @@ def mine_mad(
     competitor_shards: Mapping[str, Iterable[Shard]],
     bands: np.ndarray,
     classes: ClassList,
+    *,
     n3: int,
     distance: str = "miou",
     progress: bool = False,
@@ -444,9 +445,8 @@ def select_candidates(
         if target_shards is None or competitor_shards is None or bands is None or n3 is None:
             raise ValueError("strategy 'mad' needs target_shards, competitor_shards, bands and n3")
         excluded = frozenset(exclude)
-        return mine_mad(
-            target_shards, competitor_shards, bands, classes, n3, distance, progress, total, excluded
-        )
+        return mine_mad(target_shards, competitor_shards, bands, classes, n3=n3, distance=distance,
+                        progress=progress, total=total, exclude=excluded)  # fmt: skip
     if target_stats is None or budget is None:
         raise ValueError(f"strategy {strategy!r} needs target_stats and budget")
     if budget < 0:

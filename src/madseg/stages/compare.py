@@ -86,8 +86,8 @@ def run(
         classes, params.mining.area_quantiles, params.mining.area_overrides,
     )  # fmt: skip
     m = competition_set(
-        stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n,
-        params.mining.distance, b_name=names[1],
+        stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n=n,
+        distance=params.mining.distance, b_name=names[1],
     )  # fmt: skip
     write_csv(out / "M.csv", m)
     log.info("%s: %d images where %s and %s disagree most", name, len(m), *names)
