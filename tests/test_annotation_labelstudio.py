@@ -94,7 +94,8 @@ def test_weak_round_trip_idempotent_and_incomplete(label_studio):
         backend.import_weak(receipt)
     msg = str(e.value)
     assert "2 of 4 tasks" in msg and "2 remain" in msg and f"{label_studio.url}/projects/{project.id}" in msg
-    assert "dvc repro -f import_scores@0" in msg
+    assert "madseg pull --round 0" in msg and e.value.pending == ids[2:]
+    assert f"{ids[3]}: {label_studio.url}/projects/{project.id}/data?task={tasks[ids[3]]}" in msg
 
     # re-export: same project, no duplicate tasks, answers kept; a new image adds exactly one task
     again = backend.export_weak("0", items)
