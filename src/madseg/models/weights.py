@@ -362,6 +362,7 @@ def _torchvision(
             "weights_path / encoder_weights_path."
         )
     if local is not None and local.parent != checkpoints_dir():
+        checkpoints_dir().mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, checkpoints_dir() / filename)  # torchvision reads its own cache only
     shape, _ = split_weight_kwargs(kwargs)
     if weights is not None and num_classes != len(weights.meta["categories"]):
