@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from madseg import crawl as C
 from madseg.config import CrawlParams, parse_section
+from madseg.crawl import inspection
 from madseg.io.images import decode_rgb, image_id
 
 LIMITS = C.Limits(min_side=16, max_side=512, max_pixels=90_000, max_bytes=200_000)
@@ -251,7 +252,7 @@ def test_inspect_files_process_pool_matches_in_process(tmp_path, monkeypatch):
         p.write_bytes(enc(scene(100 + i, 48)) if i != 5 else b"junk")
         items.append((p.as_posix(), p.as_posix()))
     serial = C.inspect_files(items, LIMITS, workers=1)
-    monkeypatch.setattr(C, "_MIN_POOL_ITEMS", 0)
+    monkeypatch.setattr(inspection, "_MIN_POOL_ITEMS", 0)
     assert C.inspect_files(items, LIMITS, workers=2) == serial
     assert sum(isinstance(r, C.Reject) for r in serial) == 1
 

@@ -1,0 +1,131 @@
+"""One candidate's checks: read the bytes, sniff the format, guard the header, decode fully, hash."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import stat
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from madseg.crawl.hashing import _layout_of_thumb, _phash_of_thumb, _thumb
+from madseg.crawl.records import ACCEPTED_FORMATS, ImageRecord, Limits, Reject, _Rejected
+from madseg.io.images import image_id, to_rgb_image
+
+_MIN_POOL_ITEMS = 256  # below this a process pool costs more to start than it saves
+
+
+def inspect_bytes(data: bytes, *, source: str, path: str, limits: Limits) -> ImageRecord | Reject:
+    """Validate, decode and hash one candidate's bytes (pure: no file IO).
+
+    Order matters: the byte cap, then the sniffed header (format, size) against the bomb guard and the side
+    limits, and only then the full decode, so that a hostile header never makes us allocate its pixels.
+    """
+    try:
+        width, height, thumb = _decode(data, limits)
+    except _Rejected as r:
+        return Reject(source, r.reason, r.detail)
+    return ImageRecord(
+        image_id(data),
+        source,
+        path,
+        width,
+        height,
+        _phash_of_thumb(thumb),
+        len(data),
+        _layout_of_thumb(thumb),
+    )
+
+
+def _decode(data: bytes, limits: Limits) -> tuple[int, int, Image.Image]:
+    """Decode fully, apply EXIF orientation, convert to RGB; return (width, height, 32x32 RGB thumbnail).
+
+    Stays in PIL (no array copies) since only the thumbnail is kept: the hashes need nothing else.
+    """
+    if not data:
+        raise _Rejected("empty_file", "0 bytes")
+    if len(data) > limits.max_bytes:
+        raise _Rejected("too_many_bytes", f"{len(data)} bytes > max_bytes {limits.max_bytes}")
+    try:
+        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise _Rejected("not_an_image", f"magic bytes {data[:8].hex()}") from None
+    except Image.DecompressionBombError as e:
+        raise _Rejected("decompression_bomb", str(e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise _Rejected("corrupt", f"header: {e}") from None
+    with im:
+        w, h = im.size
+        if w * h > limits.max_pixels:
+            raise _Rejected("decompression_bomb", f"{w}x{h} = {w * h} px > max_pixels {limits.max_pixels}")
+        if min(w, h) < limits.min_side:
+            raise _Rejected("too_small", f"{w}x{h}: shorter side < min_side {limits.min_side}")
+        if max(w, h) > limits.max_side:
+            raise _Rejected("too_large", f"{w}x{h}: longer side > max_side {limits.max_side}")
+        try:
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy when nothing is to be turned
+            rgb = im if im.mode == "RGB" else to_rgb_image(im)
+            width, height, thumb = rgb.width, rgb.height, _thumb(rgb)
+        except Image.DecompressionBombError as e:
+            raise _Rejected("decompression_bomb", str(e)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            msg = str(e)
+            reason = "truncated" if ("truncated" in msg or "broken data stream" in msg) else "corrupt"
+            raise _Rejected(reason, f"{im.format}: {msg}") from None
+    return width, height, thumb
+
+
+def read_candidate(path: str | Path, limits: Limits) -> bytes:
+    """Read a local candidate's bytes, refusing what must not be opened (FIFOs, devices) or is too big.
+
+    Raises _Rejected (internal) with the reason; only regular files are read, so a FIFO can never block.
+    """
+    try:
+        st = os.stat(path)  # follows links: a broken link fails here
+    except OSError as e:
+        raise _Rejected("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode) else "special"
+        raise _Rejected("unreadable", f"not a regular file ({kind})")
+    if st.st_size > limits.max_bytes:
+        raise _Rejected("too_many_bytes", f"{st.st_size} bytes > max_bytes {limits.max_bytes}")
+    try:
+        with open(path, "rb") as f:
+            return f.read(limits.max_bytes + 1)
+    except OSError as e:
+        raise _Rejected("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+
+
+def inspect_file(source: str, path: str, limits: Limits) -> ImageRecord | Reject:
+    """Read and inspect one local file (see :func:`inspect_bytes`)."""
+    try:
+        data = read_candidate(path, limits)
+    except _Rejected as r:
+        return Reject(source, r.reason, r.detail)
+    return inspect_bytes(data, source=source, path=path, limits=limits)
+
+
+def _inspect_task(task: tuple[str, str, Limits]) -> ImageRecord | Reject:
+    return inspect_file(*task)
+
+
+def inspect_files(
+    items: Sequence[tuple[str, str]], limits: Limits, *, workers: int = 2, desc: str = "decode"
+) -> list[ImageRecord | Reject]:
+    """Inspect (source, path) pairs, in a pool of ``workers`` processes when that pays; input order kept."""
+    tasks = [(s, p, limits) for s, p in items]
+    bar = dict(total=len(tasks), desc=desc, unit="img", mininterval=1.0, disable=None)
+    if workers <= 1 or len(tasks) < _MIN_POOL_ITEMS:
+        return list(tqdm(map(_inspect_task, tasks), **bar))
+    # fork: workers inherit the imported modules (no re-import, ~ms start). This runs after the download
+    # threads have ended, and the workers take no lock of the parent's (no logging, no tqdm)
+    ctx = multiprocessing.get_context("fork")
+    chunk = max(8, min(256, len(tasks) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        return list(tqdm(ex.map(_inspect_task, tasks, chunksize=chunk), **bar))

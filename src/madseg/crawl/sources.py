@@ -1,0 +1,294 @@
+"""Where candidates come from: local folders, and URL lists fetched by a pool of threads into a
+content-addressed store with a resumable journal."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from madseg.crawl.records import ACCEPTED_FORMATS, Limits, Reject, _Rejected
+from madseg.io.atomic import write_bytes
+from madseg.io.images import image_id
+
+log = logging.getLogger(__name__)
+
+_STORE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+              "TIFF": "tif", "PPM": "ppm"}  # fmt: skip
+
+
+def list_local(folders: Iterable[str | Path]) -> tuple[list[tuple[str, str]], list[Reject]]:
+    """Every file under ``folders`` (recursive, sorted), whatever its extension, as (source, path) pairs.
+
+    Symbolic links to directories are not followed (they could loop) and are reported as rejects, as are a
+    folder that does not exist or cannot be listed; the same file reached twice is a ``duplicate_source``.
+    """
+    found: dict[str, str] = {}
+    rejects: list[Reject] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            rejects.append(Reject(root.as_posix(), "unreadable", "no such folder"))
+            continue
+
+        def unreadable_dir(e: OSError) -> None:
+            rejects.append(Reject(Path(e.filename).as_posix(), "unreadable", f"folder: {e.strerror or e}"))
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_dir):
+            dirnames.sort()
+            for name in list(dirnames):
+                p = Path(dirpath, name)
+                if p.is_symlink():
+                    dirnames.remove(name)
+                    rejects.append(
+                        Reject(p.as_posix(), "unreadable", "symlink to a directory (not followed)")
+                    )
+            for name in sorted(filenames):
+                p = Path(dirpath, name).as_posix()
+                if p in found:
+                    rejects.append(Reject(p, "duplicate_source", "listed by two folders"))
+                else:
+                    found[p] = p
+    return sorted(found.items()), rejects
+
+
+# ------------------------------------------------------------------------------------------------- URLs
+def parse_url_list(text: str) -> tuple[list[str], list[Reject]]:
+    """URLs from a text file: one per line, blank lines and ``#`` comments ignored; first occurrence kept."""
+    urls: list[str] = []
+    seen: set[str] = set()
+    rejects: list[Reject] = []
+    for line in text.splitlines():
+        url = line.strip()
+        if not url or url.startswith("#"):
+            continue
+        if not url.lower().startswith(("http://", "https://")):
+            rejects.append(Reject(url, "bad_url", "only http(s) URLs are fetched"))
+        elif url in seen:
+            rejects.append(Reject(url, "duplicate_source", "listed twice in the URL list"))
+        else:
+            seen.add(url)
+            urls.append(url)
+    return urls, rejects
+
+
+class Journal:
+    """Append-only JSON-lines record of every final fetch outcome, fsynced per line.
+
+    A crash can tear at most the last line, which :meth:`load` ignores. Later lines win over earlier ones.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[str, dict]:
+        entries: dict[str, dict] = {}
+        if not self.path.exists():
+            return entries
+        with self.path.open("rb") as f:
+            for raw in f:
+                try:
+                    entry = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    log.warning("%s: ignoring a torn line (interrupted write)", self.path)
+                    continue
+                entries[entry["url"]] = entry
+        return entries
+
+    def append(self, entry: dict) -> None:
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    workers: int = 8
+    max_redirects: int = 5
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.retries < 0 or self.backoff_s < 0 or self.workers < 1:
+            raise ValueError(f"bad fetch settings: {self}")
+
+
+_TRANSIENT = ("timeout", "connection_error")
+
+
+def _transient(reason: str) -> bool:
+    return reason in _TRANSIENT or reason in ("http_429",) or reason.startswith("http_5")
+
+
+def _download(client, url: str, limits: Limits, timeout_s: float) -> bytes:
+    """One GET with a byte cap and a total deadline (a server dripping bytes cannot hold a thread forever)."""
+    import httpx  # imported here: local-only crawls and worker processes need not load it
+
+    deadline = time.monotonic() + 3 * timeout_s
+    try:
+        with client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise _Rejected(f"http_{r.status_code}", f"status {r.status_code} {r.reason_phrase}".strip())
+            declared = r.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+                raise _Rejected("too_many_bytes", f"content-length {declared} > max_bytes {limits.max_bytes}")
+            buf = bytearray()
+            for chunk in r.iter_bytes(1 << 16):
+                buf += chunk
+                if len(buf) > limits.max_bytes:
+                    raise _Rejected("too_many_bytes", f"> max_bytes {limits.max_bytes} (stream cut)")
+                if time.monotonic() > deadline:
+                    raise _Rejected("timeout", f"body not complete within {3 * timeout_s:g} s")
+            return bytes(buf)
+    except httpx.TooManyRedirects as e:
+        raise _Rejected("too_many_redirects", str(e)) from None
+    except httpx.TimeoutException as e:
+        raise _Rejected("timeout", f"{type(e).__name__} after {timeout_s:g} s") from None
+    except httpx.UnsupportedProtocol as e:
+        raise _Rejected("bad_url", str(e)) from None
+    except (httpx.TransportError, httpx.DecodingError) as e:
+        raise _Rejected("connection_error", f"{type(e).__name__}: {e}") from None
+
+
+def _sniff(data: bytes) -> str:
+    """The accepted format named by the magic bytes, or raise _Rejected (the content-type is not trusted)."""
+    if not data:
+        raise _Rejected("empty_file", "0 bytes")
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
+            return str(im.format)
+    except UnidentifiedImageError:
+        raise _Rejected("not_an_image", f"magic bytes {data[:8].hex()}") from None
+    except Image.DecompressionBombError as e:
+        raise _Rejected("decompression_bomb", str(e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise _Rejected("corrupt", f"header: {e}") from None
+
+
+def store_path(store_dir: str | Path, iid: str, fmt: str) -> Path:
+    """Where the store keeps an image: ``<store>/<id[:2]>/<id>.<ext>`` (two-level so no folder gets huge)."""
+    return Path(store_dir) / iid[:2] / f"{iid}.{_STORE_EXT.get(fmt, 'img')}"
+
+
+def _fetch_one(client, url: str, store_dir: Path, limits: Limits, cfg: FetchConfig, journal: Journal) -> dict:
+    """Download one URL with retries; store an image, journal a final outcome; return the outcome entry."""
+    attempt = 0
+    while True:
+        try:
+            data = _download(client, url, limits, cfg.timeout_s)
+            fmt = _sniff(data)
+            iid = image_id(data)
+            dest = store_path(store_dir, iid, fmt)
+            if not (dest.exists() and dest.stat().st_size == len(data)):
+                write_bytes(dest, data)
+            entry = {"url": url, "status": "ok", "id": iid, "path": dest.as_posix(), "bytes": len(data)}
+            break
+        except _Rejected as r:
+            entry = {"url": url, "status": "reject", "reason": r.reason, "detail": r.detail}
+            if r.reason == "too_many_bytes":
+                entry["max_bytes"] = limits.max_bytes
+            if not _transient(r.reason):
+                break
+            if attempt >= cfg.retries:
+                entry["detail"] += f" ({attempt + 1} attempts)"
+                return entry  # transient: not journaled, so the next crawl tries again
+            time.sleep(cfg.backoff_s * 2**attempt)
+            attempt += 1
+    journal.append(entry)
+    return entry
+
+
+def fetch_urls(
+    urls: Sequence[str],
+    *,
+    store_dir: str | Path,
+    limits: Limits,
+    config: FetchConfig,
+    client=None,
+    on_fetched: Callable[[dict], None] | None = None,
+) -> dict[str, dict]:
+    """Download ``urls`` into the content-addressed store; return url -> outcome entry.
+
+    Outcomes already in the store's journal (``<store_dir>/journal.jsonl``) are reused and not fetched again,
+    unless the stored file has vanished. Each worker thread journals its own outcome as soon as it has one, so
+    an exception in the caller (or in ``on_fetched``, called in this thread after each fetch) loses nothing
+    already downloaded. ``client`` is an ``httpx.Client`` (one is made from ``config`` if None).
+    """
+    import httpx
+
+    store_dir = Path(store_dir)
+    journal = Journal(store_dir / "journal.jsonl")
+    done = journal.load()
+    outcomes: dict[str, dict] = {}
+    todo = []
+    for url in urls:
+        entry = done.get(url)
+        # a byte-cap reject is final only under the same cap; an image is reused only while its file exists
+        reusable = entry is not None and (
+            Path(entry["path"]).is_file()
+            if entry["status"] == "ok"
+            else entry.get("max_bytes", limits.max_bytes) == limits.max_bytes
+        )
+        if reusable:
+            outcomes[url] = entry
+        else:
+            todo.append(url)
+    if len(todo) < len(urls):
+        log.info(
+            "resume: %d of %d URLs already fetched (journal %s)",
+            len(urls) - len(todo),
+            len(urls),
+            journal.path,
+        )
+    if not todo:
+        return outcomes
+
+    own_client = client is None
+    if own_client:
+        client = httpx.Client(
+            follow_redirects=True,
+            max_redirects=config.max_redirects,
+            timeout=httpx.Timeout(config.timeout_s),
+            limits=httpx.Limits(max_connections=config.workers, max_keepalive_connections=config.workers),
+            headers={"User-Agent": "madseg-crawl/0.1"},
+        )
+    ex = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="crawl")
+    try:
+        # submit lazily (at most 4 per worker in flight) so that an interruption leaves little half-done
+        it = iter(todo)
+        pending = {ex.submit(_fetch_one, client, u, store_dir, limits, config, journal): u
+                   for u in itertools.islice(it, 4 * config.workers)}  # fmt: skip
+        with tqdm(total=len(todo), desc="fetch", unit="url", mininterval=1.0, disable=None) as bar:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(finished, key=lambda f: pending[f]):
+                    url = pending.pop(fut)
+                    outcomes[url] = fut.result()
+                    bar.update()
+                    if on_fetched is not None:
+                        on_fetched(outcomes[url])
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        pending[ex.submit(_fetch_one, client, nxt, store_dir, limits, config, journal)] = nxt
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        if own_client:
+            client.close()
+    return outcomes
