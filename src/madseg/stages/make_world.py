@@ -16,7 +16,7 @@ from madseg.config import Params
 from madseg.io.atomic import write_bytes, write_json, write_text
 from madseg.io.images import image_id, write_mask
 from madseg.io.tables import write_csv
-from madseg.world.generate import SPLIT_CODES, iter_world, near_duplicate
+from madseg.world.generate import iter_world, plant_near_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +76,22 @@ def run(params: Params) -> None:
             counts |= _write_truth_table(truth_dir, rows, split)
 
     # near-duplicates, as web crawls have them: copies of pool images and leaked benchmark images
-    rng = np.random.default_rng([world.seed, SPLIT_CODES["dup"]])
     by_name = {row["name"]: row for row in pool_rows}
-    duplicates = []
-    sources = [
-        ("pool", sorted(pool_items), world.near_duplicates),
-        ("benchmark", sorted(benchmark), world.benchmark_leaks),
-    ]
-    for kind, names, n in sources:
-        for k, of_name in enumerate(rng.choice(names, size=min(n, len(names)), replace=False)):
-            how = ("reencoded", "resized", "cropped")[k % 3]
-            jpeg, label = (pool_items if kind == "pool" else benchmark)[of_name]
-            data, copy_label = near_duplicate(jpeg, label, how, rng)
-            name = f"pool_{world.n_pool + len(duplicates):06d}"
-            write_file(pool / f"{name}.jpg", data)
-            write_label(truth / "masks" / f"{image_id(data)}.png", copy_label)
-            duplicates.append({"name": name, "of_name": str(of_name), "kind": f"{kind}_{how}"})
-            original = by_name.get(of_name, {"kind": "normal", "factors": ""})  # benchmark leaks are normal
-            pool_rows.append({"image_id": image_id(data), "name": name, "kind": original["kind"],
-                              "factors": original["factors"]})  # fmt: skip
+    planted = plant_near_duplicates(world, pool_items, benchmark)
+    for copy in planted:
+        write_file(pool / f"{copy.name}.jpg", copy.jpeg)
+        write_label(truth / "masks" / f"{image_id(copy.jpeg)}.png", copy.label)
+        original = by_name.get(copy.of_name, {"kind": "normal", "factors": ""})  # benchmark leaks are normal
+        pool_rows.append({"image_id": image_id(copy.jpeg), "name": copy.name, "kind": original["kind"],
+                          "factors": original["factors"]})  # fmt: skip
     counts |= _write_truth_table(truth, pool_rows, "pool")
-    write_csv(truth / "duplicates.csv", pd.DataFrame(duplicates, columns=["name", "of_name", "kind"]))
+    duplicates = pd.DataFrame(
+        [(c.name, c.of_name, c.kind) for c in planted], columns=["name", "of_name", "kind"]
+    )
+    write_csv(truth / "duplicates.csv", duplicates)
     write_json(
         root / "manifest.json",
-        {"counts": counts, "duplicates": len(duplicates), "image_size": world.image_size},
+        {"counts": counts, "duplicates": len(planted), "image_size": world.image_size},
     )
     log.info("world written to %s: %s", root, counts)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,3 +105,40 @@ def near_duplicate(
         im, lab = im.crop(box).resize((w, h), Image.BILINEAR), lab.crop(box).resize((w, h), Image.NEAREST)
     quality = int(rng.integers(70, 85))
     return encode_jpeg(np.asarray(im), quality), np.asarray(lab)
+
+
+@dataclass(frozen=True)
+class PlantedCopy:
+    """A near-duplicate planted in the pool: its file name, the image it copies, how (pool_resized, ...)."""
+
+    name: str
+    of_name: str
+    kind: str
+    jpeg: bytes
+    label: np.ndarray
+
+
+def plant_near_duplicates(
+    params: WorldParams,
+    pool: Mapping[str, tuple[bytes, np.ndarray]],
+    benchmark: Mapping[str, tuple[bytes, np.ndarray]],
+) -> list[PlantedCopy]:
+    """Copies of pool images (``near_duplicates``) and leaked benchmark images (``benchmark_leaks``), re-encoded,
+    resized or cropped in turn, named after the pool's last image; the crawl must merge or exclude them.
+
+    ``pool`` and ``benchmark`` map an image's name to (JPEG bytes, (H, W) uint8 truth). Seeded by the world's
+    seed alone, so the same world plants the same copies.
+    """
+    rng = np.random.default_rng([params.seed, SPLIT_CODES["dup"]])
+    planted: list[PlantedCopy] = []
+    for kind, images, n in (
+        ("pool", pool, params.near_duplicates),
+        ("benchmark", benchmark, params.benchmark_leaks),
+    ):
+        names = sorted(images)
+        for k, of_name in enumerate(rng.choice(names, size=min(n, len(names)), replace=False)):
+            how = ("reencoded", "resized", "cropped")[k % 3]
+            data, label = near_duplicate(*images[of_name], how, rng)
+            name = f"pool_{params.n_pool + len(planted):06d}"
+            planted.append(PlantedCopy(name, str(of_name), f"{kind}_{how}", data, label))
+    return planted
