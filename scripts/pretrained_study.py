@@ -14,8 +14,8 @@ CI, from the project root (2 CPU cores, --jobs 2: about 15 minutes):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,12 +30,10 @@ from madseg.io.images import read_mask, read_rgb
 from madseg.io.tables import read_csv
 from madseg.io.voc import read_split
 from madseg.metrics import confusion_matrix, mean_iou
-from madseg.models.checkpoint import make_meta
 from madseg.models.input_policy import InputPolicy
 from madseg.models.predictors import TorchPredictor, class_lut
-from madseg.models.registry import build_model
-from madseg.models.weights import init_pretrained, split_weight_kwargs
-from madseg.training import pretrain
+from madseg.models.weights import split_weight_kwargs
+from madseg.training import pretrain_spec
 
 log = logging.getLogger("madseg.pretrained_study")
 OUT = Path("metrics/pretrained_study.json")
@@ -45,35 +43,22 @@ def _train_and_score(preset: str, name: str, variant: str) -> dict[str, float]:
     params = load_params(preset)
     torch.set_num_threads(params.pretrain.threads)
     spec = _specs(params)[name]
-    kwargs = spec.kwargs if variant == "pretrained" else split_weight_kwargs(spec.kwargs)[0]
+    if variant == "scratch":
+        spec = dataclasses.replace(spec, kwargs=split_weight_kwargs(spec.kwargs)[0])
     classes = params.dataset.class_list()
-    m = params.models
-    size = spec.input_size or m.input_size
-    meta = make_meta(arch=spec.arch, kwargs=kwargs, classes=list(classes.names), input_size=size, mean=m.mean,
-                     std=m.std, input_policy=m.input_policy.policy(size))  # fmt: skip
-    torch.manual_seed(params.seed)
-    net = build_model(spec.arch, classes.num_classes, **kwargs)
-    init_pretrained(net, spec.arch, classes.num_classes, kwargs)
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
-    x, y = InputPolicy.from_meta(meta).training_views(s0.images, s0.masks, m.mean, m.std)
-    start = time.monotonic()
-    pretrain(net, x, y, steps=spec.steps or params.pretrain.steps, batch_size=params.pretrain.batch_size,
-             lr=spec.lr or params.pretrain.lr, weight_decay=params.pretrain.weight_decay, seed=params.seed,
-             device=torch.device("cpu"), augment=spec.augment)  # fmt: skip
-    train_s = time.monotonic() - start
-    net.eval()
+    cpu = torch.device("cpu")
+    fit = pretrain_spec(spec, images=s0.images, masks=s0.masks, classes=classes, models=params.models,
+                        recipe=params.pretrain, seed=params.seed, device=cpu)  # fmt: skip
+    net, meta = fit.model.eval(), fit.meta
     out = {"t0_miou": evaluate_model(net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes)}
-    factors = read_csv(
-        Path(params.evaluation.eval_pool) / "truth" / "factors.csv", required=["image_id", "name", "kind"]
-    )
-    images = [read_rgb(Path(params.evaluation.eval_pool) / "images" / f"{n}.jpg") for n in factors["name"]]
-    truth = [
-        read_mask(Path(params.evaluation.eval_pool) / "truth" / "masks" / f"{i}.png", classes)
-        for i in factors["image_id"]
-    ]
-    predictor = TorchPredictor(net, policy=InputPolicy.from_meta(meta), mean=m.mean, std=m.std,
-                               lut=class_lut(classes.names, classes, None), device=torch.device("cpu"))  # fmt: skip
+    eval_pool = Path(params.evaluation.eval_pool)
+    factors = read_csv(eval_pool / "truth" / "factors.csv", required=["image_id", "name", "kind"])
+    images = [read_rgb(eval_pool / "images" / f"{n}.jpg") for n in factors["name"]]
+    truth = [read_mask(eval_pool / "truth" / "masks" / f"{i}.png", classes) for i in factors["image_id"]]
+    predictor = TorchPredictor(net, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
+                               lut=class_lut(classes.names, classes, None), device=cpu)  # fmt: skip
     pred = predict_images(predictor, images, factors["image_id"].tolist()).maps
     cms = np.stack([confusion_matrix(t, p, classes.num_classes) for t, p in zip(truth, pred, strict=True)])
     for group, mask in (
@@ -82,8 +67,10 @@ def _train_and_score(preset: str, name: str, variant: str) -> dict[str, float]:
     ):
         out[f"{group}_miou"] = mean_iou(cms[mask.to_numpy()].sum(0))
     log.info("%s %s: T0 %.3f, D_eval corner %.3f (%.0f s)", name, variant, out["t0_miou"],
-             out["eval_corner_miou"], train_s)  # fmt: skip
-    return {f"{name}.{variant}.{k}": 100 * v for k, v in out.items()} | {f"{name}.{variant}.train_s": train_s}
+             out["eval_corner_miou"], fit.seconds)  # fmt: skip
+    return {f"{name}.{variant}.{k}": 100 * v for k, v in out.items()} | {
+        f"{name}.{variant}.train_s": fit.seconds
+    }
 
 
 def _specs(params: Params) -> dict[str, ModelSpec]:

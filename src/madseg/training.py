@@ -9,11 +9,20 @@ of another design methodology, and one that can see what the others miss.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from madseg.config import ModelsParams, ModelSpec, PretrainParams
+from madseg.labels import ClassList
+from madseg.models.checkpoint import make_meta
+from madseg.models.input_policy import InputPolicy
+from madseg.models.registry import build_model
+from madseg.models.weights import init_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +114,49 @@ def pretrain(
             curve.append({"step": step + 1, "loss": float(np.mean(running))})
             running = []
     return curve
+
+
+@dataclass
+class Pretrained:
+    """A model trained from its spec: the network, its checkpoint meta, where its initial weights came from
+    (empty: from scratch), the loss curve, and the recipe it ran."""
+
+    model: torch.nn.Module
+    meta: dict
+    weights: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+    steps: int = 0
+    lr: float = 0.0
+    seconds: float = 0.0
+
+
+def pretrain_spec(
+    spec: ModelSpec,
+    *,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    classes: ClassList,
+    models: ModelsParams,
+    recipe: PretrainParams,
+    seed: int,
+    device: torch.device,
+) -> Pretrained:
+    """Build ``spec``'s network from ``seed``, load the weights it names, and train it on (images, masks).
+
+    Images are (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore) of any size: the models' input policy cuts
+    the training views. The spec's ``steps`` and ``lr`` override the recipe's.
+    """
+    size = spec.input_size or models.input_size
+    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=size,
+                     mean=models.mean, std=models.std, input_policy=models.input_policy.policy(size))  # fmt: skip
+    torch.manual_seed(seed)
+    net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
+    weights = init_pretrained(
+        net, spec.arch, classes.num_classes, spec.kwargs
+    )  # or a clear error, before training
+    x, y = InputPolicy.from_meta(meta).training_views(images, masks, models.mean, models.std)
+    steps, lr = spec.steps or recipe.steps, spec.lr or recipe.lr
+    start = time.monotonic()
+    curve = pretrain(net, x, y, steps=steps, batch_size=recipe.batch_size, lr=lr, weight_decay=recipe.weight_decay,
+                     seed=seed, device=device, augment=spec.augment)  # fmt: skip
+    return Pretrained(net, meta, weights, curve, steps, lr, time.monotonic() - start)

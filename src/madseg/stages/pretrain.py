@@ -7,8 +7,6 @@ competitor, plus metrics/pretrain/<name>.json (T0 mIoU, steps, seconds) and its 
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +20,10 @@ from madseg.io.atomic import write_json
 from madseg.io.tables import write_csv
 from madseg.io.voc import read_split
 from madseg.metrics import confusion_matrix, mean_iou
-from madseg.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
-from madseg.models.input_policy import InputPolicy
-from madseg.models.predictors import SOURCE_FILES, load_predictor
-from madseg.models.registry import build_model
-from madseg.models.weights import init_pretrained
-from madseg.training import pretrain
+from madseg.models.artefacts import adopt_competitor, adopt_target, competitor_spec
+from madseg.models.checkpoint import save_checkpoint
+from madseg.models.predictors import load_predictor
+from madseg.training import pretrain_spec
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +40,10 @@ def run(params: Params, *, model: str) -> None:
         if not is_target:
             _write_spec(params, spec)
         return
-    _adopt(params, spec, is_target)
-    if not is_target:
+    if is_target:
+        adopt_target(spec, paths.target_checkpoint("0"))
+    else:
+        adopt_competitor(spec, paths.competitor_dir(spec.name))
         _write_spec(params, spec)
     # an adopted model is scored on T0 like a trained one, so Table 1's first column means the same for all
     classes = params.dataset.class_list()
@@ -63,92 +61,32 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     torch.set_num_threads(params.pretrain.threads)
     device = resolve_device(params.device)
     classes = params.dataset.class_list()
-    m = params.models
-    policy = m.input_policy.policy(spec.input_size or m.input_size)
-    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=spec.input_size or m.input_size,
-                     mean=m.mean, std=m.std, input_policy=policy)  # fmt: skip
-    torch.manual_seed(params.seed)
-    net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
-    # named pretrained weights are found (or refused, with where to put them) before any data is read
-    weights = init_pretrained(net, spec.arch, classes.num_classes, spec.kwargs)
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
-    x, y = InputPolicy.from_meta(meta).training_views(s0.images, s0.masks, m.mean, m.std)
-    steps = spec.steps or params.pretrain.steps
-    lr = spec.lr or params.pretrain.lr
-    start = time.monotonic()
-    curve = pretrain(net, x, y, steps=steps, batch_size=params.pretrain.batch_size, lr=lr,
-                     weight_decay=params.pretrain.weight_decay, seed=params.seed, device=device,
-                     augment=spec.augment)  # fmt: skip
-    seconds = time.monotonic() - start
-    t0_miou = evaluate_model(
-        net, t0.images, t0.masks, meta=meta, num_classes=classes.num_classes, device=device
-    )
+    fit = pretrain_spec(spec, images=s0.images, masks=s0.masks, classes=classes, models=params.models,
+                        recipe=params.pretrain, seed=params.seed, device=device)  # fmt: skip
+    t0_miou = evaluate_model(fit.model, t0.images, t0.masks, meta=fit.meta, num_classes=classes.num_classes,
+                             device=device)  # fmt: skip
     provenance = {"trained_on": f"{params.dataset.voc_root}:{params.dataset.train_split}", "images": len(s0.images),
-                  "steps": steps, "seed": params.seed, "t0_miou": t0_miou}  # fmt: skip
-    if weights:  # only then, so that from-scratch checkpoints keep their bytes
-        provenance["pretrained"] = weights
-    save_checkpoint(out, net.cpu(), meta, provenance=provenance)
+                  "steps": fit.steps, "seed": params.seed, "t0_miou": t0_miou}  # fmt: skip
+    if fit.weights:  # only then, so that from-scratch checkpoints keep their bytes
+        provenance["pretrained"] = fit.weights
+    save_checkpoint(out, fit.model.cpu(), fit.meta, provenance=provenance)
+    described = "; ".join(f"{w['part']}: {w.get('weights') or w['file']}" for w in fit.weights)
     write_json(
         paths.METRICS / "pretrain" / f"{name}.json",
-        {
-            "t0_miou": t0_miou,
-            "steps": steps,
-            "lr": lr,
-            "input_size": meta["input_size"],
-            "augment": spec.augment,
-            "train_s": round(seconds, 1),
-            **(
-                {"pretrained": "; ".join(f"{w['part']}: {w.get('weights') or w['file']}" for w in weights)}
-                if weights
-                else {}
-            ),
-        },
+        {"t0_miou": t0_miou, "steps": fit.steps, "lr": fit.lr, "input_size": fit.meta["input_size"],
+         "augment": spec.augment, "train_s": round(fit.seconds, 1),
+         **({"pretrained": described} if fit.weights else {})},
+    )  # fmt: skip
+    write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(fit.curve))
+    log.info(
+        "%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, fit.steps, fit.seconds
     )
-    write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(curve))
-    log.info("%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, steps, seconds)
-
-
-def _adopt(params: Params, spec: ModelSpec, is_target: bool) -> None:
-    """Copy a user's checkpoint / TorchScript / ONNX / predictions folder into the project, validated."""
-    if spec.path is None or not Path(spec.path).exists():
-        raise FileNotFoundError(
-            f"model {spec.name}: source {spec.source!r} needs an existing path, got {spec.path!r}"
-        )
-    if is_target:
-        if spec.source not in ("registry", "checkpoint"):
-            raise ValueError("the target must be a madseg checkpoint (it is fine-tuned), not " + spec.source)
-        load_checkpoint(spec.path)  # validates
-        shutil.copyfile(spec.path, paths.target_checkpoint("0"))
-        return
-    source = "checkpoint" if spec.source == "registry" else spec.source
-    if source not in SOURCE_FILES:
-        raise ValueError(
-            f"model {spec.name}: unknown source {spec.source!r}; valid: registry, {', '.join(SOURCE_FILES)}"
-        )
-    folder = paths.competitor_dir(spec.name)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    target = folder / SOURCE_FILES[source]
-    (shutil.copytree if Path(spec.path).is_dir() else shutil.copyfile)(spec.path, target)
 
 
 def _write_spec(params: Params, spec: ModelSpec) -> None:
-    source = "checkpoint" if spec.source == "registry" else spec.source
-    m = params.models
-    write_json(
-        paths.competitor_dir(spec.name) / "spec.json",
-        {
-            "name": spec.name,
-            "source": source,
-            "classes": spec.classes,
-            "class_map": spec.class_map,
-            "input_size": [m.input_size, m.input_size],
-            "mean": list(m.mean),
-            "std": list(m.std),
-        },
-    )
+    write_json(paths.competitor_dir(spec.name) / "spec.json", competitor_spec(spec, params.models))
     load_predictor(
         paths.competitor_dir(spec.name), classes=params.dataset.class_list()
     )  # fail now, not at infer
