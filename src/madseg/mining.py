@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import zip_longest
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from madseg.io.store import Shard
+from madseg.io.store import PredictionStore, Shard
 from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.metrics import batch_confusion, miou_from_batch, pixel_accuracy_from_batch
 
@@ -493,3 +494,47 @@ def mining_summary(candidates: pd.DataFrame, m: pd.DataFrame) -> dict:
     for d, sub in mad.groupby("direction", sort=True):
         out[f"images_by_direction.{d}"] = int(sub["image_id"].nunique())
     return out
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One round's candidates: the strategy's (rows and M) and MAD's, whose |M| is every strategy's budget."""
+
+    candidates: pd.DataFrame
+    m: pd.DataFrame
+    mad_candidates: pd.DataFrame
+    mad_m: pd.DataFrame
+
+    def summary(self, strategy: str) -> dict:
+        """mining_summary of the strategy's candidates, plus MAD's under ``mad.`` when they differ."""
+        out = {"mad_M_size": len(self.mad_m), **mining_summary(self.candidates, self.m)}
+        if strategy != "mad":
+            out.update({f"mad.{k}": v for k, v in mining_summary(self.mad_candidates, self.mad_m).items()})
+        return out
+
+
+def propose(
+    strategy: str,
+    *,
+    target: PredictionStore,
+    competitors: Mapping[str, PredictionStore],
+    bands: np.ndarray,
+    classes: ClassList,
+    n3: int,
+    distance: str,
+    seed: int,
+    exclude: Iterable[str] = (),
+) -> Proposal:
+    """A round's candidates by ``strategy``: MAD runs first, since its |M| is the budget a baseline spends."""
+    exclude = frozenset(exclude)
+    mad = select_candidates(
+        "mad", classes=classes, target_shards=target.iter_shards(),
+        competitor_shards={n: s.iter_shards() for n, s in competitors.items()}, bands=bands, n3=n3,
+        distance=distance, progress=True, total=len(target.manifest["shards"]), exclude=exclude,
+    )  # fmt: skip
+    mad_m = summarize_m(mad)
+    if strategy == "mad":
+        return Proposal(mad, mad_m, mad, mad_m)
+    candidates = select_candidates(strategy, classes=classes, budget=len(mad_m), target_stats=target.stats(),
+                                   seed=seed, exclude=exclude)  # fmt: skip
+    return Proposal(candidates, summarize_m(candidates), mad, mad_m)

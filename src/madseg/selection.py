@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,3 +173,26 @@ def krippendorff_alpha_ordinal(scores: pd.DataFrame) -> float:
     d_observed = (o * delta).sum() / n
     d_expected = (np.outer(n_c, n_c) * delta).sum() / (n * (n - 1))
     return float(1.0 - d_observed / d_expected) if d_expected > 0 else float("nan")
+
+
+def labelled_set(
+    s_all: pd.DataFrame, previous: pd.DataFrame, round_key: str, *, new_masks: Path, previous_masks: Path
+) -> pd.DataFrame:
+    """S^(1..i+1) as the fine-tune reads it: columns image_id, round, mask (file name), source (its path).
+
+    ``s_all`` (image_id, round) lists every labelled image so far; this round's masks come from ``new_masks``,
+    earlier rounds' from the previous labelled set (``previous``: its index.csv, in ``previous_masks``), which
+    must be a subset of ``s_all`` (ValueError otherwise).
+    """
+    if len(previous) and not set(previous["image_id"]) <= set(s_all["image_id"]):
+        raise ValueError(
+            f"the labelled set of the previous round holds images that S_all.csv of round {round_key} lacks"
+        )
+    rounds = s_all["round"].astype(str)
+    return pd.DataFrame({
+        "image_id": s_all["image_id"].tolist(),
+        "round": rounds.tolist(),
+        "mask": [f"{i}.png" for i in s_all["image_id"]],
+        "source": [(new_masks if r == round_key else previous_masks) / f"{i}.png"
+                   for i, r in zip(s_all["image_id"], rounds, strict=True)],
+    })  # fmt: skip

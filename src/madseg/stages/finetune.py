@@ -16,6 +16,7 @@ from madseg.io.images import read_mask, read_rgb
 from madseg.io.tables import read_csv, write_csv
 from madseg.io.voc import read_split
 from madseg.models.checkpoint import load_checkpoint, save_checkpoint
+from madseg.selection import labelled_set
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,14 @@ def run(params: Params, *, round_key: str) -> None:
     prev_dir = paths.labelled_dir(spec.prev)
     previous = read_csv(prev_dir / "index.csv", required=["image_id", "round", "mask"])
     here_dir = paths.labelled_dir(round_key)
-    rows = []
-    for image, r in zip(s_all["image_id"], s_all["round"].astype(str), strict=True):
-        source = (paths.annotations_dir(round_key) / "masks" if r == round_key else prev_dir) / f"{image}.png"
-        rows.append({"image_id": image, "round": r, "mask": f"{image}.png", "source": source})
+    labelled = labelled_set(s_all, previous, round_key, new_masks=paths.annotations_dir(round_key) / "masks",
+                            previous_masks=prev_dir)  # fmt: skip
+    rows = labelled.to_dict("records")
     missing = [str(row["source"]) for row in rows if not row["source"].exists()]
     if missing:
         raise FileNotFoundError(
             f"masks missing for {len(missing)} images of S^(1..{int(round_key) + 1}): {missing[:3]}"
         )
-    if len(previous) and not set(previous["image_id"]) <= set(s_all["image_id"]):
-        raise ValueError(f"{prev_dir}/index.csv holds images that S_all.csv of round {round_key} lacks")
 
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
     new_images = [read_rgb(index.loc[row["image_id"], "path"]) for row in rows]

@@ -27,15 +27,7 @@ from madseg.io.store import PredictionStore, ids_digest
 from madseg.io.tables import read_csv, write_csv
 from madseg.io.voc import iter_masks
 from madseg.labels import ClassList
-from madseg.mining import (
-    NONE,
-    area_bands,
-    area_matrix,
-    bands_frame,
-    mining_summary,
-    select_candidates,
-    summarize_m,
-)
+from madseg.mining import NONE, area_bands, area_matrix, bands_frame, propose
 from madseg.render import CandidateOverlay, candidate_pngs, drawing_workers
 
 log = logging.getLogger(__name__)
@@ -79,22 +71,9 @@ def run(params: Params, *, round_key: str) -> None:
         previous = paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv"
         trained_on = frozenset(read_csv(previous, required=["image_id"])["image_id"])
 
-    # MAD always runs first: its |M| is the budget every baseline spends
-    n_shards = len(target.manifest["shards"])
-    mad = select_candidates(
-        "mad", classes=classes, target_shards=target.iter_shards(),
-        competitor_shards={n: s.iter_shards() for n, s in competitors.items()},
-        bands=bands, n3=mp.n3, distance=mp.distance, progress=True, total=n_shards, exclude=trained_on,
-    )  # fmt: skip
-    mad_m = summarize_m(mad)
-    if mp.strategy == "mad":
-        candidates, m = mad, mad_m
-    else:
-        candidates = select_candidates(
-            mp.strategy, classes=classes, budget=len(mad_m), target_stats=target.stats(),
-            seed=mp.seed + int(round_key), exclude=trained_on,
-        )  # fmt: skip
-        m = summarize_m(candidates)
+    proposal = propose(mp.strategy, target=target, competitors=competitors, bands=bands, classes=classes,
+                       n3=mp.n3, distance=mp.distance, seed=mp.seed + int(round_key), exclude=trained_on)  # fmt: skip
+    candidates, m = proposal.candidates, proposal.m
 
     write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))
     write_csv(out / "candidates.csv", candidates)
@@ -102,12 +81,11 @@ def run(params: Params, *, round_key: str) -> None:
     _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
 
     metrics = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids),
-               "excluded_trained_on": len(trained_on), "mad_M_size": len(mad_m),
-               **mining_summary(candidates, m)}  # fmt: skip
-    if mp.strategy != "mad":
-        metrics.update({f"mad.{k}": v for k, v in mining_summary(mad, mad_m).items()})
+               "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}  # fmt: skip
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
-    log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(mad_m))
+    log.info(
+        "round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m)
+    )
 
 
 def _write_overlays(
