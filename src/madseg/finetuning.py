@@ -99,8 +99,6 @@ def train_sgd_poly(
     Returns:
         per-epoch history dicts (epoch, loss, lr).
     """
-    from madseg.io.atomic import atomic_open
-
     n_new, n_replay = len(new[0]), len(replay[0])
     per_epoch = max(1, -(-max(n_new, 1) // max(1, batch_size - round(batch_size * replay_ratio))))
     total = per_epoch * epochs
@@ -113,17 +111,10 @@ def train_sgd_poly(
     gen = torch.Generator().manual_seed(seed)
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: plain SGD's numbers
-    history: list[dict] = []
-    start_epoch = 0
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
     state_path = resume_dir / "state.pt" if resume_dir else None
-    if state_path and state_path.exists():
-        state = torch.load(state_path, weights_only=True, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        scaler.load_state_dict(state.get("scaler", {}))
-        history = state["history"]
-        start_epoch = int(state["epoch"])
+    history, start_epoch = _resume(state_path, parts, gen, device)
+    if start_epoch:
         log.info("resuming fine-tune at epoch %d/%d from %s", start_epoch, epochs, state_path)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
     for epoch in range(start_epoch, min(epochs, stop_after or epochs)):
@@ -148,27 +139,33 @@ def train_sgd_poly(
             scaler.step(optimizer)
             scaler.update()
             losses.append(loss.item())
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "lr": poly_lr(lr, (epoch + 1) * per_epoch, total, poly_power),
-            }
-        )
+        end_lr = poly_lr(lr, (epoch + 1) * per_epoch, total, poly_power)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": end_lr})
         if state_path:
-            with atomic_open(state_path, "wb") as f:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "generator": gen.get_state(),
-                        "scaler": scaler.state_dict(),
-                        "history": history,
-                        "epoch": epoch + 1,
-                    },
-                    f,
-                )
+            _checkpoint_epoch(state_path, parts, gen, history)
     return history
+
+
+def _resume(
+    state_path: Path | None, parts: dict, gen: torch.Generator, device: torch.device
+) -> tuple[list[dict], int]:
+    """Restore ``parts`` (model, optimizer, scaler) and ``gen`` from the last finished epoch: (history, epoch)."""
+    if state_path is None or not state_path.exists():
+        return [], 0
+    state = torch.load(state_path, weights_only=True, map_location=device)
+    for name, part in parts.items():
+        part.load_state_dict(state.get(name, {}))
+    gen.set_state(state["generator"])
+    return state["history"], int(state["epoch"])
+
+
+def _checkpoint_epoch(state_path: Path, parts: dict, gen: torch.Generator, history: list[dict]) -> None:
+    """Everything a rerun needs to continue after this epoch as if uninterrupted, written atomically."""
+    from madseg.io.atomic import atomic_open
+
+    state = {name: part.state_dict() for name, part in parts.items()}
+    with atomic_open(state_path, "wb") as f:
+        torch.save({**state, "generator": gen.get_state(), "history": history, "epoch": len(history)}, f)
 
 
 @dataclass

@@ -146,75 +146,72 @@ def start_server(
         )
     data_dir = Path(data_dir).resolve()
     if template_dir is not None and not (data_dir / "label_studio.sqlite3").exists():
-        template = Path(template_dir).resolve()
-        template.parent.mkdir(parents=True, exist_ok=True)
-        # a lock beside the template: two test sessions must not migrate (or copy) it at the same time
-        with open(template.parent / f".{template.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (template / TEMPLATE_READY).exists():  # absent too if a migration was interrupted
-                log.info("migrating a fresh Label Studio template in %s (~30 s, once)", template)
-                shutil.rmtree(template, ignore_errors=True)
-                stop_server(
-                    start_server(executable, template, document_root=document_root, timeout_s=timeout_s)
-                )
-                (template / TEMPLATE_READY).touch()
-            if data_dir.exists():
-                shutil.rmtree(data_dir)
-            shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns("server.log"))
-    admin = _admin(data_dir)
-    log_path = data_dir / "server.log"
-    cmd = [
-        str(executable),
-        "start",
-        "--no-browser",
-        "--internal-host",
-        "127.0.0.1",
-        "--port",
-        str(port or free_port()),
-    ]
-    logf = log_path.open("wb")
-    process = subprocess.Popen(
-        cmd,
-        env=server_env(data_dir, Path(document_root).resolve(), admin),
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, so stop_server ends the server and its children
-        cwd=data_dir,
-    )
-    logf.close()
-    handle = ServerHandle(
-        url="",
-        token=admin["token"],
-        username=admin["username"],
-        password=admin["password"],
-        data_dir=data_dir,
-        document_root=Path(document_root).resolve(),
-        log_path=log_path,
-        process=process,
-    )
-    deadline = time.monotonic() + timeout_s
+        _copy_template(executable, Path(template_dir).resolve(), data_dir, document_root, timeout_s)
+    handle = _launch(executable, data_dir, Path(document_root).resolve(), port or free_port())
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise LabelStudioServerError(
-                    f"Label Studio exited with code {process.returncode}; last log lines:\n{_tail(log_path)}"
-                )
-            if not handle.url:
-                match = _ADDRESS.search(log_path.read_text(errors="replace"))
-                if match:
-                    handle.url = match.group(1)
-            if handle.url and _healthy(handle.url):
-                log.info("Label Studio is up at %s (data %s)", handle.url, data_dir)
-                return handle
-            time.sleep(0.3)
-        raise LabelStudioServerError(
-            f"Label Studio did not answer /health within {timeout_s:.0f} s; last log lines:\n"
-            f"{_tail(log_path)}"
-        )
+        _wait_healthy(handle, timeout_s)
     except BaseException:
         stop_server(handle)
         raise
+    log.info("Label Studio is up at %s (data %s)", handle.url, data_dir)
+    return handle
+
+
+def _copy_template(executable: Path, template: Path, data_dir: Path, document_root, timeout_s: float) -> None:
+    """Fill ``data_dir`` from a migrated template (migrating it first, once: ~30 s)."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    # a lock beside the template: two test sessions must not migrate (or copy) it at the same time
+    with open(template.parent / f".{template.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / TEMPLATE_READY).exists():  # absent too if a migration was interrupted
+            log.info("migrating a fresh Label Studio template in %s (~30 s, once)", template)
+            shutil.rmtree(template, ignore_errors=True)
+            stop_server(start_server(executable, template, document_root=document_root, timeout_s=timeout_s))
+            (template / TEMPLATE_READY).touch()
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns("server.log"))
+
+
+def _launch(executable: Path, data_dir: Path, document_root: Path, port: int) -> ServerHandle:
+    """``label-studio start`` in its own process group, its log in ``data_dir``/server.log (url not known yet)."""
+    admin = _admin(data_dir)
+    log_path = data_dir / "server.log"
+    cmd = [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as logf:
+        process = subprocess.Popen(
+            cmd,
+            env=server_env(data_dir, document_root, admin),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so stop_server ends the server and its children
+            cwd=data_dir,
+        )
+    return ServerHandle(url="", token=admin["token"], username=admin["username"], password=admin["password"],
+                        data_dir=data_dir, document_root=document_root, log_path=log_path, process=process)  # fmt: skip
+
+
+def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
+    """Read the real address from the log (the server moves to the next port when its own is taken), then wait
+    for ``GET /health``; LabelStudioServerError if it exits or does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if handle.process.poll() is not None:
+            raise LabelStudioServerError(
+                f"Label Studio exited with code {handle.process.returncode}; last log lines:\n"
+                f"{_tail(handle.log_path)}"
+            )
+        if not handle.url:
+            match = _ADDRESS.search(handle.log_path.read_text(errors="replace"))
+            if match:
+                handle.url = match.group(1)
+        if handle.url and _healthy(handle.url):
+            return
+        time.sleep(0.3)
+    raise LabelStudioServerError(
+        f"Label Studio did not answer /health within {timeout_s:.0f} s; last log lines:\n{_tail(handle.log_path)}"
+    )
 
 
 def _healthy(url: str) -> bool:

@@ -33,43 +33,13 @@ def deduplicate(
     """
     if max_color_diff < 0:
         raise ValueError(f"max_color_diff must be >= 0, got {max_color_diff}")
-    by_id: dict[str, list[ImageRecord]] = {}
-    for rec in records:
-        by_id.setdefault(rec.id, []).append(rec)
-    rejects: list[Reject] = []
-    unique: list[ImageRecord] = []
-    for iid in sorted(by_id):
-        group = sorted(by_id[iid], key=lambda r: r.source)
-        unique.append(group[0])
-        rejects += [Reject(r.source, "exact_duplicate", f"same bytes as {group[0].source} (id {iid})")
-                    for r in group[1:]]  # fmt: skip
-
-    def neighbours(index: HashIndex, recs: Sequence[ImageRecord]) -> list[list[tuple[int, int]]]:
-        # per record, its (entry, distance) pairs nearest first; one vectorised pass for all records
-        pq, pi, dist = index.query_many([r.phash for r in recs])
-        lists: list[list[tuple[int, int]]] = [[] for _ in recs]
-        for q, k, d in zip(pq.tolist(), pi.tolist(), dist.tolist(), strict=True):
-            lists[q].append((k, d))
-        return lists
-
-    def first_match(
-        pairs: list[tuple[int, int]],
-        pool: Sequence[ImageRecord],
-        rec: ImageRecord,
-        allowed: Callable[[int], bool],
-    ) -> tuple[int, float, ImageRecord] | None:
-        for k, d in pairs:
-            if allowed(k):
-                c = color_distance(rec.layout, pool[k].layout)
-                if c <= max_color_diff:
-                    return d, c, pool[k]
-        return None
+    unique, rejects = _collapse_exact(records)
 
     refs = sorted(references, key=lambda r: r.source)
-    ref_pairs = neighbours(HashIndex([r.phash for r in refs], threshold), unique)
+    ref_pairs = _neighbours(HashIndex([r.phash for r in refs], threshold), unique)
     candidates = []
     for rec, pairs in zip(unique, ref_pairs, strict=True):
-        hit = first_match(pairs, refs, rec, lambda k: True)
+        hit = _first_match(pairs, refs, rec, lambda k: True, max_color_diff)
         if hit is not None:
             d, c, ref = hit
             detail = f"of {ref.source}, hamming {d}, colour {c:.1f}"
@@ -79,11 +49,13 @@ def deduplicate(
 
     # one static index over all candidates; the greedy pass looks only at earlier, kept neighbours
     candidates.sort(key=lambda r: (r.source, r.id))
-    cand_pairs = neighbours(HashIndex([r.phash for r in candidates], threshold), candidates)
+    cand_pairs = _neighbours(HashIndex([r.phash for r in candidates], threshold), candidates)
     is_kept = np.zeros(len(candidates), dtype=bool)
     kept: list[ImageRecord] = []
     for i, rec in enumerate(candidates):
-        hit = first_match(cand_pairs[i], candidates, rec, lambda k, i=i: k < i and is_kept[k])
+        hit = _first_match(
+            cand_pairs[i], candidates, rec, lambda k, i=i: k < i and is_kept[k], max_color_diff
+        )
         if hit is not None:
             d, c, other = hit
             detail = f"of {other.id} ({other.source}), hamming {d}, colour {c:.1f}"
@@ -93,3 +65,42 @@ def deduplicate(
             kept.append(rec)
     kept.sort(key=lambda r: r.id)
     return kept, rejects
+
+
+def _collapse_exact(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], list[Reject]]:
+    """One record per id (its lexicographically first source), sorted by id; the others as rejects."""
+    by_id: dict[str, list[ImageRecord]] = {}
+    for rec in records:
+        by_id.setdefault(rec.id, []).append(rec)
+    unique, rejects = [], []
+    for iid in sorted(by_id):
+        group = sorted(by_id[iid], key=lambda r: r.source)
+        unique.append(group[0])
+        rejects += [Reject(r.source, "exact_duplicate", f"same bytes as {group[0].source} (id {iid})")
+                    for r in group[1:]]  # fmt: skip
+    return unique, rejects
+
+
+def _neighbours(index: HashIndex, recs: Sequence[ImageRecord]) -> list[list[tuple[int, int]]]:
+    """Per record, its (entry, Hamming distance) pairs in ``index``, nearest first; one vectorised pass."""
+    pq, pi, dist = index.query_many([r.phash for r in recs])
+    lists: list[list[tuple[int, int]]] = [[] for _ in recs]
+    for q, k, d in zip(pq.tolist(), pi.tolist(), dist.tolist(), strict=True):
+        lists[q].append((k, d))
+    return lists
+
+
+def _first_match(
+    pairs: list[tuple[int, int]],
+    pool: Sequence[ImageRecord],
+    rec: ImageRecord,
+    allowed: Callable[[int], bool],
+    max_color_diff: float,
+) -> tuple[int, float, ImageRecord] | None:
+    """The nearest allowed neighbour whose colour layout confirms the hash: (hamming, colour distance, record)."""
+    for k, d in pairs:
+        if allowed(k):
+            c = color_distance(rec.layout, pool[k].layout)
+            if c <= max_color_diff:
+                return d, c, pool[k]
+    return None
