@@ -1,15 +1,19 @@
-"""Hidden-truth checks of a candidate set: on what share of it is the target truly wrong?
+"""Hidden-truth checks of the method: on what share of a candidate set is the target truly wrong, how much do
+the models disagree by kind of image, and what does each target score per group and factor of a held-out pool.
 
-Reads the demo world's truth, so it is for measuring the method only; mining and selection never call it.
+Reads a pool's truth, so it is for measuring the method only; mining and selection never call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-from madseg.metrics import image_miou
+from madseg.io.store import Shard
+from madseg.metrics import image_miou, mean_iou
+from madseg.mining import shard_pair_stats
 
 OOD = "ood"
 
@@ -67,3 +71,41 @@ def truly_wrong_fraction(
         "ood_share": n_ood / n if n else None,
         "mean_image_miou": float(arr.mean()) if arr.size else None,
     }
+
+
+def pairwise_disagreement(
+    aligned: Iterable[Sequence[Shard]], names: Sequence[str], kinds: pd.Series, num_classes: int
+) -> dict[str, float | None]:
+    """Mean pairwise 1 - mIoU between models per kind of image (normal, corner, ood).
+
+    ``aligned`` yields, per shard, one Shard per model of ``names`` (the same ids); ``kinds`` maps an image id
+    to its kind (ids it lacks count as unknown).
+    """
+    sums: dict[str, list[float]] = {"normal": [], "corner": [], "ood": []}
+    for shards in aligned:
+        kind = kinds.reindex(shards[0].ids).fillna("unknown").to_numpy()
+        pair = [
+            shard_pair_stats(shards[a], {names[b]: shards[b]}, num_classes)[2][names[b]][1]
+            for a in range(len(names))
+            for b in range(a + 1, len(names))
+        ]
+        mean_pair = np.mean(pair, axis=0)
+        for group in sums:
+            sums[group].extend(mean_pair[kind == group].tolist())
+    return {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
+
+
+def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int, float]]:
+    """Pooled mIoU per group of a held-out pool: all in-domain, normal, corner, and each factor.
+
+    Args:
+        cms: (N, K, K) int64 per-image confusions, in the order of ``factors``' rows.
+        factors: columns kind (normal | corner | ood) and factors (';'-joined names, '' for none).
+    Returns:
+        group name -> (images in the group, mIoU).
+    """
+    kinds, named = factors["kind"], factors["factors"].fillna("")
+    groups = {"all_in_domain": kinds != OOD, "normal": kinds == "normal", "corner": kinds == "corner"}
+    for factor in sorted(set(";".join(named).split(";")) - {""}):
+        groups[f"factor.{factor}"] = named.str.split(";").apply(lambda fs, f=factor: f in fs)
+    return {g: (int(mask.sum()), mean_iou(cms[mask.to_numpy()].sum(0))) for g, mask in groups.items()}

@@ -22,10 +22,10 @@ from madseg.io.atomic import read_json, write_json
 from madseg.io.images import read_mask, read_rgb
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv, write_csv
-from madseg.metrics import confusion_matrix, mean_iou
-from madseg.mining import entropy_candidates, random_candidates, shard_pair_stats
+from madseg.metrics import confusion_matrix
+from madseg.mining import entropy_candidates, random_candidates
 from madseg.models.predictors import load_predictor
-from madseg.validity import truly_wrong_fraction
+from madseg.validity import group_scores, pairwise_disagreement, truly_wrong_fraction
 
 log = logging.getLogger(__name__)
 STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
@@ -50,19 +50,8 @@ def _disagreement(params: Params, classes) -> None:
         name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
     }
     names = list(stores)
-    sums: dict[str, list[float]] = {"normal": [], "corner": [], "ood": []}
-    for shards in zip(*(s.iter_shards() for s in stores.values()), strict=True):
-        ids = shards[0].ids
-        kind = kinds.reindex(ids).fillna("unknown").to_numpy()
-        pair = [
-            shard_pair_stats(shards[a], {names[b]: shards[b]}, classes.num_classes)[2][names[b]][1]
-            for a in range(len(names))
-            for b in range(a + 1, len(names))
-        ]
-        mean_pair = np.mean(pair, axis=0)
-        for group in sums:
-            sums[group].extend(mean_pair[kind == group].tolist())
-    out = {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
+    aligned = zip(*(s.iter_shards() for s in stores.values()), strict=True)
+    out: dict = pairwise_disagreement(aligned, names, kinds, classes.num_classes)
     out["models"] = names
     write_json(paths.METRICS / "disagreement.json", out)
     log.info("mean pairwise 1 - mIoU between models: normal %.3f, corner %.3f",
@@ -123,13 +112,8 @@ def _eval_pool_scores(params: Params, classes) -> None:
         pred = predict_images(predictor, images,
                               factors["image_id"].tolist()).maps  # fmt: skip
         cms = np.stack([confusion_matrix(t, p, k) for t, p in zip(truth, pred, strict=True)])
-        groups = {"all_in_domain": factors["kind"] != "ood", "normal": factors["kind"] == "normal",
-                  "corner": factors["kind"] == "corner"}  # fmt: skip
-        for factor in sorted(set(";".join(factors["factors"]).split(";")) - {""}):
-            groups[f"factor.{factor}"] = factors["factors"].str.split(";").apply(lambda fs, f=factor: f in fs)
-        for group, mask in groups.items():
-            score = mean_iou(cms[mask.to_numpy()].sum(0))
-            rows.append({"round": int(key), "group": group, "images": int(mask.sum()), "miou": score})
+        for group, (images_in, score) in group_scores(cms, factors).items():
+            rows.append({"round": int(key), "group": group, "images": images_in, "miou": score})
             metrics[f"target_{key}.{group}"] = score
         metrics[f"target_{key}.T0"] = _t0(params, key)
     first, last = "0", max(params.rounds, key=int)
