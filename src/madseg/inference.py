@@ -124,6 +124,29 @@ def predict_pool(
     return computed
 
 
+def predict_model(
+    source: str | Path,
+    index: pd.DataFrame,
+    store: PredictionStore,
+    *,
+    model_name: str,
+    classes: ClassList,
+    infer_params,
+    device: torch.device,
+) -> int:
+    """Predict the pool ``index`` with the model at ``source`` (a checkpoint or a competitor folder) into
+    ``store``, resuming finished shards; ``infer_params`` is the InferParams section. Returns shards computed."""
+    from madseg.models.predictors import load_predictor
+
+    predictor = load_predictor(source, classes=classes, device=device, batch_size=infer_params.batch_size)
+    return predict_pool(
+        predictor, index, store, model_name=model_name, classes=classes,
+        fingerprint=fingerprint(source, index["id"].tolist(), getattr(predictor, "policy", None)),
+        shard_size=infer_params.shard_size, batch_size=infer_params.batch_size, workers=infer_params.workers,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+
+
 def area_fractions(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     """Predicted area fraction per class: (N, K) float32 (ignored pixels count in the denominator)."""
     out = np.zeros((len(maps), num_classes), np.float32)

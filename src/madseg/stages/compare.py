@@ -20,13 +20,13 @@ from madseg.annotation.tasks import AnnotationIncomplete
 from madseg.compare import competition_set, score_competition
 from madseg.config import Params
 from madseg.device import resolve_device
-from madseg.inference import fingerprint, predict_pool
+from madseg.inference import predict_model
 from madseg.io.atomic import read_json, write_json
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv, write_csv
 from madseg.io.voc import iter_masks
 from madseg.mining import area_bands
-from madseg.models.predictors import load_predictor
+from madseg.stops import AnswersIncomplete
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -69,18 +69,11 @@ def run(
     device = resolve_device(params.device)
     out = Path("data/compare") / name
     index = pool_index(pool)
-    ids = index["id"].tolist()
     stores = {}
     for label, source in zip(names, (model_a, model_b), strict=True):
-        store = PredictionStore(out / label)
-        predictor = load_predictor(source, classes=classes, device=device, batch_size=params.infer.batch_size)
-        predict_pool(
-            predictor, index, store, model_name=label, classes=classes,
-            fingerprint=fingerprint(source, ids, getattr(predictor, "policy", None)),
-            shard_size=params.infer.shard_size, batch_size=params.infer.batch_size, workers=params.infer.workers,
-            pin_memory=device.type == "cuda",
-        )  # fmt: skip
-        stores[label] = store
+        stores[label] = PredictionStore(out / label)
+        predict_model(source, index, stores[label], model_name=label, classes=classes, infer_params=params.infer,
+                      device=device)  # fmt: skip
     bands = area_bands(  # the same S0 area bands as mining
         iter_masks(params.dataset.voc_root, params.dataset.train_split, classes),
         classes, params.mining.area_quantiles, params.mining.area_overrides,
@@ -113,9 +106,9 @@ def run(
         write_json(receipt_path, receipt)
     try:
         _, _, labels = backend.import_pixel(receipt)
-    except AnnotationIncomplete as err:
-        raise SystemExit(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
-                         "label them, then run the same command again.") from err  # fmt: skip
+    except AnnotationIncomplete as err:  # an expected stop: a message and exit code 3, not a traceback
+        raise AnswersIncomplete(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
+                                "label them, then run the same command again.") from None  # fmt: skip
     result = score_competition(
         wanted, maps_a, maps_b, labels, classes, names=names,
         n_boot=params.evaluation.bootstrap, seed=params.evaluation.seed,

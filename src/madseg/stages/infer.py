@@ -9,10 +9,9 @@ import torch
 from madseg import paths
 from madseg.config import Params
 from madseg.device import resolve_device
-from madseg.inference import fingerprint, predict_pool
+from madseg.inference import predict_model
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
-from madseg.models.predictors import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,6 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
             f"target_{round_key}",
         )
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).sort_values("id").reset_index(drop=True)
-    device = resolve_device(params.device)
-    predictor = load_predictor(source, classes=classes, device=device, batch_size=params.infer.batch_size)
-    computed = predict_pool(
-        predictor, index, PredictionStore(out), model_name=name, classes=classes,
-        fingerprint=fingerprint(source, index["id"].tolist(), getattr(predictor, "policy", None)),
-        shard_size=params.infer.shard_size, batch_size=params.infer.batch_size, workers=params.infer.workers,
-        pin_memory=device.type == "cuda",
-    )  # fmt: skip
+    computed = predict_model(source, index, PredictionStore(out), model_name=name, classes=classes,
+                             infer_params=params.infer, device=resolve_device(params.device))  # fmt: skip
     log.info("%s: %d images, %d shards computed (the rest resumed)", name, len(index), computed)
