@@ -42,11 +42,25 @@ def test_dvc_plots_page_renders_offline(tiny_project):
 
 
 def test_study_table_shows_each_strategy_and_mads_margins():
-    from madseg.stages.report import _study_table
+    from madseg.report.sections import study_table_html
 
     study = {"seeds": [0, 1, 2], "d_eval_miou.mad": 80.0, "d_eval_miou.entropy": 78.5, "d_eval_miou.random": 79.0,
              "mad_minus_entropy": 1.5, "mad_minus_entropy_sd": 0.25, "mad_minus_random": 1.0,
              "mad_minus_random_sd": None, "competition.mad_minus_entropy": 4.0}  # fmt: skip
-    html = _study_table(study)
+    html = study_table_html(study)
     assert html.count("<tr>") == 4  # a header and three strategies
     assert "+1.50 ± 0.25" in html and "+1.00<" in html and "+4.0" in html and "[0, 1, 2]" in html
+
+
+def test_metrics_are_shown_with_at_most_three_decimals():
+    from madseg.report.sections import readable, science_html
+
+    assert [readable(v) for v in (0.7838009685857467, 2.0, 12, None, float("nan"))] == [
+        "0.784",
+        "2",
+        "12",
+        "—",
+        "—",
+    ]
+    html = science_html(None, {}, {"corner_miou_gain": 6.788299674994825, "t0_drop": None})
+    assert "6.788<" in html and "6.7882" not in html and "—" in html

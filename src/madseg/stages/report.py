@@ -20,6 +20,7 @@ from madseg.metrics import image_miou
 from madseg.render import comparison_overlay, png_bytes
 from madseg.report.charts import bar_chart, line_chart
 from madseg.report.pages import GalleryItem, Section, page, table1_html
+from madseg.report.sections import round_curves_html, science_html
 from madseg.selection import SCORE_LEVELS
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def run(params: Params) -> None:
             note="Points of mIoU. The target's row is highlighted; a T column is green where it rose since "
             "the previous round's T column and red where it fell.",
         ),
-        Section("mIoU per model across rounds", "curves", _round_curves(rounds, models, target)),
+        Section("mIoU per model across rounds", "curves", round_curves_html(rounds, models, target)),
         Section("Science", "science", _science()),
     ]
     write_text(out / "index.html", page("madseg report", overview, nav, provenance))
@@ -56,54 +57,14 @@ def run(params: Params) -> None:
     log.info("report written to %s", paths.REPORT_INDEX)
 
 
-def _round_curves(rounds: dict, models: list[str], target: str) -> str:
-    charts = []
-    for column, label in (("T0", "T0 (benchmark)"), ("T", "T^(i+1) (MAD test set)")):
-        series = {
-            m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())]
-            for m in models
-        }
-        charts.append(
-            line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target)
-        )
-    return f'<div class="charts">{"".join(charts)}</div>'
-
-
 def _science() -> str:
-    parts = []
     stability = sorted((paths.METRICS / "stability").glob("round_*.csv"))
-    if stability:
-        df = pd.concat([pd.read_csv(p) for p in stability])
-        series = {f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in df.groupby("round")}
-        parts.append(line_chart(series, title="Ranking stability (Appendix C)", x_label="k (first k images of T)",
-                                y_label="SRCC with all of T", y_range=(-1, 1)))  # fmt: skip
-    study = read_json(paths.METRICS / "study.json") if (paths.METRICS / "study.json").exists() else {}
-    if "seeds" in study:
-        parts.append(_study_table(study))
-    validity = paths.METRICS / "validity.json"
-    if validity.exists():
-        rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in sorted(read_json(validity).items()))
-        parts.append(f'<table class="t1"><tbody>{rows}</tbody></table>')
-    return "".join(parts) or '<p class="empty">no study results yet (see README: the validity study)</p>'
-
-
-def _study_table(study: dict) -> str:
-    """Appendix A at equal labelling budget: each strategy's final target on D_eval, and MAD's margins."""
-    rows = []
-    for strategy in ("mad", "entropy", "random"):
-        if f"d_eval_miou.{strategy}" not in study:
-            continue
-        margin = study.get(f"mad_minus_{strategy}")
-        sd = study.get(f"mad_minus_{strategy}_sd")
-        duel = study.get(f"competition.mad_minus_{strategy}")
-        cells = [strategy, f"{study[f'd_eval_miou.{strategy}']:.1f}",
-                 "" if margin is None else f"{margin:+.2f}" + ("" if sd is None else f" ± {sd:.2f}"),
-                 "" if duel is None else f"{duel:+.1f}"]  # fmt: skip
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("strategy", "D_eval mIoU (final target)", "MAD's margin (points, ± sd)",
-                                              "MAD competition: MAD − it (points)"))  # fmt: skip
-    caption = f"Validity study over seeds {study['seeds']} (scripts/validity_study.py)"
-    return f'<table class="t1"><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    study, validity = paths.METRICS / "study.json", paths.METRICS / "validity.json"
+    return science_html(
+        pd.concat([pd.read_csv(p) for p in stability]) if stability else None,
+        read_json(study) if study.exists() else {},
+        read_json(validity) if validity.exists() else {},
+    )
 
 
 def _copy(src: Path, out: Path, key: str, kind: str) -> str:
