@@ -49,6 +49,15 @@ def mining_dir(round_key: str) -> Path:
     return Path("data/mining") / f"round_{round_key}"
 
 
+POOL_ATTRIBUTES = Path("data/attributes/pool.csv")  # cheap per-image attributes of the pool (madseg.slices)
+SLICES = Path("data/slices")
+
+
+def slices_dir(round_key: str) -> Path:
+    """Failure slices of round i's M (slices.csv), from attributes and ratings, never truth."""
+    return SLICES / f"round_{round_key}"
+
+
 def annotations_dir(round_key: str) -> Path:
     return Path("annotations") / f"round_{round_key}"
 

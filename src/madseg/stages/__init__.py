@@ -7,6 +7,7 @@ runner (which preloads them) both read it here.
 STAGES = (
     "make_world",
     "crawl_index",
+    "attributes",
     "pretrain",
     "infer",
     "mine",
@@ -16,6 +17,7 @@ STAGES = (
     "build_T",
     "export_pixel_tasks",
     "import_masks",
+    "slices",
     "evaluate",
     "finetune",
     "summarize",

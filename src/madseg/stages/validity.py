@@ -25,6 +25,7 @@ from madseg.io.tables import read_csv, write_csv
 from madseg.metrics import confusion_matrix
 from madseg.mining import entropy_candidates, random_candidates
 from madseg.models.predictors import load_predictor
+from madseg.slices import factors_recovered
 from madseg.validity import group_scores, pairwise_disagreement, truly_wrong_fraction
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def run(params: Params) -> None:
     _disagreement(params, classes)
     _mining_precision(params, classes)
     _eval_pool_scores(params, classes)
+    _slices_recovery(params)
 
 
 def _disagreement(params: Params, classes) -> None:
@@ -131,6 +133,24 @@ def _eval_pool_scores(params: Params, classes) -> None:
     write_json(paths.METRICS / "validity.json", metrics)
     log.info("D_eval corner mIoU %+.1f points from f_t^(0) to f_t^(%s); T0 drop %.1f points",
              metrics["corner_miou_gain"], last, metrics["t0_drop"])  # fmt: skip
+
+
+def _slices_recovery(params: Params) -> None:
+    """How many of the pool's truth factors the final round's 10 top slices recover (metrics/slices.json)."""
+    final = max(params.rounds, key=int)
+    truth = read_csv(
+        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
+    )
+    named = truth.set_index("image_id")["factors"].fillna("").astype(str)
+    factors = sorted(set(";".join(named).split(";")) - {""})
+    m = read_csv(paths.mining_dir(final) / "M.csv", required=["image_id"])["image_id"]
+    slices = read_csv(paths.slices_dir(final) / "slices.csv", required=["rule", "group_ids"])
+    got = factors_recovered(slices, named.reindex(m).fillna(""), factors, top=10)
+    write_json(paths.METRICS / "slices.json",
+               {"round": int(final), "factors": len(factors), "factors_recovered_top10": len(got), "recovered": got})  # fmt: skip
+    log.info(
+        "the final round's 10 top slices recover %d of %d truth factors: %s", len(got), len(factors), got
+    )
 
 
 def _study_margins() -> dict:

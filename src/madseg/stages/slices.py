@@ -1,0 +1,37 @@
+"""slices@<round>: where M^(i+1) concentrates in the pool, as rules on cheap attributes (never the truth).
+
+Writes data/slices/round_<R>/slices.csv (rule, pool size and share, M size and share, lift, share of the
+lowest-rated images, examples, M's images in the slice) and metrics/slices/round_<R>.json.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from madseg import paths
+from madseg.config import Params
+from madseg.io.atomic import write_json
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv, write_csv
+from madseg.slices import round_slices
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, *, round_key: str) -> None:
+    attributes = read_csv(paths.POOL_ATTRIBUTES, required=["id"]).set_index("id")
+    m = read_csv(paths.mining_dir(round_key) / "M.csv", required=["image_id"])
+    mos = read_csv(paths.annotations_dir(round_key) / "mos.csv", required=["image_id", "mos", "vetoed"])
+    stats = PredictionStore(paths.target_predictions(round_key)).stats()
+    slices = round_slices(attributes, stats, params.dataset.class_list().names, m["image_id"].tolist(), mos)
+    write_csv(paths.slices_dir(round_key) / "slices.csv", slices)
+    top = slices.iloc[0] if len(slices) else None
+    write_json(
+        paths.METRICS / "slices" / f"round_{round_key}.json",
+        {"slices": len(slices), "top_rule": None if top is None else top["rule"],
+         "top_lift": None if top is None else float(top["lift"]),
+         "top_group_share": None if top is None else float(top["group_share"])},
+    )  # fmt: skip
+    log.info(
+        "round %s: %d slices of M; first: %s", round_key, len(slices), None if top is None else top["rule"]
+    )
