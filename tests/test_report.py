@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.browser import visit
@@ -64,3 +65,12 @@ def test_metrics_are_shown_with_at_most_three_decimals():
     ]
     html = science_html(None, {}, {"corner_miou_gain": 6.788299674994825, "t0_drop": None})
     assert "6.788<" in html and "6.7882" not in html and "—" in html
+
+
+def test_the_fine_tuning_chart_has_one_series_per_grid_candidate():
+    from madseg.report.sections import finetune_loss_html
+
+    curve = pd.DataFrame({"candidate_lr": [0.003] * 3 + [0.01] * 3, "epoch": [1, 2, 3] * 2,
+                          "loss": [0.3, 0.2, 0.1, 0.4, 0.2, 0.1], "lr": [0.002, 0.001, 0.0] * 2})  # fmt: skip
+    svg = finetune_loss_html(curve)
+    assert svg.count("<polyline") == 2 and ">lr 0.003<" in svg and ">lr 0.01<" in svg and ">lr 0<" not in svg

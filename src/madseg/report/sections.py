@@ -23,6 +23,14 @@ def round_curves_html(rounds: Mapping[str, Mapping[str, float]], models: list[st
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
+def finetune_loss_html(curve: pd.DataFrame) -> str:
+    """The fine-tune's loss per epoch, one series per learning-rate candidate of the grid (column candidate_lr;
+    curves written before it existed name the candidate lr)."""
+    column = "candidate_lr" if "candidate_lr" in curve else "lr"
+    series = {f"lr {lr:g}": list(zip(g["epoch"], g["loss"], strict=True)) for lr, g in curve.groupby(column)}
+    return line_chart(series, title="Fine-tuning loss", x_label="epoch", y_label="loss")
+
+
 def science_html(stability: pd.DataFrame | None, study: Mapping, validity: Mapping) -> str:
     """The ranking-stability chart (Appendix C; columns round, k, srcc), the validity study's table and the
     hidden-truth checks (metrics/validity.json) as a table of readable numbers."""

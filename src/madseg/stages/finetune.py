@@ -79,9 +79,10 @@ def run(params: Params, *, round_key: str) -> None:
         shutil.copyfile(row["source"], here_dir / row["mask"])
     write_csv(here_dir / "index.csv", pd.DataFrame(rows)[["image_id", "round", "mask"]])
 
+    # one curve per grid candidate (candidate_lr); lr is the poly-decayed rate at the epoch's end
     curve = pd.DataFrame(
-        [{"lr": r.lr, **h} for r in result.grid for h in r.history],
-        columns=["lr", "epoch", "loss", "t0_miou"],
+        [{"candidate_lr": r.lr, **h} for r in result.grid for h in r.history],
+        columns=["candidate_lr", "epoch", "loss", "lr", "t0_miou"],
     )
     write_csv(paths.METRICS / "finetune" / f"round_{round_key}_curve.csv", curve)
     write_json(

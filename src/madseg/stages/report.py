@@ -18,9 +18,9 @@ from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 from madseg.metrics import image_miou
 from madseg.render import comparison_overlay, png_bytes
-from madseg.report.charts import bar_chart, line_chart
+from madseg.report.charts import bar_chart
 from madseg.report.pages import GalleryItem, Section, page, table1_html
-from madseg.report.sections import round_curves_html, science_html
+from madseg.report.sections import finetune_loss_html, round_curves_html, science_html
 from madseg.selection import SCORE_LEVELS
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,7 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
         agree_text = f"<p>Annotator agreement (Krippendorff's α, ordinal): <b>{alpha if alpha is None else f'{alpha:.3f}'}</b></p>"
     curve = paths.METRICS / "finetune" / f"round_{key}_curve.csv"
     if curve.exists():
-        df = pd.read_csv(curve)
-        series = {f"lr {lr:g}": list(zip(g["epoch"], g["loss"], strict=True)) for lr, g in df.groupby("lr")}
-        charts.append(line_chart(series, title="Fine-tuning loss", x_label="epoch", y_label="loss"))
+        charts.append(finetune_loss_html(pd.read_csv(curve)))
     sections.append(
         Section(
             "Ratings, agreement and fine-tuning",
