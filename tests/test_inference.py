@@ -122,3 +122,13 @@ def test_inference_resumes_after_sigkill_with_identical_output(tmp_path):
         or f"{16 - done_before} shards computed" in rerun.stderr
     )
     assert _files(straight / "data/predictions") == _files(killed / "data/predictions")
+
+
+def test_finalize_removes_what_a_killed_write_left_behind(tmp_path):
+    rng = np.random.default_rng(2)
+    store = PredictionStore(tmp_path / "s")
+    store.write_shard(0, _shard(["a", "b"], rng), "fp")
+    leftover = tmp_path / "s" / "shards" / ".00001.json.abc123.tmp"  # as atomic_open names its temporaries
+    leftover.write_bytes(b'{"count": 1')
+    store.finalize(model="m", classes=["a", "b", "c"], shard_size=2, ids=["a", "b"], fingerprint="fp")
+    assert not leftover.exists() and store.ids() == ["a", "b"]

@@ -39,6 +39,15 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = True) -> 
         raise
 
 
+def remove_interrupted_writes(folder: str | Path) -> int:
+    """Delete the temporary files that writes killed mid-way (SIGKILL skips the cleanup) left below ``folder``;
+    only for a folder no other process is writing to. Returns how many were removed."""
+    leftovers = sorted(Path(folder).rglob(".*.tmp"))
+    for tmp in leftovers:
+        tmp.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
     with atomic_open(path, "wb", durable=durable) as f:
         f.write(data)

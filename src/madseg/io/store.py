@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from madseg.io.atomic import read_json, write_bytes, write_json
+from madseg.io.atomic import read_json, remove_interrupted_writes, write_bytes, write_json
 
 FORMAT_VERSION = 1
 
@@ -142,7 +142,8 @@ class PredictionStore:
         fingerprint: str,
         extra: dict | None = None,
     ) -> None:
-        """Write the manifest once every shard is done; removes shards left over from a larger earlier run."""
+        """Write the manifest once every shard is done; removes shards left over from a larger earlier run and
+        the temporary files of writes a killed run left behind."""
         n_shards = -(-len(ids) // shard_size) if ids else 0
         checksums = []
         for s in range(n_shards):
@@ -150,6 +151,7 @@ class PredictionStore:
             if meta["fingerprint"] != fingerprint:
                 raise ValueError(f"{self._sidecar(s)}: shard from another run (fingerprint mismatch)")
             checksums.append(meta["sha256"])
+        remove_interrupted_writes(self.root)
         for stale in sorted((self.root / "shards").glob("*.npz")):
             if int(stale.stem) >= n_shards:
                 stale.unlink()
