@@ -58,7 +58,7 @@ def test_second_repro_is_a_noop(tiny_project):
 
 
 def test_side_by_side_pretraining_equals_dvc_repro(tiny_project):
-    """The demo trained the models in parallel processes; `dvc repro -f` of one of them alone gives its bytes."""
+    """The demo trained the models in parallel processes; `dvc repro -f -s` of one of them alone gives its bytes."""
     kept = {p: (tiny_project / p).read_bytes() for p in ("dvc.lock", "metrics/pretrain/fpn.json")}
     try:
         _sh(["dvc", "repro", "-f", "-s", "pretrain@fpn"], tiny_project)

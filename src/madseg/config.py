@@ -184,8 +184,7 @@ class InputPolicyParams:
     pad_to: int = 32
 
     def policy(self, input_size: int) -> InputPolicy:
-        fields = {k: v for k, v in dataclasses.asdict(self).items()}
-        return InputPolicy(size=(input_size, input_size), **fields)
+        return InputPolicy(size=(input_size, input_size), **dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ demo's runner instead
 
 Weights depend on ``pretrain.threads`` / ``finetune.threads`` (params.yaml) and predictions on no thread count (a
 forward pass is bitwise the same on 1 and 2 threads), never on how many stages ran at once nor on how a stage's
-process was started: `dvc repro -f pretrain@unet` rebuilds the bytes the demo made (a test pins it).
+process was started: `dvc repro -f -s pretrain@unet` rebuilds the bytes the demo made (a test pins it).
 """
 
 from __future__ import annotations

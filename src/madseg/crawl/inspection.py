@@ -20,6 +20,21 @@ from madseg.io.images import image_id, to_rgb_image
 _MIN_POOL_ITEMS = 256  # below this a process pool costs more to start than it saves
 
 
+def open_header(data: bytes) -> Image.Image:
+    """Open image bytes lazily (the header only) if their magic bytes name an accepted format; else _Rejected
+    with the reason (the extension and the content-type are never trusted)."""
+    if not data:
+        raise _Rejected("empty_file", "0 bytes")
+    try:
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise _Rejected("not_an_image", f"magic bytes {data[:8].hex()}") from None
+    except Image.DecompressionBombError as e:
+        raise _Rejected("decompression_bomb", str(e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise _Rejected("corrupt", f"header: {e}") from None
+
+
 def inspect_bytes(data: bytes, *, source: str, path: str, limits: Limits) -> ImageRecord | Reject:
     """Validate, decode and hash one candidate's bytes (pure: no file IO).
 
@@ -47,19 +62,9 @@ def _decode(data: bytes, limits: Limits) -> tuple[int, int, Image.Image]:
 
     Stays in PIL (no array copies) since only the thumbnail is kept: the hashes need nothing else.
     """
-    if not data:
-        raise _Rejected("empty_file", "0 bytes")
     if len(data) > limits.max_bytes:
         raise _Rejected("too_many_bytes", f"{len(data)} bytes > max_bytes {limits.max_bytes}")
-    try:
-        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError:
-        raise _Rejected("not_an_image", f"magic bytes {data[:8].hex()}") from None
-    except Image.DecompressionBombError as e:
-        raise _Rejected("decompression_bomb", str(e)) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise _Rejected("corrupt", f"header: {e}") from None
-    with im:
+    with open_header(data) as im:
         w, h = im.size
         if w * h > limits.max_pixels:
             raise _Rejected("decompression_bomb", f"{w}x{h} = {w * h} px > max_pixels {limits.max_pixels}")

@@ -3,7 +3,6 @@ content-addressed store with a resumable journal."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -15,10 +14,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from madseg.crawl.records import ACCEPTED_FORMATS, Limits, Reject, _Rejected
+from madseg.crawl.inspection import open_header
+from madseg.crawl.records import Limits, Reject, _Rejected
 from madseg.io.atomic import write_bytes
 from madseg.io.images import image_id
 
@@ -169,17 +168,8 @@ def _download(client, url: str, limits: Limits, timeout_s: float) -> bytes:
 
 def _sniff(data: bytes) -> str:
     """The accepted format named by the magic bytes, or raise _Rejected (the content-type is not trusted)."""
-    if not data:
-        raise _Rejected("empty_file", "0 bytes")
-    try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
-            return str(im.format)
-    except UnidentifiedImageError:
-        raise _Rejected("not_an_image", f"magic bytes {data[:8].hex()}") from None
-    except Image.DecompressionBombError as e:
-        raise _Rejected("decompression_bomb", str(e)) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise _Rejected("corrupt", f"header: {e}") from None
+    with open_header(data) as im:
+        return str(im.format)
 
 
 def store_path(store_dir: str | Path, iid: str, fmt: str) -> Path:
