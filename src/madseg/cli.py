@@ -66,12 +66,9 @@ def _import_model(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
+    # the pipeline DVC reruns afterwards reads params.yaml, so the pull does too
     importlib.import_module("madseg.pull").pull(
-        Path("."),
-        load_params(args.params),
-        round_key=args.round,
-        answers=args.answers,
-        params_path=args.params,
+        load_params("params.yaml"), round_key=args.round, answers=args.answers
     )
 
 
@@ -130,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     pull.add_argument("--round", required=True, help="the round whose answers changed")
     pull.add_argument("--answers", choices=["all", "ratings", "masks"], default="all")
-    pull.add_argument("--params", default="params.yaml")
     pull.set_defaults(func=_pull)
 
     deps = sub.add_parser(

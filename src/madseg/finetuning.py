@@ -211,10 +211,11 @@ def finetune_target(
     """
     from concurrent.futures import ProcessPoolExecutor
 
+    from madseg.device import resolve_device
     from madseg.inference import evaluate_model
     from madseg.models.input_policy import InputPolicy
 
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or resolve_device("auto")
     torch.set_num_threads(params.threads)
     policy = InputPolicy.from_meta(meta)  # the views the target was pretrained on
     new_t = policy.training_views(*new, meta["mean"], meta["std"])

@@ -13,7 +13,6 @@ import importlib
 import logging
 import shutil
 import subprocess
-from pathlib import Path
 
 from madseg import paths
 from madseg.config import Params
@@ -24,24 +23,19 @@ log = logging.getLogger(__name__)
 IMPORTS = {"ratings": ("import_scores", "weak_export.json"), "masks": ("import_masks", "pixel_export.json")}
 
 
-def pull(
-    project: Path, params: Params, *, round_key: str, answers: str = "all", params_path: str
-) -> list[str]:
-    """Re-import ``answers`` (ratings, masks or all) of round ``round_key``; returns the import stages recorded.
+def pull(params: Params, *, round_key: str, answers: str = "all") -> list[str]:
+    """Re-import ``answers`` (ratings, masks or all) of round ``round_key`` in the project in the current folder
+    (where every stage runs); returns the import stages recorded.
 
     Raises the import's expected stop (madseg.stops) before anything is written when the answers cannot be had.
     """
     if round_key not in params.rounds:
         raise SystemExit(f"pull: no round {round_key!r}; rounds: {', '.join(params.rounds)}")
-    if params_path != "params.yaml":
-        raise SystemExit(
-            "pull: DVC reads params.yaml; run it from a project whose params.yaml is the one to use"
-        )
     kinds = list(IMPORTS) if answers == "all" else [answers]
     pulled = []
     for kind in kinds:
         stage, receipt = IMPORTS[kind]
-        if not (project / paths.annotations_dir(round_key) / receipt).exists():
+        if not (paths.annotations_dir(round_key) / receipt).exists():
             if answers == kind:
                 raise SystemExit(
                     f"pull: round {round_key} has no {kind} tasks yet (no {receipt}): run `dvc repro`"
@@ -53,13 +47,13 @@ def pull(
     if not pulled:
         raise SystemExit(f"pull: round {round_key} has no tasks exported yet: run `dvc repro`")
     dvc = shutil.which("dvc") or "dvc"
-    _run([dvc, "commit", "--force", "--quiet", *pulled], project)
-    _run([dvc, "repro", "--downstream", *pulled], project)
+    _run([dvc, "commit", "--force", "--quiet", *pulled])
+    _run([dvc, "repro", "--downstream", *pulled])
     return pulled
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    done = subprocess.run(cmd, cwd=cwd)
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd)
     if done.returncode != 0:
         raise SystemExit(
             f"pull: `{' '.join(cmd[:2])} ...` stopped (exit {done.returncode}); the log above says why"

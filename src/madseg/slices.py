@@ -103,7 +103,8 @@ def find_slices(
         in_group: (N,) bool, e.g. membership in M.
         worst: (N,) bool, e.g. among the lowest-rated images of S (optional).
     Returns:
-        columns rule, pool_size, pool_share, group_size, group_share, lift, worst_share, excess, examples.
+        columns rule, pool_size, pool_share, group_size, group_share, lift, worst_share, excess, examples (the
+        first ``examples`` of the slice's group images), group_ids (all of them); ids ';'-joined.
     """
     in_group = np.asarray(in_group, dtype=bool)
     if len(in_group) != len(table):
@@ -111,7 +112,7 @@ def find_slices(
     n, n_group = len(table), int(in_group.sum())
     if n == 0 or n_group == 0:
         return pd.DataFrame(columns=["rule", "pool_size", "pool_share", "group_size", "group_share", "lift",
-                                     "worst_share", "excess", "examples"])  # fmt: skip
+                                     "worst_share", "excess", "examples", "group_ids"])  # fmt: skip
     # a condition that holds for (nearly) every image or none says nothing
     singles = [(c, m) for c in _conditions(table) if 0 < (m := c.mask(table)).sum() <= 0.95 * n]
 
@@ -140,6 +141,7 @@ def find_slices(
             "worst_share": float(worst[mask].sum() / max(int(worst.sum()), 1)) if worst is not None else None,
             "excess": group_size / n_group - size / n,
             "examples": ";".join(sorted(ids[mask & in_group])[:examples]),
+            "group_ids": ";".join(sorted(ids[mask & in_group])),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -228,7 +230,7 @@ def round_slices(
         mos: the round's ratings (image_id, mos, vetoed): the lowest-rated quarter of the rated, non-vetoed
             images of M are "worst". None: no ratings yet.
     Returns:
-        find_slices' columns plus group_ids (the slice's images of M, ';'-joined).
+        find_slices' columns.
     """
     stats = target_stats.set_index("id")
     table = attributes.join(prediction_attributes(stats, class_names)).join(stats["entropy"])
@@ -238,10 +240,7 @@ def round_slices(
         rated = mos[~mos["vetoed"].astype(bool)]
         cut = rated["mos"].quantile(0.25)
         worst = table.index.isin(rated.loc[rated["mos"] <= cut, "image_id"])
-    slices = find_slices(table, in_m, worst=worst, top=top, examples=10**9)
-    return slices.rename(columns={"examples": "group_ids"}).assign(
-        examples=lambda d: d["group_ids"].str.split(";").str[:5].str.join(";")
-    )
+    return find_slices(table, in_m, worst=worst, top=top)
 
 
 def factors_recovered(

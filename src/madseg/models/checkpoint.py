@@ -20,7 +20,15 @@ FORMAT = 1
 REQUIRED = ("format", "arch", "kwargs", "classes", "input_size", "mean", "std", "provenance", "state_dict")
 
 
-OPTIONAL = ("input_policy",)  # absent: resize to input_size (checkpoints from before input policies)
+OPTIONAL = ("input_policy",)
+ORIGIN = ("pretrained", "imported")  # provenance keys saying where the round-0 weights came from
+
+
+def weights_origin(provenance: dict) -> dict:
+    """The provenance entries that travel from a checkpoint to its fine-tuned descendants and the model card."""
+    return {
+        k: provenance[k] for k in ORIGIN if k in provenance
+    }  # absent: resize to input_size (checkpoints from before input policies)
 
 
 def make_meta(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from madseg.device import resolve_device
 from madseg.io.images import read_mask
 from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.models.input_policy import InputPolicy, native_maps, resize_map
@@ -82,7 +83,7 @@ class TorchPredictor:
         self, module, *, policy: InputPolicy, mean, std, lut: np.ndarray, device: torch.device | None = None,
         batch_size: int = 64,
     ):  # fmt: skip
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.policy, self.mean, self.std, self.lut, self.batch_size = policy, mean, std, lut, batch_size
 

@@ -10,7 +10,7 @@ import torch
 from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import sha256_file, write_json
-from madseg.models.checkpoint import load_checkpoint, save_torchscript
+from madseg.models.checkpoint import load_checkpoint, save_torchscript, weights_origin
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def run(params: Params) -> None:
         for k in ("arch", "kwargs", "classes", "input_size", "mean", "std", "input_policy")
         if k in meta
     }
-    card |= {k: meta["provenance"][k] for k in ("pretrained", "imported") if k in meta["provenance"]}
+    card |= weights_origin(meta["provenance"])
     card |= {"round": int(final), "checkpoint_sha256": sha256_file(source), "logits": "N x K x H x W",
              "usage": "torch.jit.load('target.ts')(normalised NCHW float) -> logits; "
                       "or madseg.models.checkpoint.load_checkpoint('target.pt')"}  # fmt: skip

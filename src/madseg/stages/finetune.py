@@ -15,7 +15,7 @@ from madseg.io.atomic import sha256_file, write_json
 from madseg.io.images import read_mask, read_rgb
 from madseg.io.tables import read_csv, write_csv
 from madseg.io.voc import read_split
-from madseg.models.checkpoint import load_checkpoint, save_checkpoint
+from madseg.models.checkpoint import load_checkpoint, save_checkpoint, weights_origin
 from madseg.selection import labelled_set
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def run(params: Params, *, round_key: str) -> None:
         "lr": result.best.lr,
         "lr_grid": {str(r.lr): r.t0_miou for r in result.grid},
         # where the round-0 weights came from travels with every descendant (and into the model card)
-        **{k: meta["provenance"][k] for k in ("pretrained", "imported") if k in meta["provenance"]},
+        **weights_origin(meta["provenance"]),
     }
     save_checkpoint(paths.target_checkpoint(spec.next), result.model, meta, provenance=provenance)
 
