@@ -1,19 +1,21 @@
-"""Benchmark of MAD mining on a synthetic prediction store (>= 100,000 images, 6 models).
+"""Benchmark of MAD mining on a synthetic prediction store (by default 5,120 maps of 500x375, 6 models).
 
 Prints and writes metrics/bench/mine.json:
 - mine_s: streaming MAD mining over the whole store (a fresh subprocess, so its peak RSS is its own);
 - read_floor_s: reading (and checksum-verifying) every shard of every model once, nothing else: the I/O floor;
 - ratio_to_read_floor = mine_s / read_floor_s;
-- speedup_vs_naive: a naive reference (the store read once + one confusion matrix per image pair and per-image
-  areas in a Python loop, the way the paper's released code works) measured on a subsample and scaled to the
-  pool, divided by mine_s;
+- speedup_vs_naive: a naive reference (the store read once + one bincount confusion matrix per image pair and
+  per-image areas in a Python loop) measured on a subsample and scaled to the pool, divided by mine_s;
+- speedup_vs_paper_code: the same with the paper's released code's per-pair ``sklearn.metrics.confusion_matrix``;
 - peak_mem_mb_small / peak_mem_mb_large: peak RSS of the mining subprocess over the first ``--small`` images
   and over all of them (bounded memory: they should be about equal).
 
 The store is made fast: a few hundred base maps with blobs, each image a base map, each competitor the
-target's map with a random blob of another base map pasted in for some images.
+target's map shifted by up to two pixels (models disagree along every boundary) with a random blob of another
+base map pasted in for some images.
 
-    .venv/bin/python benchmarks/mine.py [--images 100000] [--models 6] [--size 32] [--small 10000]
+    .venv/bin/python benchmarks/mine.py [--images 5120] [--models 6] [--height 375 --width 500] [--small 1024]
+    .venv/bin/python benchmarks/mine.py --images 100000 --height 32 --width 32 --small 10000  # many small maps
 """
 
 from __future__ import annotations
@@ -41,14 +43,15 @@ CLASSES = make_class_list("demo")
 K = CLASSES.num_classes
 
 
-def base_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(n, size, size) uint8 maps with 1-3 discs/rectangles of random foreground classes."""
-    yy, xx = np.mgrid[:size, :size]
-    out = np.zeros((n, size, size), np.uint8)
+def base_maps(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+    """(n, height, width) uint8 maps with 1-3 discs/rectangles of random foreground classes."""
+    yy, xx = np.mgrid[:height, :width]
+    out = np.zeros((n, height, width), np.uint8)
     for i in range(n):
         for _ in range(rng.integers(1, 4)):
             cls = rng.integers(1, K)
-            cy, cx, r = [*rng.integers(0, size, 2).tolist(), int(rng.integers(2, size // 3))]
+            cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
+            r = int(rng.integers(2, max(3, min(height, width) // 3)))
             shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if rng.random() < 0.5 else (
                 (abs(yy - cy) <= r) & (abs(xx - cx) <= r))  # fmt: skip
             out[i][shape] = cls
@@ -56,12 +59,12 @@ def base_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 
 def build_store(
-    root: Path, n_images: int, n_models: int, size: int, shard_size: int, seed: int = 0
+    root: Path, n_images: int, n_models: int, height: int, width: int, shard_size: int, seed: int = 0
 ) -> list[str]:
     """Write ``n_models`` stores (target + competitors c1..) over ``n_images`` ids; return the names."""
     rng = np.random.default_rng(seed)
-    bases = base_maps(rng, 512, size)
-    blobs = base_maps(rng, 64, size) > 0  # paste masks
+    bases = base_maps(rng, 512 if height * width <= 4096 else 64, height, width)
+    blobs = base_maps(rng, 64 if height * width <= 4096 else 16, height, width) > 0  # paste masks
     ids = [f"{v:016x}" for v in np.unique(rng.integers(0, 2**63, n_images + 100))[:n_images]]
     names = ["target", *[f"c{j}" for j in range(1, n_models)]]
     stores = {m: PredictionStore(root / m) for m in names}
@@ -76,10 +79,12 @@ def build_store(
                 changed = rng.random(n) < 0.4
                 paste = blobs[rng.integers(0, len(blobs), n)] & changed[:, None, None]
                 maps = np.where(paste, bases[rng.integers(0, len(bases), n)], target)
+                if height * width > 4096:
+                    shifts = rng.integers(-2, 3, (n, 2))
+                    maps = np.stack([np.roll(m, tuple(d), (0, 1)) for m, d in zip(maps, shifts, strict=True)])
             # approximate area fractions (subsampled): mining computes its own from the maps
-            area = np.stack([np.bincount(x.ravel(), minlength=K) for x in maps[:, ::4, ::4]]) / (
-                size * size / 16
-            )
+            sub = maps[:, ::4, ::4]
+            area = np.stack([np.bincount(x.ravel(), minlength=K) for x in sub]) / sub[0].size
             entropy = rng.random(n).astype(np.float32)
             shard = Shard(list(ids[sl]), list(maps), area.astype(np.float32), entropy, np.ones(n, np.float32))
             stores[m].write_shard(s, shard, "bench")
@@ -98,28 +103,34 @@ def read_floor(root: Path, names: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def naive_per_image(root: Path, names: list[str], n_shards: int) -> tuple[float, int]:
-    """The paper-style loop on the first shards: per image and competitor, one confusion matrix and its mIoU,
-    per-image areas, then plain sorted lists per group. Returns (seconds for the compute, images)."""
-    target = [PredictionStore(root / "target").read_shard(s) for s in range(n_shards)]
-    comps = {m: [PredictionStore(root / m).read_shard(s) for s in range(n_shards)] for m in names[1:]}
+def sklearn_confusion(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """The paper's released code: one ``sklearn.metrics.confusion_matrix`` per image pair."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    return sk_confusion(a.ravel(), b.ravel(), labels=list(range(k)))
+
+
+def naive_per_image(root: Path, names: list[str], images: int, confusion=confusion_matrix) -> tuple[float, int]:
+    """The per-image loop on the first ``images`` images: per image and competitor, one ``confusion`` matrix and
+    its mIoU, per-image areas, then plain sorted lists per group. Returns (seconds for the compute, images)."""
+    target = PredictionStore(root / "target").read_shard(0)
+    comps = {m: PredictionStore(root / m).read_shard(0) for m in names[1:]}
     t0 = time.perf_counter()
     groups: dict[tuple[str, int, str], list[tuple[float, str]]] = {}
     n = 0
-    for s, t in enumerate(target):
-        for i, image in enumerate(t.ids):
-            n += 1
-            a = t.maps[i]
-            a_area = np.bincount(a.ravel(), minlength=K)[:K] / a.size
-            for m in names[1:]:
-                b = comps[m][s].maps[i]
-                d = 1.0 - mean_iou(confusion_matrix(a, b, K))
-                b_area = np.bincount(b.ravel(), minlength=K)[:K] / b.size
-                for k in range(1, K):
-                    if a_area[k] > 0:
-                        groups.setdefault((m, k, "t"), []).append((-d, image))
-                    if b_area[k] > 0:
-                        groups.setdefault((m, k, "c"), []).append((-d, image))
+    for i, image in enumerate(target.ids[:images]):
+        n += 1
+        a = target.maps[i]
+        a_area = np.bincount(a.ravel(), minlength=K)[:K] / a.size
+        for m in names[1:]:
+            b = comps[m].maps[i]
+            d = 1.0 - mean_iou(confusion(a, b, K))
+            b_area = np.bincount(b.ravel(), minlength=K)[:K] / b.size
+            for k in range(1, K):
+                if a_area[k] > 0:
+                    groups.setdefault((m, k, "t"), []).append((-d, image))
+                if b_area[k] > 0:
+                    groups.setdefault((m, k, "c"), []).append((-d, image))
     for v in groups.values():
         v.sort()
     return time.perf_counter() - t0, n
@@ -156,12 +167,14 @@ def run_child(store: Path, n_shards: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--images", type=int, default=5120)
     ap.add_argument("--models", type=int, default=6)
-    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--height", type=int, default=375)
+    ap.add_argument("--width", type=int, default=500)
     ap.add_argument("--shard-size", type=int, default=1024)
-    ap.add_argument("--small", type=int, default=10_000)
-    ap.add_argument("--naive-shards", type=int, default=2)
+    ap.add_argument("--small", type=int, default=1024)
+    ap.add_argument("--naive-images", type=int, default=200)
+    ap.add_argument("--paper-images", type=int, default=20)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "mine.json")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -174,10 +187,10 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="madseg-bench-mine-"))
     try:
         t0 = time.perf_counter()
-        names = build_store(work, args.images, args.models, args.size, args.shard_size)
+        names = build_store(work, args.images, args.models, args.height, args.width, args.shard_size)
         build_s = time.perf_counter() - t0
         n_shards = -(-args.images // args.shard_size)
-        print(f"store: {args.images} images x {len(names)} models, {args.size}x{args.size} maps, "
+        print(f"store: {args.images} images x {len(names)} models, {args.height}x{args.width} maps, "
               f"{n_shards} shards each, built in {build_s:.1f} s")  # fmt: skip
         floor = read_floor(work, names)
         print(f"read floor (every shard of every model once): {floor:.2f} s")
@@ -186,23 +199,30 @@ def main() -> None:
         small = run_child(work, small_shards)
         print(f"mining: {large['mine_s']:.2f} s ({large['mine_s'] / floor:.2f}x the read floor), "
               f"{large['rows']} candidate rows, |M| = {large['M']}")  # fmt: skip
-        naive_s, naive_n = naive_per_image(work, names, args.naive_shards)
-        naive_total = floor + naive_s * args.images / naive_n
-        print(f"naive loop: {naive_s:.2f} s for {naive_n} images -> {naive_total:.1f} s for the pool "
-              f"(with the read floor); speedup {naive_total / large['mine_s']:.1f}x")  # fmt: skip
+        scaled = {}
+        for key, confusion, images in (("naive", confusion_matrix, args.naive_images),
+                                       ("paper_code", sklearn_confusion, args.paper_images)):  # fmt: skip
+            seconds, n = naive_per_image(work, names, images, confusion)
+            scaled[key] = floor + seconds * args.images / n
+            print(f"{key} loop: {seconds:.2f} s for {n} images -> {scaled[key]:.1f} s for the pool "
+                  f"(with the read floor); speedup {scaled[key] / large['mine_s']:.1f}x")  # fmt: skip
         print(f"peak RSS of mining: {small['peak_mb']:.0f} MB over {small_shards * args.shard_size} images, "
               f"{large['peak_mb']:.0f} MB over {args.images}")  # fmt: skip
         result = {
             "images": args.images,
             "models": len(names),
-            "map_size": args.size,
+            "map_height": args.height,
+            "map_width": args.width,
             "shard_size": args.shard_size,
             "mine_s": round(large["mine_s"], 3),
             "read_floor_s": round(floor, 3),
             "ratio_to_read_floor": round(large["mine_s"] / floor, 3),
-            "naive_s_scaled": round(naive_total, 3),
-            "naive_subsample_images": naive_n,
-            "speedup_vs_naive": round(naive_total / large["mine_s"], 2),
+            "naive_s_scaled": round(scaled["naive"], 3),
+            "naive_subsample_images": min(args.naive_images, args.shard_size),
+            "speedup_vs_naive": round(scaled["naive"] / large["mine_s"], 2),
+            "paper_code_s_scaled": round(scaled["paper_code"], 3),
+            "paper_code_subsample_images": min(args.paper_images, args.shard_size),
+            "speedup_vs_paper_code": round(scaled["paper_code"] / large["mine_s"], 2),
             "peak_mem_mb_small": round(small["peak_mb"], 1),
             "peak_mem_mb_large": round(large["peak_mb"], 1),
             "small_images": small_shards * args.shard_size,

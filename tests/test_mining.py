@@ -295,7 +295,7 @@ def test_fewer_shards_is_an_error(tmp_path):
     ids = _ids(6)
     stores = {"target": make_store(tmp_path / "t", "target", ids, [box()] * 6),
               "fpn": make_store(tmp_path / "g", "fpn", ids[:4], [box()] * 4)}  # fmt: skip
-    with pytest.raises(ValueError, match=r"\['fpn'\] have fewer shards"):
+    with pytest.raises(ValueError, match=r"competitor 'fpn' has fewer shards"):
         mine(stores, WIDE)
 
 

@@ -60,6 +60,34 @@ def fingerprint(model_path: str | Path, ids: Sequence[str], policy: InputPolicy 
     return h.hexdigest()
 
 
+def check_index(index: pd.DataFrame) -> list[str]:
+    """The pool index's ids, refusing an index that is not sorted by id with unique ids (stores line up by it)."""
+    ids = index["id"].tolist()
+    if ids != sorted(ids) or len(set(ids)) != len(ids):
+        raise ValueError("the pool index must be sorted by id with unique ids")
+    return ids
+
+
+def pending_shards(store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int) -> list[int]:
+    """The shards of ``index`` that ``store`` does not hold finished (same fingerprint, intact bytes)."""
+    n_shards = -(-len(index) // shard_size)
+    ids = index["id"].tolist()
+    return [s for s in range(n_shards)
+            if not store.shard_is_done(s, fingerprint, ids[s * shard_size : (s + 1) * shard_size])]  # fmt: skip
+
+
+def build_shard(ids: Sequence[str], predictions: Sequence[Prediction], classes: ClassList) -> Shard:
+    """One shard from its batches' predictions, in order."""
+    maps = [m for p in predictions for m in p.maps]
+    return Shard(
+        ids=list(ids),
+        maps=maps,
+        area=area_fractions(maps, classes.num_classes),
+        entropy=np.concatenate([p.entropy for p in predictions]),
+        maxprob=np.concatenate([p.maxprob for p in predictions]),
+    )
+
+
 def predict_pool(
     predictor,
     index: pd.DataFrame,
@@ -76,18 +104,13 @@ def predict_pool(
     """Predict every image of ``index`` (columns id, path; sorted by id) into ``store``, shard by shard.
 
     Finished shards (sidecar present, same fingerprint, intact bytes) are kept, so a killed run resumes
-    where it stopped and ends with the same bytes as an uninterrupted one. Returns the shards computed.
+    where it stopped and ends with the same bytes as an uninterrupted one. Batches are ``batch_size``
+    consecutive images of a shard (the Ray backend cuts the same batches). Returns the shards computed.
     """
-    ids = index["id"].tolist()
-    if ids != sorted(ids) or len(set(ids)) != len(ids):
-        raise ValueError("the pool index must be sorted by id with unique ids")
-    n_shards = -(-len(ids) // shard_size)
-    computed = 0
-    for s in tqdm(range(n_shards), desc=f"infer {model_name}", unit="shard"):
+    ids = check_index(index)
+    todo = pending_shards(store, index, fingerprint, shard_size)
+    for s in tqdm(todo, desc=f"infer {model_name}", unit="shard"):
         rows = index.iloc[s * shard_size : (s + 1) * shard_size]
-        if store.shard_is_done(s, fingerprint, rows["id"].tolist()):
-            continue
-        maps, entropy, maxprob = [], [], []
         loader = DataLoader(
             _Images(rows["path"].tolist(), predictor),
             batch_size=batch_size,
@@ -95,33 +118,19 @@ def predict_pool(
             collate_fn=_collate,
             pin_memory=pin_memory,
         )
-        offset = 0
+        predictions, offset = [], 0
         for batch, shapes in loader:
             batch_ids = rows["id"].iloc[offset : offset + len(shapes)].tolist()
             offset += len(shapes)
             if predictor.needs_pixels:
-                pred = predictor.infer(batch, shapes)
+                predictions.append(predictor.infer(batch, shapes))
             else:
-                pred = predictor.predict([None] * len(batch_ids), batch_ids)
-            maps.extend(pred.maps)
-            entropy.append(pred.entropy)
-            maxprob.append(pred.maxprob)
-        store.write_shard(
-            s,
-            Shard(
-                ids=rows["id"].tolist(),
-                maps=maps,
-                area=area_fractions(maps, classes.num_classes),
-                entropy=np.concatenate(entropy),
-                maxprob=np.concatenate(maxprob),
-            ),
-            fingerprint,
-        )
-        computed += 1
+                predictions.append(predictor.predict([None] * len(batch_ids), batch_ids))
+        store.write_shard(s, build_shard(rows["id"].tolist(), predictions, classes), fingerprint)
     store.finalize(
         model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint
     )
-    return computed
+    return len(todo)
 
 
 def predict_model(

@@ -85,7 +85,12 @@ def miou_from_batch(cms: np.ndarray) -> np.ndarray:
     """Per-image mIoU from (N, K, K) confusion matrices: (N,) float64 (1.0 for an all-ignored image)."""
     cms = cms.astype(np.float64)
     tp = np.diagonal(cms, axis1=1, axis2=2)
-    union = cms.sum(1) + cms.sum(2) - tp
+    return miou_from_counts(tp, cms.sum(1) + cms.sum(2) - tp)
+
+
+def miou_from_counts(tp: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """Per-image mIoU from (N, K) intersections and unions: (N,) float64 (1.0 where no class is present)."""
+    tp, union = tp.astype(np.float64), union.astype(np.float64)
     present = union > 0
     iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
     count = present.sum(1)

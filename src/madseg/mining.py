@@ -20,15 +20,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from madseg.io.store import PredictionStore, Shard
 from madseg.labels import IGNORE_INDEX, ClassList
-from madseg.metrics import batch_confusion, miou_from_batch, pixel_accuracy_from_batch
+from madseg.metrics import miou_from_counts
 
 log = logging.getLogger(__name__)
 
@@ -155,36 +155,77 @@ def _check_bands(bands: np.ndarray, classes: ClassList) -> None:
 
 
 # ------------------------------------------------------------------------------------------- per shard
-def _stack_group(maps: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    return np.stack([maps[i] for i in rows]).reshape(len(rows), -1)
+# images below this many pixels are histogrammed together (one bincount over image-tagged codes); larger ones
+# one by one with torch's bincount, which counts uint8 directly instead of widening every pixel to int64
+_SMALL_IMAGE_PIXELS = 1 << 16
+_CODES_PER_CHUNK = 1 << 22
 
 
-def _histograms(flat: np.ndarray) -> np.ndarray:
-    """(n, P) uint8 maps -> (n, 256) int64 per-image value counts (one bincount for the whole group)."""
-    n = flat.shape[0]
-    codes = (np.arange(n, dtype=np.int64)[:, None] << 8) | flat
-    return np.bincount(codes.reshape(-1), minlength=n * 256).reshape(n, 256)
+def image_histograms(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-image value counts of maps stored end to end.
+
+    Args:
+        flat: (sum H*W,) uint8, the maps end to end.
+        offsets: (N + 1,) int64, image i is ``flat[offsets[i]:offsets[i + 1]]``.
+    Returns:
+        (N, 256) int64.
+    """
+    n = len(offsets) - 1
+    sizes = np.diff(offsets)
+    out = np.zeros((n, 256), np.int64)
+    if n == 0:
+        return out
+    if sizes.max() >= _SMALL_IMAGE_PIXELS:
+        pixels = torch.from_numpy(flat)
+        for i in range(n):
+            out[i] = torch.bincount(pixels[offsets[i] : offsets[i + 1]], minlength=256).numpy()
+        return out
+    start = 0
+    while start < n:  # chunks of whole images, about _CODES_PER_CHUNK pixels each
+        stop = int(np.searchsorted(offsets, offsets[start] + _CODES_PER_CHUNK, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        tags = np.repeat(np.arange(stop - start, dtype=np.int64) << 8, sizes[start:stop])
+        codes = tags | flat[offsets[start] : offsets[stop]]
+        out[start:stop] = np.bincount(codes, minlength=(stop - start) * 256).reshape(-1, 256)
+        start = stop
+    return out
 
 
-def _checked_counts(
-    flat: np.ndarray, ids: Sequence[str], rows: np.ndarray, k: int, model: str
-) -> np.ndarray | None:
-    """Validate (n, P) uint8 maps. None when every value is a class id (cheap: one max; the class counts can
-    then come from a confusion matrix's margins), else the (n, K) class counts from a histogram."""
-    if int(flat.max(initial=0)) < k:
-        return None
-    hist = _histograms(flat)
-    _check_values(hist, ids, rows, k, model)
-    return hist[:, :k]
+def disagreements(a: np.ndarray, b: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels where two models' maps differ.
+
+    Compared eight pixels at a time as uint64 words; only the words that differ are opened, so the cost follows
+    the disagreement, not the image size.
+
+    Args:
+        a, b: (sum H*W,) uint8, two models' maps end to end over the same images.
+        offsets: (N + 1,) int64 image offsets into them.
+    Returns:
+        image index (D,) int64, a's value (D,) int64 and b's value (D,) int64 of every differing pixel, in pixel
+        order.
+    """
+    whole = len(a) - len(a) % 8
+    wa, wb = a[:whole].view(np.uint64), b[:whole].view(np.uint64)
+    words = np.flatnonzero(wa != wb)
+    pa, pb = wa[words].view(np.uint8), wb[words].view(np.uint8)
+    byte = np.flatnonzero(pa != pb)
+    pos = words[byte >> 3] * 8 + (byte & 7)
+    av, bv = pa[byte], pb[byte]
+    tail = np.flatnonzero(a[whole:] != b[whole:]) + whole
+    if tail.size:
+        pos, av, bv = np.concatenate([pos, tail]), np.concatenate([av, a[tail]]), np.concatenate([bv, b[tail]])
+    per_image = np.diff(np.searchsorted(pos, offsets))
+    image = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), per_image)
+    return image, av.astype(np.int64), bv.astype(np.int64)
 
 
-def _check_values(hist: np.ndarray, ids: Sequence[str], rows: np.ndarray, k: int, model: str) -> None:
+def _check_values(hist: np.ndarray, ids: Sequence[str], k: int, model: str) -> None:
     bad = hist[:, k:IGNORE_INDEX].any(1)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         values = (np.flatnonzero(hist[r, k:IGNORE_INDEX]) + k).tolist()
         raise ValueError(
-            f"image {ids[rows[r]]}: model {model!r} predicts class ids {values} outside the class list "
+            f"image {ids[r]}: model {model!r} predicts class ids {values} outside the class list "
             f"(0..{k - 1}, ignore {IGNORE_INDEX})"
         )
 
@@ -202,6 +243,60 @@ def _check_ids(target: Shard, other: Shard, name: str, s: int) -> None:
     raise ValueError(f"shard {s}: competitor {name!r} holds the target's images in another order")
 
 
+class TargetShard:
+    """The target's side of one shard, computed once and compared with each competitor's shard in turn.
+
+    Images of one shard may differ in size; the shard is handled as one stream of pixels, never copied per
+    image, and the cost per competitor follows the pixels where it differs from the target.
+    """
+
+    def __init__(self, target: Shard, num_classes: int, shard_index: int = 0):
+        self.shard, self.k, self.shard_index = target, num_classes, shard_index
+        self.ids = list(target.ids)
+        self.flat, self.offsets = target.pixels()
+        self.pixels = np.diff(self.offsets)[:, None].astype(np.float64)
+        self.hist = image_histograms(self.flat, self.offsets)
+        _check_values(self.hist, self.ids, num_classes, "target")
+        self.counts = self.hist[:, :num_classes]
+        self.area = self.counts / self.pixels  # (N, K) float64
+
+    def versus(self, other: Shard, name: str, distance: str = "miou") -> tuple[np.ndarray, np.ndarray]:
+        """Competitor ``name``'s area fractions (N, K) float64 and distance to the target (N,) float64, rounded
+        to DISTANCE_DECIMALS. Raises ValueError naming the image and model for mismatched ids or shapes, or
+        class ids outside the list."""
+        if distance not in DISTANCES:
+            raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
+        _check_ids(self.shard, other, name, self.shard_index)
+        for i, (a, b) in enumerate(zip(self.shard.maps, other.maps, strict=True)):
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"image {self.ids[i]}: competitor {name!r}'s map is {b.shape}, the target's is {a.shape}"
+                )
+        n, k = len(self.ids), self.k
+        # the confusion of two maps follows from the target's class counts and the pixels where they differ:
+        # intersection_k = count_k(target) - differing pixels where the target says k
+        image, av, bv = disagreements(self.flat, other.pixels()[0], self.offsets)
+        tag = image << 8
+        b_hist = np.bincount(tag | bv, minlength=n * 256).reshape(n, 256)
+        _check_values(b_hist, self.ids, k, name)  # where the maps agree, the target's check covered it
+        a_hist = np.bincount(tag | av, minlength=n * 256).reshape(n, 256)
+        tp = self.counts - a_hist[:, :k]
+        c_counts = tp + b_hist[:, :k]
+        if self.hist[:, IGNORE_INDEX].any() or b_hist[:, IGNORE_INDEX].any():
+            # a pixel ignored in either map leaves the confusion (and so the union) altogether
+            valid = (av != IGNORE_INDEX) & (bv != IGNORE_INDEX)
+            image, tag, av, bv = image[valid], tag[valid], av[valid], bv[valid]
+            a_hist = np.bincount(tag | av, minlength=n * 256).reshape(n, 256)
+            b_hist = np.bincount(tag | bv, minlength=n * 256).reshape(n, 256)
+        if distance == "miou":
+            sim = miou_from_counts(tp, tp + a_hist[:, :k] + b_hist[:, :k])
+        else:
+            correct = tp.sum(1).astype(np.float64)
+            total = correct + np.bincount(image, minlength=n)
+            sim = np.divide(correct, total, out=np.ones_like(total), where=total > 0)
+        return c_counts / self.pixels, np.round(1.0 - sim, DISTANCE_DECIMALS)
+
+
 def shard_pair_stats(
     target: Shard,
     competitors: Mapping[str, Shard],
@@ -209,9 +304,7 @@ def shard_pair_stats(
     distance: str = "miou",
     shard_index: int = 0,
 ) -> tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Per-image statistics of one shard, computed once while the maps are in memory.
-
-    Images of one shard may differ in size: they are grouped by shape and each group is batched.
+    """Per-image statistics of one shard (see :class:`TargetShard`).
 
     Args:
         target: the target's shard (N images).
@@ -226,60 +319,87 @@ def shard_pair_stats(
     """
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
-    k = num_classes
-    ids = list(target.ids)
-    n = len(ids)
-    for name, other in competitors.items():
-        _check_ids(target, other, name, shard_index)
-        for i, (a, b) in enumerate(zip(target.maps, other.maps, strict=True)):
-            if a.shape != b.shape:
-                raise ValueError(
-                    f"image {ids[i]}: competitor {name!r}'s map is {b.shape}, the target's is {a.shape}"
-                )
-    t_area = np.zeros((n, k))
-    out = {name: (np.zeros((n, k)), np.zeros(n)) for name in competitors}
-    shapes: dict[tuple[int, int], list[int]] = {}
-    for i, m in enumerate(target.maps):
-        shapes.setdefault(m.shape, []).append(i)
-    for shape, row_list in shapes.items():
-        rows = np.asarray(row_list)
-        pixels = float(shape[0] * shape[1])
-        tf = _stack_group(target.maps, rows)
-        t_counts = _checked_counts(tf, ids, rows, k, "target")
-        t_clean = t_counts is None
-        for name, other in competitors.items():
-            cf = _stack_group(other.maps, rows)
-            c_counts = _checked_counts(cf, ids, rows, k, name)  # before the confusion: a stray id would spill
-            cms = batch_confusion(tf, cf, k)
-            sim = miou_from_batch(cms) if distance == "miou" else pixel_accuracy_from_batch(cms)
-            out[name][1][rows] = np.round(1.0 - sim, DISTANCE_DECIMALS)
-            if c_counts is None:
-                # no ignored pixel in either map: the confusion's margins are both maps' class counts
-                c_counts = cms.sum(1) if t_clean else _histograms(cf)[:, :k]
-                if t_counts is None and t_clean:
-                    t_counts = cms.sum(2)
-            out[name][0][rows] = c_counts / pixels
-        if t_counts is None:
-            t_counts = _histograms(tf)[:, :k]
-        t_area[rows] = t_counts / pixels
-    return ids, t_area, out
+    side = TargetShard(target, num_classes, shard_index)
+    return side.ids, side.area, {name: side.versus(other, name, distance) for name, other in competitors.items()}
 
 
 # ------------------------------------------------------------------------------------------------- MAD
+# (competitor, class index, direction) -> the group's best images as (-distance, image id, target's areas),
+# sorted; distance descending, then id ascending
+GroupTops = dict[tuple[str, int, str], list[tuple[float, str, np.ndarray]]]
+
+
+def shard_tops(
+    target: Shard,
+    competitors: Iterable[tuple[str, Shard]],
+    bands: np.ndarray,
+    classes: ClassList,
+    *,
+    n3: int,
+    distance: str = "miou",
+    exclude: frozenset[str] = frozenset(),
+    shard_index: int = 0,
+) -> GroupTops:
+    """Each MAD group's top-n3 within one shard: the partial result that :func:`merge_tops` folds together,
+    wherever the shards were mined (this process, a pool of processes, Ray tasks).
+
+    ``competitors`` yields (name, shard) pairs and is consumed one pair at a time, so only the target's shard
+    and one competitor's are in memory together.
+    """
+    k = classes.num_classes
+    fg = np.arange(1, k)
+    lo, hi = bands[fg, 0], bands[fg, 1]
+    side = TargetShard(target, k, shard_index)
+    tops: GroupTops = {}
+    if not side.ids:
+        return tops
+    id_arr = np.asarray(side.ids)
+    eligible = np.array([i not in exclude for i in side.ids])[:, None]
+    t_area = side.area
+    t_ok = (t_area[:, fg] > 0) & (t_area[:, fg] >= lo) & (t_area[:, fg] <= hi) & eligible
+    for name, other in competitors:
+        c_area, dist = side.versus(other, name, distance)
+        del other
+        c_ok = (c_area[:, fg] > 0) & (c_area[:, fg] >= lo) & (c_area[:, fg] <= hi) & eligible
+        for d, ok in (("t", t_ok), ("c", c_ok)):
+            for col in np.flatnonzero(ok.any(0)):
+                idx = np.flatnonzero(ok[:, col])
+                idx = idx[np.lexsort((id_arr[idx], -dist[idx]))[:n3]]
+                tops[(name, int(fg[col]), d)] = [(-float(dist[i]), side.ids[i], t_area[i]) for i in idx]
+    return tops
+
+
+def merge_tops(into: GroupTops, part: GroupTops, n3: int) -> None:
+    """Fold one shard's tops into the running ones (in place); the result does not depend on shard order."""
+    for key, group in part.items():
+        merged = into.setdefault(key, [])
+        merged.extend(group)
+        merged.sort(key=lambda e: (e[0], e[1]))
+        del merged[n3:]
+
+
 def _lockstep(
     target_shards: Iterable[Shard], competitor_shards: Mapping[str, Iterable[Shard]]
-) -> Iterator[tuple[int, Shard, dict[str, Shard]]]:
+) -> Iterator[tuple[int, Shard, Iterator[tuple[str, Shard]]]]:
+    """Shard s of the target, and the competitors' shards s read one at a time as they are asked for."""
     names = list(competitor_shards)
+    iterators = {n: iter(c) for n, c in competitor_shards.items()}
     missing = object()
-    for s, (t, *cs) in enumerate(zip_longest(target_shards, *competitor_shards.values(), fillvalue=missing)):
-        if t is missing:
-            extra = [n for n, c in zip(names, cs, strict=True) if c is not missing]
-            raise ValueError(f"competitors {extra} have more shards than the target (shard {s} and later)")
-        short = [n for n, c in zip(names, cs, strict=True) if c is missing]
-        if short:
-            raise ValueError(f"competitors {short} have fewer shards than the target: missing shard {s} "
-                             f"(images from {t.ids[0] if t.ids else '?'})")  # fmt: skip
-        yield s, t, dict(zip(names, cs, strict=True))
+
+    def competitors(s: int, t: Shard) -> Iterator[tuple[str, Shard]]:
+        for name in names:
+            c = next(iterators[name], missing)
+            if c is missing:
+                raise ValueError(f"competitor {name!r} has fewer shards than the target: missing shard {s} "
+                                 f"(images from {t.ids[0] if t.ids else '?'})")  # fmt: skip
+            yield name, c
+
+    s = -1
+    for s, t in enumerate(target_shards):
+        yield s, t, competitors(s, t)
+    extra = [n for n in names if next(iterators[n], missing) is not missing]
+    if extra:
+        raise ValueError(f"competitors {extra} have more shards than the target (shard {s + 1} and later)")
 
 
 def mine_mad(
@@ -313,52 +433,39 @@ def mine_mad(
         Groups in order competitor, class index, direction (t, c); within a group rows are ordered by distance
         descending, then image_id ascending (ties are deterministic).
     """
+    _check_mad_args(competitor_shards, bands, classes, n3, distance)
+    tops: GroupTops = {}
+    seen = 0
+    shards = _lockstep(target_shards, competitor_shards)
+    for s, t, competitors in tqdm(shards, total=total, disable=not progress, desc="mine", unit="shard"):
+        seen += len(t.ids)
+        part = shard_tops(t, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
+                          shard_index=s)  # fmt: skip
+        merge_tops(tops, part, n3)
+        del t, competitors  # before the next shard is read, so one shard's maps are in memory at a time
+    log.info("mined %d images x %d competitors", seen, len(competitor_shards))
+    return mad_frame(tops, list(competitor_shards), classes)
+
+
+def _check_mad_args(competitors: Mapping | Sequence, bands: np.ndarray, classes: ClassList, n3: int,
+                    distance: str) -> None:  # fmt: skip
     if n3 < 1:
         raise ValueError(f"n3 must be >= 1, got {n3}")
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
-    if not competitor_shards:
+    if not competitors:
         raise ValueError("MAD needs at least one competitor, got none")
     _check_bands(bands, classes)
-    k = classes.num_classes
-    fg = np.arange(1, k)
-    lo, hi = bands[fg, 0], bands[fg, 1]
-    names = list(competitor_shards)
-    # (competitor, class, direction) -> running top-n3 as sorted tuples (-distance, image_id, target areas)
-    top: dict[tuple[str, int, str], list[tuple[float, str, np.ndarray]]] = {
-        (j, int(c), d): [] for j in names for c in fg for d in DIRECTIONS
-    }
-    seen = 0
-    shards = _lockstep(target_shards, competitor_shards)
-    for s, t, cs in tqdm(shards, total=total, disable=not progress, desc="mine", unit="shard"):
-        ids, t_area, stats = shard_pair_stats(t, cs, k, distance, shard_index=s)
-        seen += len(ids)
-        if not ids:
-            continue
-        id_arr = np.asarray(ids)
-        eligible = np.array([i not in exclude for i in ids])[:, None]
-        t_ok = (t_area[:, fg] > 0) & (t_area[:, fg] >= lo) & (t_area[:, fg] <= hi) & eligible
-        for j in names:
-            c_area, dist = stats[j]
-            c_ok = (c_area[:, fg] > 0) & (c_area[:, fg] >= lo) & (c_area[:, fg] <= hi) & eligible
-            for d, ok in (("t", t_ok), ("c", c_ok)):
-                for col in np.flatnonzero(ok.any(0)):
-                    idx = np.flatnonzero(ok[:, col])
-                    # shard-local top-n3 first (distance desc, id asc), then a tiny merge with the running top
-                    idx = idx[np.lexsort((id_arr[idx], -dist[idx]))[:n3]]
-                    group = top[(j, int(fg[col]), d)]
-                    group.extend((-float(dist[i]), ids[i], t_area[i]) for i in idx)
-                    group.sort(key=lambda e: (e[0], e[1]))
-                    del group[n3:]
-    log.info("mined %d images x %d competitors", seen, len(names))
-    return _mad_frame(top, classes)
 
 
-def _mad_frame(top: Mapping[tuple[str, int, str], list], classes: ClassList) -> pd.DataFrame:
+def mad_frame(tops: GroupTops, competitors: Sequence[str], classes: ClassList) -> pd.DataFrame:
+    """The candidate table of merged tops (see :func:`mine_mad`); groups in order competitor (as given), class
+    index, direction."""
+    keys = [(j, c, d) for j in competitors for c in range(1, classes.num_classes) for d in DIRECTIONS]
     area_cols = [f"area_{c}" for c in classes.names]
     records, areas = [], []
-    for (j, c, d), group in top.items():
-        for rank, (neg, image, area) in enumerate(group, start=1):
+    for j, c, d in keys:
+        for rank, (neg, image, area) in enumerate(tops.get((j, c, d), ()), start=1):
             records.append(("mad", image, j, classes.names[c], d, -neg, -neg, rank))
             areas.append(area)
     df = pd.DataFrame.from_records(records, columns=list(CANDIDATE_COLUMNS))

@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,17 @@ class Shard:
     area: np.ndarray  # (N, K) float32: predicted area fraction per class
     entropy: np.ndarray  # (N,) float32: mean pixel entropy of the softmax (nats)
     maxprob: np.ndarray  # (N,) float32: mean max softmax probability
+    # the maps end to end and each one's start: set when decoded (the maps are views into it), else built once
+    _pixels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """All maps as one flat (sum H*W,) uint8 array and their (N + 1,) int64 offsets into it."""
+        if self._pixels is None:
+            sizes = np.array([m.size for m in self.maps], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            flat = np.concatenate([m.reshape(-1) for m in self.maps]) if self.maps else np.zeros(0, np.uint8)
+            self._pixels = (flat, offsets)
+        return self._pixels
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -63,9 +74,7 @@ class Shard:
 
 def _encode(shard: Shard) -> bytes:
     shapes = np.array([m.shape for m in shard.maps], dtype=np.int32).reshape(-1, 2)
-    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    flat = np.concatenate([m.reshape(-1) for m in shard.maps]) if shard.maps else np.zeros(0, np.uint8)
+    flat, offsets = shard.pixels()
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
@@ -86,7 +95,8 @@ def _decode(data: bytes, what: str) -> Shard:
             ids = z["ids"].tolist()
             shapes, offsets, flat = z["shapes"], z["offsets"], z["maps"]
             maps = [flat[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(ids))]
-            return Shard(ids=ids, maps=maps, area=z["area"], entropy=z["entropy"], maxprob=z["maxprob"])
+            return Shard(ids=ids, maps=maps, area=z["area"], entropy=z["entropy"], maxprob=z["maxprob"],
+                         _pixels=(flat, offsets.astype(np.int64)))  # fmt: skip
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise CorruptShardError(f"{what}: cannot decode shard ({e})") from None
 
