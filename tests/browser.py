@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +26,12 @@ class PageVisit:
     errors: list[str] = field(default_factory=list)
 
 
-def visit(page_path: Path, screenshot: Path, wait_for: str | None = None) -> PageVisit:
-    """Load ``page_path`` from file://, block and record every request that is not a local file."""
+@contextmanager
+def offline_page(page_path: Path) -> Iterator[tuple]:
+    """A headless Chromium page showing ``page_path`` from file://, every other request blocked.
+
+    Yields (page, external requests, page errors); the lists fill as the page runs.
+    """
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (`make test` installs it)")
@@ -47,6 +53,15 @@ def visit(page_path: Path, screenshot: Path, wait_for: str | None = None) -> Pag
         page.route("**/*", route)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(page_path.resolve().as_uri(), wait_until="load")
+        try:
+            yield page, external, errors
+        finally:
+            browser.close()
+
+
+def visit(page_path: Path, screenshot: Path, wait_for: str | None = None) -> PageVisit:
+    """Load ``page_path`` from file://, block and record every request that is not a local file."""
+    with offline_page(page_path) as (page, external, errors):
         if wait_for:
             page.wait_for_selector(wait_for, timeout=20_000)
         broken = page.eval_on_selector_all(
@@ -63,5 +78,4 @@ def visit(page_path: Path, screenshot: Path, wait_for: str | None = None) -> Pag
         )
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
-        browser.close()
     return visit

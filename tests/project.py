@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +65,38 @@ def make_tiny_project(work: Path) -> Path:
     run(["git", "commit", "-qm", "tiny config"], work)
     run(["madseg", "demo"], work)  # the README's main job, side-by-side runner and `dvc repro` both
     return work
+
+
+def infer_project(tmp: Path, n_images: int = 240) -> Path:
+    """A folder with a pool of random 48x40 JPEGs, its index, a small U-Net as target_0 and params for
+    ``madseg run infer --round 0`` with shards of 16 and batches of 8."""
+    from madseg.io.images import encode_jpeg, image_id
+    from madseg.models.checkpoint import make_meta, save_checkpoint
+    from madseg.models.registry import build_model
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_images):
+        data = encode_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        path = tmp / "pool" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        rows.append({"id": image_id(data), "path": str(path.relative_to(tmp)), "width": 48, "height": 40})
+    (tmp / "data/index").mkdir(parents=True)
+    pd.DataFrame(rows).sort_values("id").to_csv(tmp / "data/index/pool.csv", index=False)
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+    classes = ["background", "disc", "square", "triangle", "ring", "cross", "star"]
+    meta = make_meta(
+        arch="smp.Unet", kwargs=kwargs, classes=classes, input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    save_checkpoint(tmp / "models/target_0.pt", build_model("smp.Unet", 7, **kwargs), meta, provenance={})
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["infer"].update(shard_size=16, batch_size=8, workers=0)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``: relative path -> bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

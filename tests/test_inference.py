@@ -10,15 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
-import yaml
 
-from madseg.io.images import encode_jpeg, image_id
 from madseg.io.store import CorruptShardError, PredictionStore, Shard
-from madseg.models.checkpoint import make_meta, save_checkpoint
-from madseg.models.registry import build_model
+from tests.project import files, infer_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,44 +62,16 @@ def test_truncated_or_modified_shard_is_detected(tmp_path):
     assert not store.shard_is_done(0, "fp", ["a", "b"])  # a resumed run recomputes it instead of trusting it
 
 
-def _project(tmp: Path, n_images: int = 240) -> Path:
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n_images):
-        data = encode_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
-        path = tmp / "pool" / f"{i}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        rows.append({"id": image_id(data), "path": str(path.relative_to(tmp)), "width": 48, "height": 40})
-    (tmp / "data/index").mkdir(parents=True)
-    pd.DataFrame(rows).sort_values("id").to_csv(tmp / "data/index/pool.csv", index=False)
-    torch.manual_seed(0)
-    kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
-    classes = ["background", "disc", "square", "triangle", "ring", "cross", "star"]
-    meta = make_meta(
-        arch="smp.Unet", kwargs=kwargs, classes=classes, input_size=32, mean=[0.5] * 3, std=[0.25] * 3
-    )
-    save_checkpoint(tmp / "models/target_0.pt", build_model("smp.Unet", 7, **kwargs), meta, provenance={})
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["infer"].update(shard_size=16, batch_size=8, workers=0)
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp
-
-
 def _infer(cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 def test_inference_resumes_after_sigkill_with_identical_output(tmp_path):
-    straight = _project(tmp_path / "a")
+    straight = infer_project(tmp_path / "a")
     assert _infer(straight).wait(timeout=300) == 0
-    killed = _project(tmp_path / "b")
+    killed = infer_project(tmp_path / "b")
     proc = _infer(killed)
     shards = killed / "data/predictions/target/0/shards"
     deadline = time.monotonic() + 240
@@ -121,7 +88,7 @@ def test_inference_resumes_after_sigkill_with_identical_output(tmp_path):
         f"{15 - done_before} shards computed" in rerun.stderr
         or f"{16 - done_before} shards computed" in rerun.stderr
     )
-    assert _files(straight / "data/predictions") == _files(killed / "data/predictions")
+    assert files(straight / "data/predictions") == files(killed / "data/predictions")
 
 
 def test_finalize_removes_what_a_killed_write_left_behind(tmp_path):

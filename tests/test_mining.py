@@ -491,3 +491,12 @@ def test_truly_wrong_fraction_counts_ood_apart():
         truly_wrong_fraction(["z"], pred, truth, kinds, K)
     with pytest.raises(ValueError, match="image a: no truth"):
         truly_wrong_fraction(["a"], pred, {}, kinds, K)
+
+
+def test_the_local_backends_need_nothing_of_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, madseg.stages.infer; "
+            "sys.exit('ray' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from tests.browser import visit
+from tests.browser import offline_page, visit
 from tests.project import run
 
 pytestmark = pytest.mark.slow
@@ -26,6 +27,7 @@ def test_report_renders_offline_with_every_image(tiny_project):
     round_page = visit(tiny_project / "metrics/report/round_0.html", ARTIFACTS / "report_round_0.png")
     assert round_page.external_requests == [] and round_page.errors == []
     assert round_page.images > 0 and round_page.broken_images == []
+    assert round_page.headings[1] == "In short"  # the manager's three sentences come first
     for section in (
         "Candidates from M (image | target | competitor)",
         "T (test set): image | target's prediction",
@@ -74,3 +76,50 @@ def test_the_fine_tuning_chart_has_one_series_per_grid_candidate():
                           "loss": [0.3, 0.2, 0.1, 0.4, 0.2, 0.1], "lr": [0.002, 0.001, 0.0] * 2})  # fmt: skip
     svg = finetune_loss_html(curve)
     assert svg.count("<polyline") == 2 and ">lr 0.003<" in svg and ">lr 0.01<" in svg and ">lr 0<" not in svg
+
+
+def test_triage_gallery_filters_and_enlarges_in_chromium(tiny_project):
+    rounds = sorted((tiny_project / "data/mining").glob("round_*/M.csv"))
+    m = pd.concat([pd.read_csv(p, dtype={"image_id": str}).assign(round=p.parent.name[6:]) for p in rounds])
+    mos = pd.concat([pd.read_csv(p, dtype={"image_id": str}).assign(round=p.parent.name[6:])
+                     for p in sorted((tiny_project / "annotations").glob("round_*/mos.csv"))])  # fmt: skip
+    rated = m.merge(mos[~mos["vetoed"]], on=["image_id", "round"])
+    cls = m["class"].value_counts().index[0]
+    with offline_page(tiny_project / "metrics/report/index.html") as (page, external, errors):
+
+        def visible() -> int:
+            return page.eval_on_selector_all(".triage figure", "els => els.filter(e => !e.hidden).length")
+
+        assert visible() == len(m) and page.text_content("#f-count") == f"{len(m)} of {len(m)} images"
+        page.select_option("#f-class", cls)
+        assert visible() == int((m["class"] == cls).sum())
+        page.select_option("#f-round", "0")
+        assert visible() == int(((m["class"] == cls) & (m["round"] == "0")).sum())
+        page.select_option("#f-class", "")
+        page.select_option("#f-round", "")
+        page.fill("#f-mos", "2")
+        assert visible() == int((rated["mos"] <= 2).sum()) > 0
+        page.select_option("#f-sort", "mos")
+        first = page.eval_on_selector(".triage figure:not([hidden])", "e => parseFloat(e.dataset.mos)")
+        assert first == rated["mos"].min()
+        page.click(".triage figure:not([hidden])")
+        assert page.eval_on_selector("dialog.large", "d => d.open")
+        assert page.eval_on_selector("dialog.large img", "i => i.complete && i.naturalWidth > 0")
+        page.screenshot(path=str(ARTIFACTS / "report_triage.png"))
+        assert external == [] and errors == []
+
+
+def test_rater_bias_and_agreement_recover_planted_biases():
+    from madseg.report.sections import rater_stats
+
+    rng = np.random.default_rng(0)
+    quality = rng.uniform(1.5, 4.5, 400)
+    planted = {"a": 0.0, "b": 0.5, "c": -0.5}
+    rows = [{"image_id": f"{i:04d}", "annotator": name, "score": float(np.clip(round(q + bias + rng.normal(0, 0.3)), 1, 5))}
+            for i, q in enumerate(quality) for name, bias in planted.items()]  # fmt: skip
+    rows.append({"image_id": "veto", "annotator": "a", "score": float("nan")})
+    stats = rater_stats(pd.DataFrame(rows)).set_index("annotator")
+    for name, bias in planted.items():  # against the mean of the other two: bias - mean(others' biases)
+        others = np.mean([b for n, b in planted.items() if n != name])
+        assert abs(stats.at[name, "bias"] - (bias - others)) < 0.1
+        assert stats.at[name, "ratings"] == 400 and stats.at[name, "agreement"] > 0.8

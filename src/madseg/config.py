@@ -208,6 +208,7 @@ class PretrainParams:
 
 @dataclass(frozen=True)
 class InferParams:
+    backend: Literal["local", "ray"] = "local"
     batch_size: int = 64
     workers: int = 1
     shard_size: int = 1024
@@ -215,8 +216,23 @@ class InferParams:
 
 
 @dataclass(frozen=True)
+class RayParams:
+    """Where the Ray backends run (``infer.backend`` / ``mining.backend: ray``)."""
+
+    address: str | None = (
+        None  # host:port, ray://host:port or auto; null: $RAY_ADDRESS, else a Ray for the stage
+    )
+    connect_timeout_s: float = 5.0
+    actors: int = (
+        0  # predicting actors; 0: one per GPU (device allowing), else the cluster's CPUs // infer.threads
+    )
+    cpus_per_actor: float = 1.0
+
+
+@dataclass(frozen=True)
 class MiningParams:
     strategy: Literal["mad", "entropy", "random"] = "mad"
+    backend: Literal["local", "ray"] = "local"
     n3: int = 20
     distance: Literal["miou", "pixel_accuracy"] = "miou"
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
@@ -324,6 +340,7 @@ class Params:
     finetunes: dict[str, RoundSpec]
     final_round: str
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
+    ray: RayParams = field(default_factory=RayParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

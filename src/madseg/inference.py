@@ -68,7 +68,9 @@ def check_index(index: pd.DataFrame) -> list[str]:
     return ids
 
 
-def pending_shards(store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int) -> list[int]:
+def pending_shards(
+    store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int
+) -> list[int]:
     """The shards of ``index`` that ``store`` does not hold finished (same fingerprint, intact bytes)."""
     n_shards = -(-len(index) // shard_size)
     ids = index["id"].tolist()
@@ -141,18 +143,28 @@ def predict_model(
     model_name: str,
     classes: ClassList,
     infer_params,
-    device: torch.device,
+    device: str = "auto",
+    ray_params=None,
 ) -> int:
     """Predict the pool ``index`` with the model at ``source`` (a checkpoint or a competitor folder) into
-    ``store``, resuming finished shards; ``infer_params`` is the InferParams section. Returns shards computed."""
+    ``store``, resuming finished shards, on the backend ``infer_params.backend`` names (``ray_params``: the ray
+    section). ``device`` is the params' string: Ray actors resolve it on their own nodes. Returns shards computed."""
+    from madseg.device import resolve_device
     from madseg.models.predictors import load_predictor
 
-    predictor = load_predictor(source, classes=classes, device=device, batch_size=infer_params.batch_size)
+    ray = infer_params.backend == "ray"
+    here = resolve_device("cpu" if ray else device)  # a Ray driver only reads the model's policy
+    predictor = load_predictor(source, classes=classes, device=here, batch_size=infer_params.batch_size)
+    if ray and predictor.needs_pixels:  # precomputed predictions are read, not predicted: no cluster needed
+        from madseg.cluster import predict_pool_ray
+
+        return predict_pool_ray(predictor, source, index, store, model_name=model_name, classes=classes,
+                                infer_params=infer_params, ray_params=ray_params, device=device)  # fmt: skip
     return predict_pool(
         predictor, index, store, model_name=model_name, classes=classes,
         fingerprint=fingerprint(source, index["id"].tolist(), getattr(predictor, "policy", None)),
         shard_size=infer_params.shard_size, batch_size=infer_params.batch_size, workers=infer_params.workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=here.type == "cuda",
     )  # fmt: skip
 
 

@@ -191,7 +191,9 @@ def image_histograms(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def disagreements(a: np.ndarray, b: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def disagreements(
+    a: np.ndarray, b: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pixels where two models' maps differ.
 
     Compared eight pixels at a time as uint64 words; only the words that differ are opened, so the cost follows
@@ -213,7 +215,11 @@ def disagreements(a: np.ndarray, b: np.ndarray, offsets: np.ndarray) -> tuple[np
     av, bv = pa[byte], pb[byte]
     tail = np.flatnonzero(a[whole:] != b[whole:]) + whole
     if tail.size:
-        pos, av, bv = np.concatenate([pos, tail]), np.concatenate([av, a[tail]]), np.concatenate([bv, b[tail]])
+        pos, av, bv = (
+            np.concatenate([pos, tail]),
+            np.concatenate([av, a[tail]]),
+            np.concatenate([bv, b[tail]]),
+        )
     per_image = np.diff(np.searchsorted(pos, offsets))
     image = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), per_image)
     return image, av.astype(np.int64), bv.astype(np.int64)
@@ -320,7 +326,11 @@ def shard_pair_stats(
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; valid: {list(DISTANCES)}")
     side = TargetShard(target, num_classes, shard_index)
-    return side.ids, side.area, {name: side.versus(other, name, distance) for name, other in competitors.items()}
+    return (
+        side.ids,
+        side.area,
+        {name: side.versus(other, name, distance) for name, other in competitors.items()},
+    )
 
 
 # ------------------------------------------------------------------------------------------------- MAD
@@ -376,6 +386,37 @@ def merge_tops(into: GroupTops, part: GroupTops, n3: int) -> None:
         merged.extend(group)
         merged.sort(key=lambda e: (e[0], e[1]))
         del merged[n3:]
+
+
+def check_aligned(target: PredictionStore, competitors: Mapping[str, PredictionStore]) -> int:
+    """The shard count of stores that line up shard by shard; ValueError naming a store that does not."""
+    n = len(target.manifest["shards"])
+    for name, store in competitors.items():
+        m = len(store.manifest["shards"])
+        if m != n:
+            raise ValueError(f"competitor {name!r} has {'fewer' if m < n else 'more'} shards than the target "
+                             f"({m} vs {n}): its predictions are over another pool")  # fmt: skip
+    return n
+
+
+def mine_store_shard(
+    target_root: str,
+    competitor_roots: Mapping[str, str],
+    shard_index: int,
+    bands: np.ndarray,
+    classes: ClassList,
+    *,
+    n3: int,
+    distance: str = "miou",
+    exclude: frozenset[str] = frozenset(),
+) -> GroupTops:
+    """:func:`shard_tops` of shard ``shard_index`` read from stores by path (a Ray task's or a process's work)."""
+    target = PredictionStore(target_root).read_shard(shard_index)
+    competitors = (
+        (name, PredictionStore(root).read_shard(shard_index)) for name, root in competitor_roots.items()
+    )
+    return shard_tops(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
+                      shard_index=shard_index)  # fmt: skip
 
 
 def _lockstep(
@@ -631,14 +672,24 @@ def propose(
     distance: str,
     seed: int,
     exclude: Iterable[str] = (),
+    backend: str = "local",
+    ray_params=None,
 ) -> Proposal:
-    """A round's candidates by ``strategy``: MAD runs first, since its |M| is the budget a baseline spends."""
+    """A round's candidates by ``strategy``: MAD runs first, since its |M| is the budget a baseline spends.
+    ``backend`` 'ray' mines MAD as one Ray task per shard (``ray_params``: the ray section), to the same M."""
     exclude = frozenset(exclude)
-    mad = select_candidates(
-        "mad", classes=classes, target_shards=target.iter_shards(),
-        competitor_shards={n: s.iter_shards() for n, s in competitors.items()}, bands=bands, n3=n3,
-        distance=distance, progress=True, total=len(target.manifest["shards"]), exclude=exclude,
-    )  # fmt: skip
+    if backend == "ray":
+        from madseg.cluster import mine_mad_ray
+
+        _check_mad_args(competitors, bands, classes, n3, distance)
+        mad = mine_mad_ray(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
+                           ray_params=ray_params)  # fmt: skip
+    else:
+        mad = select_candidates(
+            "mad", classes=classes, target_shards=target.iter_shards(),
+            competitor_shards={n: s.iter_shards() for n, s in competitors.items()}, bands=bands, n3=n3,
+            distance=distance, progress=True, total=len(target.manifest["shards"]), exclude=exclude,
+        )  # fmt: skip
     mad_m = summarize_m(mad)
     if strategy == "mad":
         return Proposal(mad, mad_m, mad, mad_m)

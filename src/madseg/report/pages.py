@@ -18,6 +18,7 @@ tr.target{background:#fff4d6;font-weight:bold} .up{color:#1a7f37} .down{color:#c
 figure{margin:0;width:260px;font-size:12px} figure img{width:100%;image-rendering:pixelated;border:1px solid #ccc}
 nav a{margin-right:12px} .prov{font-family:monospace;font-size:12px;background:#f6f6f6;padding:8px}
 .empty{color:#888;font-style:italic} .note{color:#555;font-size:13px}
+.summary{font-size:16px;line-height:1.5;background:#f3f7ff;padding:10px 14px;border-left:4px solid #2b6cb0}
 """
 
 
@@ -76,7 +77,7 @@ def gallery_html(items: Sequence[GalleryItem]) -> str:
 def page(
     title: str, sections: Sequence[Section], nav: Mapping[str, str], provenance: Mapping[str, str]
 ) -> str:
-    """A whole self-contained page: inline CSS and SVG, images by relative path, no script, no network."""
+    """A whole self-contained page: inline CSS, SVG and script, images by relative path, no network."""
     links = "".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in nav.items())
     toc = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     body = []

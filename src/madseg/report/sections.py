@@ -1,8 +1,11 @@
-"""Report sections built from gathered figures (pure): mIoU across rounds, and the science of the method."""
+"""Report sections built from gathered figures (pure): mIoU across rounds, the science of the method, and each
+round's summary in words."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -76,3 +79,82 @@ def study_table_html(study: Mapping) -> str:
                                               "MAD competition: MAD − it (points)"))  # fmt: skip
     caption = f"Validity study over seeds {study['seeds']} (scripts/validity_study.py)"
     return f'<table class="t1"><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class RoundFacts:
+    """What a round found, cost and changed, in the figures a manager asks for."""
+
+    round: str
+    proposed: int  # |M|
+    competitors: int
+    ratings: int  # rating answers collected on M
+    poor: int  # images of M rated at most 2 (poor or worse) on average
+    worst_class: str | None  # the class whose images were most often rated poor
+    labelled: int  # images given pixel labels (S and T)
+    target_t: float | None  # the target's mIoU on this round's test set T
+    best_competitor_t: tuple[str, float] | None
+    t0_before: (
+        float | None
+    )  # the target's T0 mIoU before and after this round's fine-tune (None: no fine-tune)
+    t0_after: float | None
+
+
+def manager_summary_html(f: RoundFacts) -> str:
+    """Three sentences: what was found, what it cost in labels, what changed."""
+    share = f" ({100 * f.poor / f.proposed:.0f} %)" if f.proposed else ""
+    found = (f"The target and its {f.competitors} competitors disagreed most on {f.proposed} pool images; raters "
+             f"judged the target's prediction poor or worse on {f.poor} of them{share}"
+             + (f", most often on {f.worst_class}." if f.worst_class else "."))  # fmt: skip
+    cost = f"That took {f.ratings} quick ratings and pixel labels for {f.labelled} images."
+    if f.target_t is not None and f.best_competitor_t is not None:
+        name, score = f.best_competitor_t
+        standing = (f"On this round's test set the target scores {100 * f.target_t:.1f} mIoU, the best competitor "
+                    f"({name}) {100 * score:.1f}")  # fmt: skip
+    else:
+        standing = "This round's test set is not scored yet"
+    if f.t0_before is not None and f.t0_after is not None:
+        changed = (f"{standing}; fine-tuning on the worst-rated images moved the target's benchmark (T0) mIoU "
+                   f"from {100 * f.t0_before:.1f} to {100 * f.t0_after:.1f}.")  # fmt: skip
+    else:
+        changed = f"{standing}; this round measures only (no fine-tune follows it)."
+    return f'<p class="summary">{html.escape(found)} {html.escape(cost)} {html.escape(changed)}</p>'
+
+
+def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each rater against the others on the same images.
+
+    Args:
+        scores: one row per rating: image_id, annotator, score (1..5; NaN for an out-of-domain veto).
+    Returns:
+        one row per annotator: ratings, mean_score, bias (mean of their score minus the mean of the other raters
+        of that image: > 0 rates more leniently), agreement (Pearson r of their scores with the others' means;
+        NaN where undefined).
+    """
+    s = scores.dropna(subset=["score"])[["image_id", "annotator", "score"]].astype({"score": float})
+    per_image = s.groupby("image_id")["score"].agg(["sum", "count"])
+    s = s.join(per_image, on="image_id")
+    s = s[s["count"] > 1]
+    s["others"] = (s["sum"] - s["score"]) / (s["count"] - 1)
+    rows = []
+    for name, g in s.groupby("annotator", sort=True):
+        both_vary = g["score"].std() > 0 and g["others"].std() > 0
+        rows.append({"annotator": name, "ratings": len(g), "mean_score": g["score"].mean(),
+                     "bias": (g["score"] - g["others"]).mean(),
+                     "agreement": g["score"].corr(g["others"]) if both_vary else float("nan")})  # fmt: skip
+    return pd.DataFrame(rows, columns=["annotator", "ratings", "mean_score", "bias", "agreement"])
+
+
+def rater_table_html(stats: pd.DataFrame) -> str:
+    """The raters' table: ratings, mean score, bias against the others (points of the 1-5 scale), agreement."""
+    if stats.empty:
+        return '<p class="empty">no image was rated by two people</p>'
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r.annotator))}</td><td>{r.ratings}</td><td>{readable(r.mean_score)}</td>"
+        f"<td>{r.bias:+.2f}</td><td>{readable(r.agreement)}</td></tr>"
+        for r in stats.itertuples(index=False)
+    )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("rater", "ratings", "mean score", "bias vs the others", "agreement (r)")
+    )
+    return f'<table class="t1"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'

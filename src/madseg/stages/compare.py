@@ -19,7 +19,6 @@ from madseg.annotation.backend import make_backend
 from madseg.annotation.tasks import AnnotationIncomplete
 from madseg.compare import competition_set, score_competition
 from madseg.config import Params
-from madseg.device import resolve_device
 from madseg.inference import predict_model
 from madseg.io.atomic import read_json, write_json
 from madseg.io.store import PredictionStore
@@ -66,14 +65,13 @@ def run(
         raise ValueError(f"the two models need different names, got {names[0]!r} twice")
     torch.set_num_threads(params.infer.threads)
     classes = params.dataset.class_list()
-    device = resolve_device(params.device)
     out = Path("data/compare") / name
     index = pool_index(pool)
     stores = {}
     for label, source in zip(names, (model_a, model_b), strict=True):
         stores[label] = PredictionStore(out / label)
         predict_model(source, index, stores[label], model_name=label, classes=classes, infer_params=params.infer,
-                      device=device)  # fmt: skip
+                      device=params.device, ray_params=params.ray)  # fmt: skip
     bands = area_bands(  # the same S0 area bands as mining
         iter_masks(params.dataset.voc_root, params.dataset.train_split, classes),
         classes, params.mining.area_quantiles, params.mining.area_overrides,

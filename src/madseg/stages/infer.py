@@ -8,7 +8,6 @@ import torch
 
 from madseg import paths
 from madseg.config import Params
-from madseg.device import resolve_device
 from madseg.inference import predict_model
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
@@ -33,5 +32,5 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
         )
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).sort_values("id").reset_index(drop=True)
     computed = predict_model(source, index, PredictionStore(out), model_name=name, classes=classes,
-                             infer_params=params.infer, device=resolve_device(params.device))  # fmt: skip
+                             infer_params=params.infer, device=params.device, ray_params=params.ray)  # fmt: skip
     log.info("%s: %d images, %d shards computed (the rest resumed)", name, len(index), computed)

@@ -72,7 +72,8 @@ def run(params: Params, *, round_key: str) -> None:
         trained_on = frozenset(read_csv(previous, required=["image_id"])["image_id"])
 
     proposal = propose(mp.strategy, target=target, competitors=competitors, bands=bands, classes=classes,
-                       n3=mp.n3, distance=mp.distance, seed=mp.seed + int(round_key), exclude=trained_on)  # fmt: skip
+                       n3=mp.n3, distance=mp.distance, seed=mp.seed + int(round_key), exclude=trained_on,
+                       backend=mp.backend, ray_params=params.ray)  # fmt: skip
     candidates, m = proposal.candidates, proposal.m
 
     write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))

@@ -20,7 +20,16 @@ from madseg.metrics import image_miou
 from madseg.render import comparison_overlay, png_bytes
 from madseg.report.charts import bar_chart
 from madseg.report.pages import GalleryItem, Section, page, table1_html
-from madseg.report.sections import finetune_loss_html, round_curves_html, science_html
+from madseg.report.sections import (
+    RoundFacts,
+    finetune_loss_html,
+    manager_summary_html,
+    rater_stats,
+    rater_table_html,
+    round_curves_html,
+    science_html,
+)
+from madseg.report.triage import Card, triage_html
 from madseg.selection import SCORE_LEVELS
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,13 @@ def run(params: Params) -> None:
             "the previous round's T column and red where it fell.",
         ),
         Section("mIoU per model across rounds", "curves", round_curves_html(rounds, models, target)),
+        Section(
+            "Triage: every proposed image",
+            "triage",
+            triage_html(*_triage_cards(params, out)),
+            note="Each round's M, filtered and sorted here; the overlays show image | target | competitor. "
+            "Click one for a large view.",
+        ),
         Section("Science", "science", _science()),
     ]
     write_text(out / "index.html", page("madseg report", overview, nav, provenance))
@@ -55,6 +71,38 @@ def run(params: Params) -> None:
         sections = _round_sections(params, key, rounds, out)
         write_text(out / f"round_{key}.html", page(f"madseg round {key}", sections, nav, provenance))
     log.info("report written to %s", paths.REPORT_INDEX)
+
+
+def _triage_cards(params: Params, out: Path) -> tuple[list[Card], dict[str, list[str]]]:
+    """Every round's M as cards (ratings and failure slices where they exist) and each round's slice rules."""
+    cards, rules = [], {}
+    for key in params.rounds:
+        mining = paths.mining_dir(key)
+        if not (mining / "M.csv").exists():
+            continue
+        m = read_csv(mining / "M.csv")
+        mos_path = paths.annotations_dir(key) / "mos.csv"
+        mos = read_csv(mos_path).set_index("image_id") if mos_path.exists() else None
+        slices_path = paths.slices_dir(key) / "slices.csv"
+        members: dict[str, list[int]] = {}
+        if slices_path.exists():
+            table = read_csv(slices_path)
+            rules[key] = table["rule"].tolist()
+            for n, ids in enumerate(table["group_ids"].fillna("")):
+                for i in filter(None, str(ids).split(";")):
+                    members.setdefault(i, []).append(n)
+        for r in m.to_dict("records"):
+            image = r["image_id"]
+            overlay = mining / "overlays" / "report" / f"{image}.png"
+            if not overlay.exists():
+                continue
+            rated = mos is not None and image in mos.index and not bool(mos.at[image, "vetoed"])
+            cards.append(Card(
+                image_id=image, round=key, image=_copy(overlay, out, key, "m"), cls=str(r["class"]),
+                competitor=str(r["competitor"]), direction=str(r["direction"]), distance=float(r["distance"]),
+                mos=float(mos.at[image, "mos"]) if rated else None, slices=tuple(members.get(image, ())),
+            ))  # fmt: skip
+    return cards, rules
 
 
 def _science() -> str:
@@ -74,10 +122,35 @@ def _copy(src: Path, out: Path, key: str, kind: str) -> str:
     return rel.as_posix()
 
 
+def _round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
+    ann, mining = paths.annotations_dir(key), paths.mining_dir(key)
+    m = (
+        read_csv(mining / "M.csv")
+        if (mining / "M.csv").exists()
+        else pd.DataFrame(columns=["image_id", "class"])
+    )
+    poor, worst = 0, None
+    if (ann / "mos.csv").exists():
+        mos = read_csv(ann / "mos.csv")
+        bad = m[m["image_id"].isin(mos.loc[~mos["vetoed"].astype(bool) & (mos["mos"] <= 2), "image_id"])]
+        poor = len(bad)
+        worst = str(bad["class"].value_counts().idxmax()) if poor else None
+    labelled = read_csv(ann / "masks.csv")["image_id"].nunique() if (ann / "masks.csv").exists() else 0
+    ratings = len(read_csv(ann / "scores.csv")) if (ann / "scores.csv").exists() else 0
+    target = params.models.target.name
+    scored = {c: metrics[f"{c}.T.miou"] for c in params.models.competitors if f"{c}.T.miou" in metrics}
+    best = max(scored.items(), key=lambda kv: kv[1]) if scored else None
+    fine_tune = paths.METRICS / "finetune" / f"round_{key}.json"
+    ft = read_json(fine_tune) if fine_tune.exists() else {}
+    return RoundFacts(round=key, proposed=len(m), competitors=len(params.models.competitors), ratings=ratings,
+                      poor=poor, worst_class=worst, labelled=labelled, target_t=metrics.get(f"{target}.T.miou"),
+                      best_competitor_t=best, t0_before=ft.get("t0_miou_before"), t0_after=ft.get("t0_miou_after"))  # fmt: skip
+
+
 def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[Section]:
     ann, mining = paths.annotations_dir(key), paths.mining_dir(key)
-    sections = []
     metrics = rounds[key]
+    sections = [Section("In short", "summary", manager_summary_html(_round_facts(params, key, metrics)))]
     rows = "".join(
         f"<tr><td>{m}</td><td>{100 * metrics.get(f'{m}.T0.miou', float('nan')):.1f}</td>"
         f"<td>{100 * metrics.get(f'{m}.T.miou', float('nan')):.1f}</td>"
@@ -110,9 +183,10 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
             Section("Candidates from M (image | target | competitor)", "candidates", gallery=items)
         )
 
-    charts = []
+    charts, raters = [], ""
     if (ann / "scores.csv").exists():
         scores = read_csv(ann / "scores.csv")
+        raters = "<h3>Raters</h3>" + rater_table_html(rater_stats(scores))
         hist = {name: int((scores["score"] == n + 1).sum()) for n, name in enumerate(SCORE_LEVELS)}
         hist["out of domain"] = int(scores["out_of_domain"].astype(bool).sum())
         charts.append(bar_chart(hist, title="Ratings of M", y_label="ratings"))
@@ -128,7 +202,7 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
         Section(
             "Ratings, agreement and fine-tuning",
             "humans",
-            agree_text + f'<div class="charts">{"".join(charts)}</div>',
+            agree_text + raters + f'<div class="charts">{"".join(charts)}</div>',
         )
     )
 

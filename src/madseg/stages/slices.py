@@ -1,7 +1,8 @@
 """slices@<round>: where M^(i+1) concentrates in the pool, as rules on cheap attributes (never the truth).
 
 Writes data/slices/round_<R>/slices.csv (rule, pool size and share, M size and share, lift, share of the
-lowest-rated images, examples, M's images in the slice) and metrics/slices/round_<R>.json.
+lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and, for `dvc plots`,
+metrics/slices/round_<R>_top.csv (the top slices' lift and shares by rank).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from madseg.io.tables import read_csv, write_csv
 from madseg.slices import round_slices
 
 log = logging.getLogger(__name__)
+PLOTTED = 10  # slices per round in the dvc plots table
 
 
 def run(params: Params, *, round_key: str) -> None:
@@ -25,6 +27,11 @@ def run(params: Params, *, round_key: str) -> None:
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
     slices = round_slices(attributes, stats, params.dataset.class_list().names, m["image_id"].tolist(), mos)
     write_csv(paths.slices_dir(round_key) / "slices.csv", slices)
+    write_csv(
+        paths.METRICS / "slices" / f"round_{round_key}_top.csv",
+        slices.head(PLOTTED).reset_index(drop=True).rename_axis("rank").reset_index()
+        .assign(rank=lambda d: d["rank"] + 1)[["rank", "rule", "lift", "group_share", "worst_share"]],
+    )  # fmt: skip
     top = slices.iloc[0] if len(slices) else None
     write_json(
         paths.METRICS / "slices" / f"round_{round_key}.json",

@@ -1,0 +1,272 @@
+"""The Ray backends: pool inference as a Ray Data job and MAD mining as Ray tasks, on an existing cluster or a
+Ray started for the stage.
+
+Inference (``infer.backend: ray``): the driver cuts the pending shards into exactly the batches of the local
+backend (``infer.batch_size`` consecutive images of a shard); Ray Data decodes and prepares each batch in a task
+and predicts it in a pool of actors (one per GPU, or CPU actors); the driver, the only writer, writes a shard
+and its sidecar as soon as all its batches are back. So the store has the local backend's bytes, a rerun skips
+finished shards, a finished shard is never rewritten, and a killed worker only costs Ray a retry.
+
+Mining (``mining.backend: ray``): one task per shard reads that shard of every store and returns each group's
+top-n3 (:func:`madseg.mining.shard_tops`); the driver folds them with :func:`madseg.mining.merge_tops` into
+exactly the local M.
+
+Every node reads the pool and the stores at the same paths: a shared filesystem (see the README).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from madseg.io.images import read_rgb
+from madseg.io.store import PredictionStore
+from madseg.labels import ClassList
+from madseg.models.predictors import Prediction
+from madseg.stops import ExpectedStop
+
+log = logging.getLogger(__name__)
+
+
+class ClusterUnreachable(ExpectedStop):
+    """The Ray cluster named by ``ray.address`` (or $RAY_ADDRESS) does not answer."""
+
+    exit_code = 8
+
+
+# ------------------------------------------------------------------------------------------------ session
+def _probe(address: str, timeout_s: float) -> None:
+    """Fail in seconds when nothing listens at ``address`` (ray.init would retry for a minute)."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachable(f"ray.address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterUnreachable(
+            f"no Ray cluster answers at {address} within {timeout_s:g} s ({e}). Start its head with "
+            "`ray start --head`, fix ray.address / $RAY_ADDRESS, or leave both empty for a Ray of the stage's own"
+        ) from None
+
+
+@contextmanager
+def ray_session(address: str | None = None, connect_timeout_s: float = 5.0) -> Iterator:
+    """Ray, joined to the cluster at ``address`` (else $RAY_ADDRESS), or started on this machine for the stage
+    and shut down after it. Yields the ``ray`` module."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the Ray backends need Ray: pip install -e '.[ray]'") from None
+    if ray.is_initialized():
+        yield ray
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto", "local"):
+        _probe(address, connect_timeout_s)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=False)  # fmt: skip
+    except (ConnectionError, RuntimeError) as e:
+        raise ClusterUnreachable(f"cannot join the Ray cluster at {address}: {e}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _quiet_data_context(ray) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # shards complete in order: the driver holds few at a time
+    ctx.raise_original_map_exception = True  # a corrupt image's own error, naming the file
+
+
+def actor_plan(ray, *, actors: int, threads: int, cpus_per_actor: float, use_gpus: bool) -> tuple[int, float]:
+    """(number of predicting actors, GPUs per actor) for this cluster: ``actors`` if set, else one per GPU when
+    GPUs may be used and the cluster has some, else one per ``threads`` CPUs."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if use_gpus else 0
+    if actors:
+        return actors, (1.0 if gpus else 0.0)
+    if gpus:
+        return gpus, 1.0
+    return max(1, int(resources.get("CPU", 1) // max(threads, cpus_per_actor, 1))), 0.0
+
+
+# ---------------------------------------------------------------------------------------------- inference
+def _ragged(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of any shapes (one rank) as one flat array and their shapes: Ray Data rows hold no lists of arrays."""
+    return np.concatenate([a.reshape(-1) for a in arrays]), np.array([a.shape for a in arrays], np.int64)
+
+
+def _unragged(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
+    ends = np.cumsum(shapes.prod(1))
+    return [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes, strict=True)]
+
+
+def _decode_batch(row: dict, *, policy, mean, std) -> dict:
+    """Ray Data task: read a batch's images and prepare them with the model's input policy."""
+    images = [read_rgb(p) for p in row["paths"]]
+    pixels, dims = _ragged([policy.prepare(im, mean, std).numpy() for im in images])
+    return {"shard": row["shard"], "batch": row["batch"], "pixels": pixels, "dims": dims,
+            "shapes": np.array([im.shape[:2] for im in images], np.int64)}  # fmt: skip
+
+
+class _PredictBatch:
+    """Ray Data actor: the model, loaded once per actor, predicting prepared batches."""
+
+    def __init__(self, source: str, classes: ClassList, device: str, threads: int, batch_size: int):
+        import torch
+
+        from madseg.device import resolve_device
+        from madseg.models.predictors import load_predictor
+
+        torch.set_num_threads(threads)  # the local backend's threads, so the two give the same bytes
+        self.predictor = load_predictor(source, classes=classes, device=resolve_device(device),
+                                        batch_size=batch_size)  # fmt: skip
+
+    def __call__(self, row: dict) -> dict:
+        import torch
+
+        tensors = [torch.from_numpy(t) for t in _unragged(row["pixels"], row["dims"])]
+        same = all(t.shape == tensors[0].shape for t in tensors)
+        pred = self.predictor.infer(
+            torch.stack(tensors) if same else tensors, [tuple(s) for s in row["shapes"]]
+        )
+        maps, map_shapes = _ragged(pred.maps)
+        return {"shard": row["shard"], "batch": row["batch"], "maps": maps, "map_shapes": map_shapes,
+                "entropy": pred.entropy, "maxprob": pred.maxprob}  # fmt: skip
+
+
+def predict_pool_ray(
+    probe,
+    source: str | Path,
+    index: pd.DataFrame,
+    store: PredictionStore,
+    *,
+    model_name: str,
+    classes: ClassList,
+    infer_params,
+    ray_params,
+    device: str,
+) -> int:
+    """:func:`madseg.inference.predict_pool` as a Ray Data job: the same store, byte for byte.
+
+    ``probe`` is the model's predictor on the driver (its input policy and normalisation prepare the images);
+    each actor loads the model from ``source`` and resolves ``device`` (the params' string) on its own node.
+    Returns the shards computed.
+    """
+    from madseg.inference import build_shard, check_index, fingerprint, pending_shards
+
+    ids = check_index(index)
+    fp = fingerprint(source, ids, probe.policy)
+    size, batch = infer_params.shard_size, infer_params.batch_size
+    todo = pending_shards(store, index, fp, size)
+    paths = [os.path.abspath(p) for p in index["path"]]  # workers do not share the driver's folder
+    rows, batches_of = [], {}
+    for s in todo:
+        stop = min((s + 1) * size, len(ids))
+        starts = range(s * size, stop, batch)
+        batches_of[s] = len(starts)
+        rows += [
+            {"shard": s, "batch": b, "paths": paths[i : min(i + batch, stop)]} for b, i in enumerate(starts)
+        ]
+    if rows:
+        with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
+            _quiet_data_context(ray)
+            n_actors, gpus = actor_plan(ray, actors=ray_params.actors, threads=infer_params.threads,
+                                        cpus_per_actor=ray_params.cpus_per_actor, use_gpus=device != "cpu")  # fmt: skip
+            log.info("%s: %d shards in %d batches on %d Ray actors (%g GPU each)", model_name, len(todo),
+                     len(rows), n_actors, gpus)  # fmt: skip
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            # decoding asks for half a CPU: it mostly waits on reads, and resources unlike the actors' keep Ray
+            # Data from fusing it into them (decoding then runs in tasks, in parallel, on any node)
+            ds = ds.map(_decode_batch, fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std},
+                        num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25)  # fmt: skip
+            ds = ds.map(
+                _PredictBatch, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus,
+                num_cpus=ray_params.cpus_per_actor,
+                fn_constructor_args=(os.path.abspath(source), classes, device, infer_params.threads, batch),
+            )  # fmt: skip
+            done: dict[int, dict[int, Prediction]] = {}
+            for row in tqdm(
+                _rows_or_cause(ds), total=len(rows), desc=f"infer {model_name} (ray)", unit="batch"
+            ):
+                s = int(row["shard"])
+                done.setdefault(s, {})[int(row["batch"])] = Prediction(
+                    _unragged(row["maps"], row["map_shapes"]), row["entropy"], row["maxprob"]
+                )
+                if len(done[s]) == batches_of[s]:
+                    parts = done.pop(s)
+                    predictions = [parts[b] for b in range(batches_of[s])]
+                    store.write_shard(
+                        s, build_shard(ids[s * size : (s + 1) * size], predictions, classes), fp
+                    )
+    store.finalize(model=model_name, classes=classes.names, shard_size=size, ids=ids, fingerprint=fp)
+    return len(todo)
+
+
+def _rows_or_cause(ds) -> Iterator[dict]:
+    """The dataset's rows; a failure in a task re-raised as its own exception (a corrupt image's ValueError
+    names the file), not as Ray's wrapper."""
+    import ray
+
+    try:
+        yield from ds.iter_rows()
+    except ray.exceptions.RayError as e:
+        raise _cause(e) from None
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (a task's error, Ray Data's UDF error)."""
+    import ray
+
+    while isinstance(error, ray.exceptions.RayError):
+        inner = getattr(error, "cause", None) or error.__cause__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+# ------------------------------------------------------------------------------------------------- mining
+def mine_mad_ray(
+    target: PredictionStore,
+    competitors: Mapping[str, PredictionStore],
+    bands: np.ndarray,
+    classes: ClassList,
+    *,
+    n3: int,
+    distance: str,
+    exclude: frozenset[str],
+    ray_params,
+) -> pd.DataFrame:
+    """:func:`madseg.mining.mine_mad` over whole stores as one Ray task per shard; the same candidate table."""
+    from madseg.mining import check_aligned, mad_frame, merge_tops, mine_store_shard
+
+    n_shards = check_aligned(target, competitors)
+    roots = {name: str(store.root) for name, store in competitors.items()}
+    tops: dict = {}
+    with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
+        task = ray.remote(mine_store_shard)
+        excluded = ray.put(exclude)
+        pending = [task.remote(str(target.root), roots, s, bands, classes, n3=n3, distance=distance,
+                               exclude=excluded) for s in range(n_shards)]  # fmt: skip
+        with tqdm(total=n_shards, desc="mine (ray)", unit="shard") as bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                try:
+                    merge_tops(tops, ray.get(ready[0]), n3)
+                except ray.exceptions.RayTaskError as e:
+                    raise _cause(e) from None
+                bar.update(1)
+    return mad_frame(tops, list(competitors), classes)
