@@ -4,8 +4,8 @@ near-duplicate search does not reach 10^6: see the README), and Ray against loca
 Each step runs in a fresh subprocess (so its peak RSS is its own) importing what its stage imports:
 - crawl_index: :func:`madseg.crawl.crawl` over a folder of generated 32x32 PNGs (a thousand per subfolder), the
   index written as the stage writes it;
-- store: writing a one-model store of 16x16 maps shard by shard, its manifest, then reading its ids and its
-  per-image table (``PredictionStore.stats``);
+- store: writing a one-model store of 16x16 maps shard by shard over an id column (as the infer stage holds the
+  pool index), its manifest, then reading its per-image table (``PredictionStore.stats``);
 - mine: MAD mining over six such stores (the stores are built beforehand, untimed).
 
 Keys: ``<step>_time_s_<size>`` and ``<step>_peak_mem_mb_<size>`` at both sizes, their ratios
@@ -55,12 +55,16 @@ def step_store(work: Path, n: int) -> None:
     from madseg.config import Params  # noqa: F401
     from madseg.io.store import PredictionStore, Shard
 
+    import pandas as pd
+
     rng = np.random.default_rng(0)
-    ids = [f"{v:016x}" for v in range(n)]
+    # the id column as the infer stage holds it (the pool index read from pool.csv)
+    ids = pd.concat([pd.Series([f"{v:016x}" for v in range(a, min(a + 65536, n))], dtype="str")
+                     for a in range(0, n, 65536)], ignore_index=True)  # fmt: skip
     store = PredictionStore(work / "store")
     size, k = 1024, 7
     for s in range(-(-n // size)):
-        part = ids[s * size : (s + 1) * size]
+        part = ids.iloc[s * size : (s + 1) * size].tolist()
         maps = rng.integers(0, k, (len(part), 4, 4), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
         area = np.stack([np.bincount(m.ravel(), minlength=k) for m in maps]).astype(np.float32) / 256
         store.write_shard(s, Shard(part, list(maps), area, rng.random(len(part)).astype(np.float32),
@@ -68,7 +72,7 @@ def step_store(work: Path, n: int) -> None:
     store.finalize(
         model="m", classes=[str(c) for c in range(k)], shard_size=size, ids=ids, fingerprint="bench"
     )
-    assert len(store.ids()) == n and len(store.stats()) == n
+    assert len(store.stats()) == n  # the per-image table
 
 
 def step_mine(work: Path) -> None:

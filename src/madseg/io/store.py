@@ -154,7 +154,7 @@ class PredictionStore:
     ) -> None:
         """Write the manifest once every shard is done; removes shards left over from a larger earlier run and
         the temporary files of writes a killed run left behind."""
-        n_shards = -(-len(ids) // shard_size) if ids else 0
+        n_shards = -(-len(ids) // shard_size)
         checksums = []
         for s in range(n_shards):
             meta = read_json(self._sidecar(s))
@@ -214,45 +214,53 @@ class PredictionStore:
             yield self.read_shard(s, verify=verify)
 
     def stats(self) -> pd.DataFrame:
-        """Per-image statistics without the maps: columns id, area_<class>..., entropy, maxprob."""
-        classes = self.classes
-        frames = []
+        """Per-image statistics without the maps: columns id, area_<class>..., entropy, maxprob (float32).
+
+        Filled shard by shard into arrays sized from the manifest: a million images cost their numbers, not
+        one frame per shard and a concatenation of them."""
+        classes, count = self.classes, len(self)
+        area = np.empty((count, len(classes)), np.float32)
+        entropy, maxprob = np.empty(count, np.float32), np.empty(count, np.float32)
+        ids, at = [], 0
         for shard in self.iter_shards():
-            df = pd.DataFrame(shard.area, columns=[f"area_{c}" for c in classes])
-            df.insert(0, "id", shard.ids)
-            df["entropy"] = shard.entropy
-            df["maxprob"] = shard.maxprob
-            frames.append(df)
-        if not frames:
-            return pd.DataFrame(columns=["id", *[f"area_{c}" for c in classes], "entropy", "maxprob"])
-        return pd.concat(frames, ignore_index=True)
+            n = len(shard.ids)
+            area[at : at + n], entropy[at : at + n], maxprob[at : at + n] = shard.area, shard.entropy, shard.maxprob
+            ids.append(pd.Series(shard.ids, dtype="str"))
+            at += n
+        df = pd.DataFrame(area, columns=[f"area_{c}" for c in classes])
+        df.insert(0, "id", pd.concat(ids, ignore_index=True) if ids else pd.Series([], dtype="str"))
+        df["entropy"], df["maxprob"] = entropy, maxprob
+        return df
 
     def read_maps(self, wanted: Sequence[str]) -> dict[str, np.ndarray]:
-        """Maps of the ``wanted`` ids (any order), reading only the shards that hold them."""
-        manifest = self.manifest
-        size = manifest["shard_size"]
-        ids = self.ids()
-        pos = {i: n for n, i in enumerate(ids)}
-        missing = [w for w in wanted if w not in pos]
+        """Maps of the ``wanted`` ids (any order), decoding only the shards that hold them."""
+        wanted_set = set(wanted)
+        out: dict[str, np.ndarray] = {}
+        for s in range(len(self.manifest["shards"])):
+            if wanted_set.isdisjoint(self._shard_ids(s)):
+                continue
+            shard = self.read_shard(s)
+            out.update((i, m) for i, m in zip(shard.ids, shard.maps, strict=True) if i in wanted_set)
+        missing = [w for w in wanted if w not in out]
         if missing:
             raise KeyError(
                 f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}"
             )
-        out: dict[str, np.ndarray] = {}
-        for s in sorted({pos[w] // size for w in wanted}):
-            shard = self.read_shard(s)
-            for i, m in zip(shard.ids, shard.maps, strict=True):
-                if i in wanted:
-                    out[i] = m
         return out
+
+    def _shard_ids(self, s: int) -> list[str]:
+        with np.load(self.shard_path(s), allow_pickle=False) as z:
+            return z["ids"].tolist()
 
     def ids(self) -> list[str]:
-        out: list[str] = []
-        for s in range(len(self.manifest["shards"])):
-            with np.load(self.shard_path(s), allow_pickle=False) as z:
-                out.extend(z["ids"].tolist())
-        return out
+        return [i for s in range(len(self.manifest["shards"])) for i in self._shard_ids(s)]
 
 
-def ids_digest(ids: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+def ids_digest(ids: Sequence[str], chunk: int = 65536) -> str:
+    """sha256 of ``json.dumps(list(ids))``, streamed in chunks so that a million ids never become one string."""
+    h = hashlib.sha256(b"[")
+    for start in range(0, len(ids), chunk):
+        part = json.dumps(list(ids[start : start + chunk]))[1:-1]
+        h.update(((", " if start else "") + part).encode())
+    h.update(b"]")
+    return h.hexdigest()
