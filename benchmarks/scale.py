@@ -52,10 +52,10 @@ def step_crawl(work: Path) -> None:
 
 
 def step_store(work: Path, n: int) -> None:
+    import pandas as pd
+
     from madseg.config import Params  # noqa: F401
     from madseg.io.store import PredictionStore, Shard
-
-    import pandas as pd
 
     rng = np.random.default_rng(0)
     # the id column as the infer stage holds it (the pool index read from pool.csv)

@@ -109,17 +109,16 @@ def test_triage_gallery_filters_and_enlarges_in_chromium(tiny_project):
         assert external == [] and errors == []
 
 
-def test_rater_bias_and_agreement_recover_planted_biases():
+def test_rater_table_recovers_planted_biases_and_inconsistencies():
     from madseg.report.sections import rater_stats
 
     rng = np.random.default_rng(0)
     quality = rng.uniform(1.5, 4.5, 400)
-    planted = {"a": 0.0, "b": 0.5, "c": -0.5}
-    rows = [{"image_id": f"{i:04d}", "annotator": name, "score": float(np.clip(round(q + bias + rng.normal(0, 0.3)), 1, 5))}
-            for i, q in enumerate(quality) for name, bias in planted.items()]  # fmt: skip
+    planted = {"a": (0.0, 0.3), "b": (0.5, 0.6), "c": (-0.5, 0.4)}
+    rows = [{"image_id": f"{i:04d}", "annotator": name, "score": q + bias + rng.normal(0, sd)}
+            for i, q in enumerate(quality) for name, (bias, sd) in planted.items()]  # fmt: skip
     rows.append({"image_id": "veto", "annotator": "a", "score": float("nan")})
     stats = rater_stats(pd.DataFrame(rows)).set_index("annotator")
-    for name, bias in planted.items():  # against the mean of the other two: bias - mean(others' biases)
-        others = np.mean([b for n, b in planted.items() if n != name])
-        assert abs(stats.at[name, "bias"] - (bias - others)) < 0.1
+    for name, (bias, sd) in planted.items():
+        assert abs(stats.at[name, "bias"] - bias) < 0.1 and abs(stats.at[name, "inconsistency"] - sd) < 0.1
         assert stats.at[name, "ratings"] == 400 and stats.at[name, "agreement"] > 0.8

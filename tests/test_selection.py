@@ -112,3 +112,28 @@ def test_krippendorff_alpha_matches_reference_package(seed):
 def test_krippendorff_alpha_perfect_agreement_is_one():
     scores = _scores([(f"i{i}", a, 1 + i % 5, False) for i in range(10) for a in ("x", "y")])
     assert krippendorff_alpha_ordinal(scores) == pytest.approx(1.0)
+
+
+def test_rater_model_scores_undo_a_lenient_raters_bias():
+    from madseg.selection import opinion_scores
+
+    # image "b" is rated only by the lenient rater: its mean looks good, its modelled quality does not
+    rows = []
+    for i in range(60):
+        q = 1 + (i % 5)
+        rows += [{"image_id": f"{i:02d}", "annotator": "fair", "score": q, "out_of_domain": False},
+                 {"image_id": f"{i:02d}", "annotator": "lenient", "score": min(q + 1, 5), "out_of_domain": False}]  # fmt: skip
+    rows += [{"image_id": "b", "annotator": "lenient", "score": 3, "out_of_domain": False},
+             {"image_id": "a", "annotator": "fair", "score": 3, "out_of_domain": False},
+             {"image_id": "v", "annotator": "fair", "score": 1, "out_of_domain": True}]  # fmt: skip
+    scores = pd.DataFrame(rows)
+    candidates = sorted(set(scores["image_id"]))
+    mean = opinion_scores(scores, candidates).set_index("image_id")
+    model = opinion_scores(scores, candidates, "rater_model").set_index("image_id")
+    assert mean.at["b", "mos"] == mean.at["a", "mos"] == 3
+    assert (
+        model.at["b", "mos"] < model.at["a", "mos"]
+    )  # the lenient rater's 3 is worth less than the fair one's
+    assert model.at["v", "mos"] == np.inf and model.index[-1] == "v"
+    with pytest.raises(ValueError, match="unknown score aggregation"):
+        opinion_scores(scores, candidates, "median")

@@ -285,6 +285,9 @@ class AnnotationParams:
 @dataclass(frozen=True)
 class SelectionParams:
     n4: int = 100
+    scores: Literal["mean", "rater_model"] = (
+        "mean"  # S from the mean score, or from the rater model's quality
+    )
     t_size: int = 40
     t_cap: int = 8
     seed: int = 0

@@ -56,6 +56,23 @@ def mean_opinion_scores(scores: pd.DataFrame, candidates: Sequence[str]) -> pd.D
     return table[["image_id", "mos", "mean_score", "n_ratings", "n_vetoes", "vetoed"]]
 
 
+def opinion_scores(scores: pd.DataFrame, candidates: Sequence[str], how: str = "mean") -> pd.DataFrame:
+    """:func:`mean_opinion_scores`, or with ``how='rater_model'`` the images' quality under the rater model
+    (:mod:`madseg.annotation.aggregation`: each rater's bias removed, consistent raters weighing more) in the
+    ``mos`` column; vetoes and the (mos, image_id) order as before."""
+    table = mean_opinion_scores(scores, candidates)
+    if how == "mean":
+        return table
+    if how != "rater_model":
+        raise ValueError(f"unknown score aggregation {how!r}; valid: mean, rater_model")
+    from madseg.annotation.aggregation import estimate
+
+    quality = estimate(scores).quality
+    modelled = table["image_id"].astype(str).map(quality).to_numpy(dtype=float)
+    table["mos"] = np.where(table["vetoed"], np.inf, modelled)
+    return table.sort_values(["mos", "image_id"], kind="stable").reset_index(drop=True)
+
+
 def select_lowest(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> pd.DataFrame:
     """S^(i+1): the ``n4`` lowest-MOS images of M, never a vetoed one, none already in S^(1..i).
 

@@ -224,7 +224,11 @@ class PredictionStore:
         ids, at = [], 0
         for shard in self.iter_shards():
             n = len(shard.ids)
-            area[at : at + n], entropy[at : at + n], maxprob[at : at + n] = shard.area, shard.entropy, shard.maxprob
+            area[at : at + n], entropy[at : at + n], maxprob[at : at + n] = (
+                shard.area,
+                shard.entropy,
+                shard.maxprob,
+            )
             ids.append(pd.Series(shard.ids, dtype="str"))
             at += n
         df = pd.DataFrame(area, columns=[f"area_{c}" for c in classes])

@@ -122,27 +122,34 @@ def manager_summary_html(f: RoundFacts) -> str:
 
 
 def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each rater against the others on the same images.
+    """Each rater's bias and inconsistency (the rater model of :mod:`madseg.annotation.aggregation`) and their
+    agreement with the others.
 
     Args:
         scores: one row per rating: image_id, annotator, score (1..5; NaN for an out-of-domain veto).
     Returns:
-        one row per annotator: ratings, mean_score, bias (mean of their score minus the mean of the other raters
-        of that image: > 0 rates more leniently), agreement (Pearson r of their scores with the others' means;
-        NaN where undefined).
+        one row per annotator: ratings, mean_score, bias (points of the 1-5 scale; > 0 rates more leniently than
+        the raters' average), inconsistency (the spread of their scores around quality + bias), agreement
+        (Pearson r of their scores with the other raters' mean on the same images; NaN where undefined).
     """
+    from madseg.annotation.aggregation import estimate
+
     s = scores.dropna(subset=["score"])[["image_id", "annotator", "score"]].astype({"score": float})
+    columns = ["annotator", "ratings", "mean_score", "bias", "inconsistency", "agreement"]
+    if s.empty:
+        return pd.DataFrame(columns=columns)
+    model = estimate(s)
     per_image = s.groupby("image_id")["score"].agg(["sum", "count"])
     s = s.join(per_image, on="image_id")
-    s = s[s["count"] > 1]
-    s["others"] = (s["sum"] - s["score"]) / (s["count"] - 1)
+    shared = s[s["count"] > 1].assign(others=lambda d: (d["sum"] - d["score"]) / (d["count"] - 1))
     rows = []
     for name, g in s.groupby("annotator", sort=True):
-        both_vary = g["score"].std() > 0 and g["others"].std() > 0
+        o = shared[shared["annotator"] == name]
+        both_vary = len(o) > 1 and o["score"].std() > 0 and o["others"].std() > 0
         rows.append({"annotator": name, "ratings": len(g), "mean_score": g["score"].mean(),
-                     "bias": (g["score"] - g["others"]).mean(),
-                     "agreement": g["score"].corr(g["others"]) if both_vary else float("nan")})  # fmt: skip
-    return pd.DataFrame(rows, columns=["annotator", "ratings", "mean_score", "bias", "agreement"])
+                     "bias": model.bias[str(name)], "inconsistency": model.inconsistency[str(name)],
+                     "agreement": o["score"].corr(o["others"]) if both_vary else float("nan")})  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 def rater_table_html(stats: pd.DataFrame) -> str:

@@ -10,7 +10,7 @@ from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import write_json
 from madseg.io.tables import read_csv, write_csv
-from madseg.selection import krippendorff_alpha_ordinal, mean_opinion_scores, select_lowest
+from madseg.selection import krippendorff_alpha_ordinal, opinion_scores, select_lowest
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def run(params: Params, *, round_key: str) -> None:
     scores = read_csv(here / "scores.csv", required=["image_id", "annotator", "score", "out_of_domain"])
     previous = read_csv(paths.annotations_dir(spec.prev) / "S_all.csv", required=["image_id", "round"])
 
-    mos = mean_opinion_scores(scores, candidates)
+    mos = opinion_scores(scores, candidates, params.selection.scores)
     # the last round only measures (ratings and T's masks): it fine-tunes nothing, so it selects no S
     n4 = params.selection.n4 if spec.finetune else 0
     chosen = select_lowest(mos, n4, exclude=previous["image_id"])

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from madseg import paths
+from madseg.annotation.aggregation import estimate
+from madseg.annotation.simulated import annotator_names
 from madseg.config import Params
 from madseg.device import resolve_device
 from madseg.inference import predict_images
@@ -129,6 +131,7 @@ def _eval_pool_scores(params: Params, classes) -> None:
         float(precision["mad"] / precision["random"]) if precision["random"] else None
     )
     metrics |= _study_margins()
+    metrics["aggregation.bias_rmse"] = _rater_bias_rmse(params)
     write_csv(paths.METRICS / "validity_eval_pool.csv", pd.DataFrame(rows))
     write_json(paths.METRICS / "validity.json", metrics)
     log.info("D_eval corner mIoU %+.1f points from f_t^(0) to f_t^(%s); T0 drop %.1f points",
@@ -151,6 +154,21 @@ def _slices_recovery(params: Params) -> None:
     log.info(
         "the final round's 10 top slices recover %d of %d truth factors: %s", len(got), len(factors), got
     )
+
+
+def _rater_bias_rmse(params: Params) -> float | None:
+    """RMSE between the rater model's biases, fitted on every round's ratings, and the simulated annotators'
+    planted biases (both measured from the raters' average); None when the raters are people."""
+    sim = params.annotation.simulated
+    if params.annotation.backend != "simulated":
+        return None
+    scores = pd.concat([read_csv(paths.annotations_dir(k) / "scores.csv", required=["image_id", "annotator", "score"])
+                        for k in params.rounds if (paths.annotations_dir(k) / "scores.csv").exists()])  # fmt: skip
+    fitted = estimate(scores).bias
+    names = annotator_names(params.annotation.annotators_per_task)
+    planted = np.array(sim.bias[: len(names)], dtype=float)  # annotator sim<n> has bias[n]
+    error = fitted.reindex(names).to_numpy(dtype=float) - (planted - planted.mean())
+    return float(np.sqrt(np.mean(error**2)))
 
 
 def _study_margins() -> dict:
