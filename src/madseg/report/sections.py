@@ -153,15 +153,16 @@ def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def rater_table_html(stats: pd.DataFrame) -> str:
-    """The raters' table: ratings, mean score, bias against the others (points of the 1-5 scale), agreement."""
+    """The raters' table: ratings, mean score, bias and inconsistency (points of the 1-5 scale), agreement."""
     if stats.empty:
-        return '<p class="empty">no image was rated by two people</p>'
+        return '<p class="empty">no rating yet</p>'
     rows = "".join(
         f"<tr><td>{html.escape(str(r.annotator))}</td><td>{r.ratings}</td><td>{readable(r.mean_score)}</td>"
-        f"<td>{r.bias:+.2f}</td><td>{readable(r.agreement)}</td></tr>"
+        f"<td>{r.bias:+.2f}</td><td>{r.inconsistency:.2f}</td><td>{readable(r.agreement)}</td></tr>"
         for r in stats.itertuples(index=False)
     )
-    head = "".join(
-        f"<th>{h}</th>" for h in ("rater", "ratings", "mean score", "bias vs the others", "agreement (r)")
-    )
-    return f'<table class="t1"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    columns = ("rater", "ratings", "mean score", "bias", "inconsistency", "agreement with the others (r)")
+    head = "".join(f"<th>{h}</th>" for h in columns)
+    note = ('<p class="note">Bias and inconsistency in points of the 1-5 scale, from the rater model (each score ='
+            " the image's quality + the rater's bias + noise of the rater's spread).</p>")  # fmt: skip
+    return f'<table class="t1"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{note}'
