@@ -500,3 +500,37 @@ def test_the_local_backends_need_nothing_of_ray():
     code = ("import sys, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, madseg.stages.infer; "
             "sys.exit('ray' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_shard_statistics_equal_per_image_confusions(big):
+    """The disagreement-based statistics against one confusion matrix per image pair, with ignored pixels and
+    mixed sizes (``big``: maps past the size where histograms switch to torch's bincount)."""
+    from madseg.io.store import Shard
+    from madseg.metrics import confusion_matrix, mean_iou, pixel_accuracy
+    from madseg.mining import shard_pair_stats
+
+    rng = np.random.default_rng(5)
+    k, shapes = 5, [(300, 400), (7, 9), (260, 260)] if big else [(7, 9), (16, 16), (1, 3), (33, 5)]
+    target = [rng.integers(0, k, s).astype(np.uint8) for s in shapes]
+    other = []
+    for t in target:
+        o = t.copy()
+        flip = rng.random(t.shape) < 0.3
+        o[flip] = rng.integers(0, k, int(flip.sum()))
+        o[rng.random(t.shape) < 0.05] = 255  # ignored
+        other.append(o)
+    target[0][:2, :2] = 255
+    ids = [f"{i}" for i in range(len(shapes))]
+
+    def shard(maps):
+        zeros = np.zeros(len(ids), np.float32)
+        return Shard(ids, maps, np.zeros((len(ids), k), np.float32), zeros, zeros)
+
+    for distance, score in (("miou", mean_iou), ("pixel_accuracy", pixel_accuracy)):
+        _, t_area, stats = shard_pair_stats(shard(target), {"c": shard(other)}, k, distance)
+        c_area, dist = stats["c"]
+        for i, (a, b) in enumerate(zip(target, other, strict=True)):
+            assert dist[i] == pytest.approx(1 - score(confusion_matrix(a, b, k)), abs=1e-12)
+            assert np.allclose(t_area[i], [(a == c).mean() for c in range(k)])
+            assert np.allclose(c_area[i], [(b == c).mean() for c in range(k)])

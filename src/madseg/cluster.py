@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from madseg.config import InferParams, RayParams
 from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore
 from madseg.labels import ClassList
@@ -70,7 +71,7 @@ def ray_session(address: str | None = None, connect_timeout_s: float = 5.0) -> I
         yield ray
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address not in (None, "auto", "local"):
+    if address not in (None, "auto"):
         _probe(address, connect_timeout_s)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
@@ -155,9 +156,9 @@ def predict_pool_ray(
     *,
     model_name: str,
     classes: ClassList,
-    infer_params,
-    ray_params,
-    device: str,
+    infer_params: InferParams,
+    ray_params: RayParams | None = None,
+    device: str = "auto",
 ) -> int:
     """:func:`madseg.inference.predict_pool` as a Ray Data job: the same store, byte for byte.
 
@@ -167,6 +168,7 @@ def predict_pool_ray(
     """
     from madseg.inference import build_shard, check_index, fingerprint, pending_shards
 
+    ray_params = ray_params or RayParams()
     ids = check_index(index)
     fp = fingerprint(source, ids, probe.policy)
     size, batch = infer_params.shard_size, infer_params.batch_size
@@ -248,11 +250,12 @@ def mine_mad_ray(
     n3: int,
     distance: str,
     exclude: frozenset[str],
-    ray_params,
+    ray_params: RayParams | None = None,
 ) -> pd.DataFrame:
     """:func:`madseg.mining.mine_mad` over whole stores as one Ray task per shard; the same candidate table."""
     from madseg.mining import check_aligned, mad_frame, merge_tops, mine_store_shard
 
+    ray_params = ray_params or RayParams()
     n_shards = check_aligned(target, competitors)
     roots = {name: str(store.root) for name, store in competitors.items()}
     tops: dict = {}
