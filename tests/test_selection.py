@@ -137,3 +137,31 @@ def test_rater_model_scores_undo_a_lenient_raters_bias():
     assert model.at["v", "mos"] == np.inf and model.index[-1] == "v"
     with pytest.raises(ValueError, match="unknown score aggregation"):
         opinion_scores(scores, candidates, "median")
+
+
+def test_round_robin_spreads_s_over_the_groups_within_its_quota():
+    from madseg.selection import select_lowest, select_round_robin
+
+    # group A holds the 8 worst images, B and C milder ones, D only good ones beyond the pool
+    rows, mos = [], []
+    for group, ids, base in (("A", range(8), 1.0), ("B", range(8, 12), 2.0), ("C", range(12, 16), 2.5),
+                             ("D", range(16, 20), 4.5)):  # fmt: skip
+        for i in ids:
+            rows.append({"image_id": f"{i:02d}", "competitor": group, "class": "disc", "direction": "t"})
+            mos.append({"image_id": f"{i:02d}", "mos": base + i / 100, "vetoed": False})
+    rows.append({"image_id": "00", "competitor": "B", "class": "disc", "direction": "t"})  # found twice
+    mos.append({"image_id": "zz", "mos": float("inf"), "vetoed": True})
+    table = pd.DataFrame(mos).sort_values(["mos", "image_id"]).reset_index(drop=True)
+    candidates = pd.DataFrame(rows)
+    lowest = select_lowest(table, 6)
+    assert set(lowest["image_id"]) == {f"{i:02d}" for i in range(6)}  # all from A
+    chosen = select_round_robin(table, candidates, 6, pool_factor=2.0)  # pool: the 12 lowest (A and B)
+    group_of = candidates.drop_duplicates("image_id", keep="first").set_index("image_id")["competitor"]
+    counts = group_of[chosen["image_id"]].value_counts()
+    assert len(chosen) == 6 and counts.max() - counts.min() <= 1 and set(counts.index) == {"A", "B"}
+    assert chosen["mos"].is_monotonic_increasing and "zz" not in set(chosen["image_id"])
+    wide = select_round_robin(table, candidates, 6, exclude=["00", "01"], pool_factor=2.3)  # 14: A, B, C
+    counts = group_of[wide["image_id"]].value_counts()
+    assert dict(counts) == {"A": 2, "B": 2, "C": 2} and not {"00", "01"} & set(wide["image_id"])
+    with pytest.raises(ValueError, match="pool_factor"):
+        select_round_robin(table, candidates, 6, pool_factor=0.5)

@@ -87,6 +87,46 @@ def select_lowest(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> pd
     return eligible.head(n4).reset_index(drop=True)
 
 
+def select_round_robin(
+    mos: pd.DataFrame,
+    candidates: pd.DataFrame,
+    n4: int,
+    exclude: Iterable[str] = (),
+    pool_factor: float = 2.0,
+) -> pd.DataFrame:
+    """S^(i+1) spread over MAD's groups: among the ``pool_factor * n4`` lowest-MOS eligible images (never vetoed,
+    none already in S^(1..i)), each (competitor, class, direction) group in turn gives its lowest-MOS image not
+    yet taken, until ``n4``. Taking only the lowest MOS piles S onto the factor the raters find worst; the
+    groups are what makes MAD's candidates diverse (see the README's recipe notes).
+
+    Args:
+        mos: :func:`opinion_scores`' table.
+        candidates: the round's candidate rows (image_id, competitor, class, direction); an image found by
+            several groups is eligible in each and taken once.
+    Returns:
+        the chosen rows of ``mos``, in MOS order.
+    """
+    if n4 < 0:
+        raise ValueError(f"n4 must be >= 0, got {n4}")
+    if pool_factor < 1:
+        raise ValueError(f"pool_factor must be >= 1, got {pool_factor}")
+    pool = select_lowest(mos, int(np.ceil(pool_factor * n4)), exclude)
+    rank = {image: n for n, image in enumerate(pool["image_id"])}  # pool is in (mos, image_id) order
+    groups: dict[tuple, list[str]] = {}
+    c = candidates[candidates["image_id"].isin(rank)]
+    for image, *group in zip(c["image_id"], c["competitor"], c["class"], c["direction"], strict=True):
+        groups.setdefault(tuple(group), []).append(image)
+    queues = [sorted(set(ids), key=rank.__getitem__) for _, ids in sorted(groups.items())]
+    chosen: set[str] = set()
+    while len(chosen) < min(n4, len(pool)) and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < n4:
+                chosen.add(queue.pop(0))
+    return pool[pool["image_id"].isin(chosen)].reset_index(drop=True)
+
+
 def main_class(area: pd.DataFrame, class_names: Sequence[str]) -> pd.Series:
     """The main foreground class of each image: the class with the largest predicted area (background apart).
 

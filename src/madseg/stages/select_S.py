@@ -10,7 +10,7 @@ from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import write_json
 from madseg.io.tables import read_csv, write_csv
-from madseg.selection import krippendorff_alpha_ordinal, opinion_scores, select_lowest
+from madseg.selection import krippendorff_alpha_ordinal, opinion_scores, select_lowest, select_round_robin
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,13 @@ def run(params: Params, *, round_key: str) -> None:
     mos = opinion_scores(scores, candidates, params.selection.scores)
     # the last round only measures (ratings and T's masks): it fine-tunes nothing, so it selects no S
     n4 = params.selection.n4 if spec.finetune else 0
-    chosen = select_lowest(mos, n4, exclude=previous["image_id"])
+    if params.selection.method == "round_robin":
+        groups = read_csv(paths.mining_dir(round_key) / "candidates.csv",
+                          required=["image_id", "competitor", "class", "direction"])  # fmt: skip
+        chosen = select_round_robin(mos, groups, n4, exclude=previous["image_id"],
+                                    pool_factor=params.selection.pool_factor)  # fmt: skip
+    else:
+        chosen = select_lowest(mos, n4, exclude=previous["image_id"])
     s_all = pd.concat(
         [previous[["image_id", "round"]], pd.DataFrame({"image_id": chosen["image_id"], "round": round_key})],
         ignore_index=True,
