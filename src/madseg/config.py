@@ -285,9 +285,10 @@ class AnnotationParams:
 @dataclass(frozen=True)
 class SelectionParams:
     n4: int = 100
-    scores: Literal["mean", "rater_model"] = (
-        "mean"  # S from the mean score, or from the rater model's quality
-    )
+    # S from the mean score or from the rater model's quality; the n4 lowest, or MAD's groups in turn
+    scores: Literal["mean", "rater_model"] = "mean"
+    method: Literal["lowest", "round_robin"] = "lowest"
+    pool_factor: float = 2.0  # round_robin picks among the pool_factor * n4 lowest-scored images
     t_size: int = 40
     t_cap: int = 8
     seed: int = 0
