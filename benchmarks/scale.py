@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import shutil
 import subprocess
@@ -154,6 +155,7 @@ def ray_over_local(n_images: int) -> dict:
     torch.set_num_threads(params.infer.threads)
     infer = dataclasses.replace(params.infer, batch_size=8, shard_size=64)
     out = {}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         for backend in ("local", "ray"):

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a worker node, two CPUs each, small object stores."""
+    """A head and a worker node, two CPUs each, small object stores, no usage telemetry."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 150 * 2**20})
     c.add_node(num_cpus=2, object_store_memory=150 * 2**20)
     c.wait_for_nodes()

@@ -63,6 +63,9 @@ def _probe(address: str, timeout_s: float) -> None:
 def ray_session(address: str | None = None, connect_timeout_s: float = 5.0) -> Iterator:
     """Ray, joined to the cluster at ``address`` (else $RAY_ADDRESS), or started on this machine for the stage
     and shut down after it. Yields the ``ray`` module."""
+    # no usage telemetry from a pipeline stage (as DVC's analytics are off): Ray would report home and query a
+    # Prometheus on localhost:9090 after every dataset
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
