@@ -198,7 +198,14 @@ class PredictionStore:
 
     def read_shard(self, s: int, verify: bool = True) -> Shard:
         """Read shard ``s``; with ``verify`` its sha256 is checked against the manifest."""
-        manifest = self.manifest
+        return self._read_shard(s, self.manifest, verify)
+
+    def iter_shards(self, verify: bool = True) -> Iterator[Shard]:
+        manifest = self.manifest  # read once: a 10^6-image store's manifest lists ~1,000 checksums
+        for s in range(len(manifest["shards"])):
+            yield self._read_shard(s, manifest, verify)
+
+    def _read_shard(self, s: int, manifest: dict, verify: bool) -> Shard:
         if not 0 <= s < len(manifest["shards"]):
             raise IndexError(f"{self.root}: shard {s} out of range 0..{len(manifest['shards']) - 1}")
         path = self.shard_path(s)
@@ -208,10 +215,6 @@ class PredictionStore:
         if verify and hashlib.sha256(data).hexdigest() != manifest["shards"][s]:
             raise CorruptShardError(f"{path}: checksum mismatch (truncated or modified shard)")
         return _decode(data, str(path))
-
-    def iter_shards(self, verify: bool = True) -> Iterator[Shard]:
-        for s in range(len(self.manifest["shards"])):
-            yield self.read_shard(s, verify=verify)
 
     def stats(self) -> pd.DataFrame:
         """Per-image statistics without the maps: columns id, area_<class>..., entropy, maxprob (float32).
