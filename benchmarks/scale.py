@@ -1,9 +1,9 @@
-"""Scale: the prediction store and mining at 10^5 and 10^6 images, the crawl index at 10^4 and 10^5 (its
-near-duplicate search does not reach 10^6: see the README), and Ray against local inference on this machine.
+"""Scale: the crawl index, the prediction store and mining at 10^5 and 10^6 images, and Ray against local
+inference on this machine.
 
 Each step runs in a fresh subprocess (so its peak RSS is its own) importing what its stage imports:
-- crawl_index: :func:`madseg.crawl.crawl` over a folder of generated 32x32 PNGs (a thousand per subfolder), the
-  index written as the stage writes it;
+- crawl_index: :func:`madseg.crawl.crawl` over a folder of generated 32x32 PNGs (a thousand per subfolder) with
+  the default near-duplicate threshold, the index and rejects written as the stage writes them;
 - store: writing a one-model store of 16x16 maps shard by shard over an id column (as the infer stage holds the
   pool index), its manifest, then reading its per-image table (``PredictionStore.stats``);
 - mine: MAD mining over six such stores (the stores are built beforehand, untimed).
@@ -14,7 +14,7 @@ Keys: ``<step>_time_s_<size>`` and ``<step>_peak_mem_mb_<size>`` at both sizes, 
 ``infer.backend: ray`` (a local Ray already started, as a cluster would be) over the local backend on the same
 500x375 photos (goal >= 0.8). Writes metrics/bench/scale.json.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 100000 1000000] [--crawl-sizes 10000 100000] [--ray-images 320]
+    .venv/bin/python benchmarks/scale.py [--sizes 100000 1000000] [--ray-images 320] [--skip crawl ...]
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ def _label(n: int) -> str:
 def step_crawl(work: Path) -> None:
     from madseg.config import Params  # noqa: F401  (the stage's imports)
     from madseg.crawl import crawl
-    from madseg.io.tables import write_csv
 
-    result = crawl(folders=[work / "images"], decode_workers=2)
-    write_csv(work / "pool.csv", result.index)
-    print(json.dumps({"indexed": len(result.index)}))
+    with crawl(folders=[work / "images"], decode_workers=2) as result:
+        result.write(work / "pool.csv", work / "rejects.csv")
 
 
 def step_store(work: Path, n: int) -> None:
@@ -174,7 +172,6 @@ def ray_over_local(n_images: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs=2, default=[100_000, 1_000_000])
-    ap.add_argument("--crawl-sizes", type=int, nargs=2, default=[10_000, 100_000])
     ap.add_argument("--ray-images", type=int, default=320)
     ap.add_argument("--skip", nargs="*", default=[], choices=[*STEPS, "ray"])
     ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "scale.json")
@@ -190,10 +187,9 @@ def main() -> None:
 
     from mine import build_store
 
-    result: dict = {}
-    plan = {
-        step: args.crawl_sizes if step == "crawl" else args.sizes for step in STEPS if step not in args.skip
-    }
+    # a partial run (--skip) keeps the skipped steps' figures from the last run: every ratio is within one step
+    result: dict = json.loads(args.out.read_text()) if args.skip and args.out.exists() else {}
+    plan = {step: args.sizes for step in STEPS if step not in args.skip}
     for n in sorted({n for sizes in plan.values() for n in sizes}):
         work = Path(tempfile.mkdtemp(prefix=f"madseg-bench-scale-{n}-"))
         try:

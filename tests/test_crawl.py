@@ -25,6 +25,7 @@ from madseg import crawl as C
 from madseg.config import CrawlParams, parse_section
 from madseg.crawl import inspection
 from madseg.io.images import decode_rgb, image_id
+from madseg.io.tables import write_csv
 
 LIMITS = C.Limits(min_side=16, max_side=512, max_pixels=90_000, max_bytes=200_000)
 FAST = C.FetchConfig(timeout_s=0.3, retries=1, backoff_s=0.01, workers=4, max_redirects=3)
@@ -97,28 +98,36 @@ def test_phash_tolerates_reencoding_resizing_light_crops():
             assert C.hamming(h, C.phash(np.asarray(Image.open(io.BytesIO(copy)).convert("RGB")))) <= 6
 
 
-@pytest.mark.parametrize("threshold", [0, 3, 6, 9, 13])
-def test_hash_index_matches_brute_force(threshold):
+@pytest.mark.parametrize("threshold", [0, 3, 6, 9, 12, 13, 17])
+def test_near_pairs_match_brute_force(threshold):
     r = np.random.default_rng(threshold)
-    base = [int(x) for x in r.integers(0, 2**63, 300, dtype=np.int64)]
-    # plant neighbours at every distance up to threshold + 2
-    planted = [
-        b ^ sum(1 << int(i) for i in r.choice(64, d, replace=False)) for b in base[:40] for d in range(15)
-    ]
-    stored = base + planted
-    idx = C.HashIndex(stored, threshold)
-    assert len(idx) == len(stored)
-    for q in base[:60] + [int(x) for x in r.integers(0, 2**63, 20, dtype=np.int64)]:
-        want = sorted((C.hamming(q, h), i) for i, h in enumerate(stored) if C.hamming(q, h) <= threshold)
-        indices, dists = idx.query(q)
-        got = list(zip(dists.tolist(), indices.tolist(), strict=True))
-        assert got == want
+    base = r.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    # plant neighbours at every distance up to threshold + 2, the flipped bits spread at random over the bands
+    planted = [b ^ np.uint64(sum(1 << int(i) for i in r.choice(64, d, replace=False)))
+               for b in base[:40] for d in range(threshold + 3)]  # fmt: skip
+    stored = np.concatenate([base, np.array(planted, dtype=np.uint64)])
+    dist = np.bitwise_count(stored[:, None] ^ stored[None, :]).astype(np.int64)
+    i, j, d = C.near_pairs(stored, threshold)
+    want_i, want_j = np.nonzero(np.triu(dist <= threshold, 1))
+    assert (i.tolist(), j.tolist(), d.tolist()) == (
+        want_i.tolist(),
+        want_j.tolist(),
+        dist[want_i, want_j].tolist(),
+    )
+    queries = stored[::7]
+    i, j, d = C.near_pairs(stored, threshold, queries, workers=1)
+    want_i, want_j = np.nonzero(dist[:, ::7] <= threshold)
+    assert (i.tolist(), j.tolist()) == (want_i.tolist(), want_j.tolist())
 
 
-def test_hash_index_rejects_bad_threshold():
+def test_near_pairs_edge_cases():
     with pytest.raises(ValueError, match="threshold"):
-        C.HashIndex([], 65)
-    assert [len(a) for a in C.HashIndex([], 6).query(123)] == [0, 0]
+        C.near_pairs(np.zeros(3, np.uint64), 65)
+    assert [len(a) for a in C.near_pairs(np.zeros(0, np.uint64), 6)] == [0, 0, 0]
+    # all-equal hashes: every pair, each once; a 64-bit threshold pairs everything
+    i, j, d = C.near_pairs(np.full(5, 2**64 - 1, np.uint64), 0)
+    assert len(i) == 10 and (d == 0).all() and (i < j).all()
+    assert len(C.near_pairs(np.array([0, 2**64 - 1, 5], np.uint64), 64)[0]) == 3
 
 
 def test_params_defaults_are_the_librarys():
@@ -229,6 +238,21 @@ def test_local_folder_odd_modes_and_unreadables(tmp_path):
     }
     assert len(res.index) + len(res.rejects) == len(files) + 5
     assert list(res.index["id"]) == sorted(res.index["id"])
+
+
+def test_overlapping_folders_list_a_file_once_and_the_tables_are_written_in_chunks(tmp_path, monkeypatch):
+    root = tmp_path / "pool"
+    for i in range(6):
+        (root / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
+        (root / f"sub{i % 2}" / f"{i}.png").write_bytes(enc(scene(300 + i, 48), "PNG"))
+    monkeypatch.setattr("madseg.crawl.spool._CHUNK", 2)  # several chunks per table
+    with C.crawl(folders=[root, root / "sub1"], limits=LIMITS, threshold=6, decode_workers=1) as res:
+        assert len(res.index) == 6 and res.summary()["rejected_duplicate_source"] == 3
+        assert set(res.rejects["source"]) == {(root / "sub1" / f"{i}.png").as_posix() for i in (1, 3, 5)}
+        res.write(tmp_path / "pool.csv", tmp_path / "rejects.csv")
+        write_csv(tmp_path / "whole.csv", res.index)
+    assert (tmp_path / "pool.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert pd.read_csv(tmp_path / "rejects.csv")["reason"].tolist() == ["duplicate_source"] * 3
 
 
 def test_odd_modes_decode_to_the_right_pixels():
@@ -358,15 +382,14 @@ def test_threshold_does_not_merge_distinct_images_but_merges_planted_copies():
 
 
 # ---------------------------------------------------------------------------------------------- URL lists
-def test_parse_url_list():
-    urls, rejects = C.parse_url_list(
-        "# comment\n\nhttp://a/x.jpg\n  https://b/y  \nftp://c/z\nhttp://a/x.jpg\n"
-    )
-    assert urls == ["http://a/x.jpg", "https://b/y"]
-    assert [(r.source, r.reason) for r in rejects] == [
-        ("ftp://c/z", "bad_url"),
-        ("http://a/x.jpg", "duplicate_source"),
-    ]
+def test_iter_url_list():
+    items = list(C.iter_url_list("# comment\n\nhttp://a/x.jpg\n  https://b/y  \nftp://c/z\nhttp://a/x.jpg\n"))
+    assert items == [
+        "http://a/x.jpg",
+        "https://b/y",
+        C.Reject("ftp://c/z", "bad_url", "only http(s) URLs are fetched"),
+        "http://a/x.jpg",
+    ]  # fmt: skip  (the spool rejects the repeat: see the HTTP test)
 
 
 def test_journal_ignores_a_torn_last_line(tmp_path):
@@ -493,11 +516,10 @@ def test_http_crawl_every_case_lands_with_its_reason(tmp_path):
         "/err500.jpg": "http_500",
     }
     with Server(routes) as srv:
-        urls, url_rejects = C.parse_url_list("\n".join(srv.url(p) for p in want) + "\nnot-a-url\n")
+        listing = "\n".join(srv.url(p) for p in want) + f"\nnot-a-url\n{srv.url('/a.jpg')}\n"
         t0 = time.monotonic()
         res = C.crawl(
-            urls=urls,
-            url_rejects=url_rejects,
+            urls=C.iter_url_list(io.StringIO(listing)),  # a file's lines, as the stage streams them
             store_dir=tmp_path / "store",
             reference_sets=[ref],
             limits=LIMITS,
@@ -506,16 +528,16 @@ def test_http_crawl_every_case_lands_with_its_reason(tmp_path):
             decode_workers=1,
         )
         elapsed = time.monotonic() - t0
+    repeat = res.rejects["reason"] == "duplicate_source"  # the URL listed twice: fetched once
+    assert res.rejects[repeat].values.tolist() == [
+        [srv.url("/a.jpg"), "duplicate_source", "listed twice in the URL list"]
+    ]
     got = {s.removeprefix(srv.base): "indexed" for s in res.index["source"]}
-    got.update(
-        {
-            s.removeprefix(srv.base): r
-            for s, r in zip(res.rejects["source"], res.rejects["reason"], strict=True)
-        }
-    )
+    got.update({s.removeprefix(srv.base): r for s, r in res.rejects[~repeat][["source", "reason"]].values})
     assert got.pop("not-a-url") == "bad_url"
     assert got == want
-    assert len(res.index) + len(res.rejects) == len(want) + 1  # nothing dropped, nothing counted twice
+    assert srv.hits["/a.jpg"] == 1
+    assert len(res.index) + len(res.rejects) == len(want) + 2  # nothing dropped, nothing counted twice
     assert elapsed < 2.5, elapsed  # the 3 s endpoint timed out (0.3 s, one retry)
     assert srv.hits["/slow.jpg"] == 2 and srv.hits["/err500.jpg"] == 2  # bounded retries
     assert srv.hits["/missing.jpg"] == 1  # a 404 is final: not retried

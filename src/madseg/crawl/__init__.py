@@ -16,24 +16,62 @@ Every candidate goes through the same checks, whatever its origin:
    representative, the lexicographically first source (the same rule as for exact duplicates).
 
 Nothing is dropped silently: every candidate ends either in the index or in the rejects with a reason from
-:data:`REASONS`. Near-duplicate search uses multi-index hashing (4 bands of 16 bits), so it is not quadratic.
+:data:`REASONS`. Near-duplicate search is an exact multi-index-hashing join (4 bands of 16 bits) in compiled code, and the
+crawl's working set is spooled to a scratch SQLite file, so a pool of 10^6 images fits in little memory.
 
 The package, one module per concept: :mod:`~madseg.crawl.records` (limits, records, rejects and their reasons),
-:mod:`~madseg.crawl.hashing` (perceptual hashes and their index), :mod:`~madseg.crawl.inspection` (one candidate's
+:mod:`~madseg.crawl.hashing` (perceptual hashes), :mod:`~madseg.crawl.near_search` (all pairs within a Hamming
+threshold), :mod:`~madseg.crawl.spool` (the working set on disk), :mod:`~madseg.crawl.inspection` (one candidate's
 checks), :mod:`~madseg.crawl.sources` (local folders, URL fetching), :mod:`~madseg.crawl.dedup` and
 :mod:`~madseg.crawl.driver` (the whole crawl). The names below are its public interface.
 """
 
-from madseg.crawl.dedup import deduplicate
-from madseg.crawl.driver import INDEX_COLUMNS, REJECT_COLUMNS, CrawlResult, crawl, index_table, rejects_table
-from madseg.crawl.hashing import HashIndex, color_distance, color_layout, hamming, phash, phash_hex
-from madseg.crawl.inspection import inspect_bytes, inspect_file, inspect_files, read_candidate
+from madseg.crawl.dedup import deduplicate, deduplicate_spool
+from madseg.crawl.driver import CrawlResult, crawl
+from madseg.crawl.hashing import color_distance, color_layout, hamming, phash, phash_hex
+from madseg.crawl.inspection import inspect_bytes, inspect_file, inspect_files, iter_inspect, read_candidate
+from madseg.crawl.near_search import near_pairs
 from madseg.crawl.records import ACCEPTED_FORMATS, REASONS, ImageRecord, Limits, Reject
-from madseg.crawl.sources import FetchConfig, Journal, fetch_urls, list_local, parse_url_list, store_path
+from madseg.crawl.sources import (
+    FetchConfig,
+    Journal,
+    fetch_urls,
+    iter_local,
+    iter_url_list,
+    list_local,
+    store_path,
+)
+from madseg.crawl.spool import INDEX_COLUMNS, REJECT_COLUMNS, RecordSpool
 
 __all__ = [
-    "ACCEPTED_FORMATS", "INDEX_COLUMNS", "REASONS", "REJECT_COLUMNS", "CrawlResult", "FetchConfig", "HashIndex",
-    "ImageRecord", "Journal", "Limits", "Reject", "color_distance", "color_layout", "crawl", "deduplicate",
-    "fetch_urls", "hamming", "index_table", "inspect_bytes", "inspect_file", "inspect_files", "list_local",
-    "parse_url_list", "phash", "phash_hex", "read_candidate", "rejects_table", "store_path",
+    "ACCEPTED_FORMATS",
+    "INDEX_COLUMNS",
+    "REASONS",
+    "REJECT_COLUMNS",
+    "CrawlResult",
+    "FetchConfig",
+    "ImageRecord",
+    "Journal",
+    "Limits",
+    "RecordSpool",
+    "Reject",
+    "color_distance",
+    "color_layout",
+    "crawl",
+    "deduplicate",
+    "deduplicate_spool",
+    "fetch_urls",
+    "hamming",
+    "inspect_bytes",
+    "inspect_file",
+    "inspect_files",
+    "iter_inspect",
+    "iter_local",
+    "iter_url_list",
+    "list_local",
+    "near_pairs",
+    "phash",
+    "phash_hex",
+    "read_candidate",
+    "store_path",
 ]  # fmt: skip

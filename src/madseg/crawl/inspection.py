@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import multiprocessing
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -116,21 +118,49 @@ def inspect_file(source: str, path: str, limits: Limits) -> ImageRecord | Reject
     return inspect_bytes(data, source=source, path=path, limits=limits)
 
 
-def _inspect_task(task: tuple[str, str, Limits]) -> ImageRecord | Reject:
-    return inspect_file(*task)
-
-
 def inspect_files(
     items: Sequence[tuple[str, str]], limits: Limits, *, workers: int = 2, desc: str = "decode"
 ) -> list[ImageRecord | Reject]:
     """Inspect (source, path) pairs, in a pool of ``workers`` processes when that pays; input order kept."""
-    tasks = [(s, p, limits) for s, p in items]
-    bar = dict(total=len(tasks), desc=desc, unit="img", mininterval=1.0, disable=None)
-    if workers <= 1 or len(tasks) < _MIN_POOL_ITEMS:
-        return list(tqdm(map(_inspect_task, tasks), **bar))
-    # fork: workers inherit the imported modules (no re-import, ~ms start). This runs after the download
-    # threads have ended, and the workers take no lock of the parent's (no logging, no tqdm)
-    ctx = multiprocessing.get_context("fork")
-    chunk = max(8, min(256, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return list(tqdm(ex.map(_inspect_task, tasks, chunksize=chunk), **bar))
+    return [
+        r
+        for batch in iter_inspect(items, limits, workers=workers, total=len(items), desc=desc)
+        for r in batch
+    ]
+
+
+def iter_inspect(
+    items: Iterable[tuple[str, str]], limits: Limits, *, workers: int = 2, total: int, desc: str = "decode"
+) -> Iterator[list[ImageRecord | Reject]]:
+    """Inspect a stream of ``total`` (source, path) pairs; yield the results in input order, in batches.
+
+    At most 4 batches per worker are in flight, so a pool of 10^6 images is never held in memory.
+    """
+    bar = tqdm(total=total, desc=desc, unit="img", mininterval=1.0, disable=None)
+    batch = max(8, min(256, total // (max(workers, 1) * 8)))
+    stream = iter(items)
+    tasks = iter(lambda: [(s, p, limits) for s, p in itertools.islice(stream, batch)], [])
+    with bar:
+        if workers <= 1 or total < _MIN_POOL_ITEMS:
+            for chunk in tasks:
+                yield _inspect_batch(chunk)
+                bar.update(len(chunk))
+            return
+        # fork: workers inherit the imported modules (no re-import, ~ms start). This runs after the download
+        # threads have ended, and the workers take no lock of the parent's (no logging, no tqdm)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            pending = collections.deque(
+                ex.submit(_inspect_batch, c) for c in itertools.islice(tasks, 4 * workers)
+            )
+            while pending:
+                results = pending.popleft().result()
+                nxt = next(tasks, None)
+                if nxt is not None:
+                    pending.append(ex.submit(_inspect_batch, nxt))
+                yield results
+                bar.update(len(results))
+
+
+def _inspect_batch(tasks: list[tuple[str, str, Limits]]) -> list[ImageRecord | Reject]:
+    return [inspect_file(*task) for task in tasks]

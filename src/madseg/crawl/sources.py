@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,59 +27,62 @@ _STORE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": 
               "TIFF": "tif", "PPM": "ppm"}  # fmt: skip
 
 
-def list_local(folders: Iterable[str | Path]) -> tuple[list[tuple[str, str]], list[Reject]]:
-    """Every file under ``folders`` (recursive, sorted), whatever its extension, as (source, path) pairs.
-
-    Symbolic links to directories are not followed (they could loop) and are reported as rejects, as are a
-    folder that does not exist or cannot be listed; the same file reached twice is a ``duplicate_source``.
-    """
-    found: dict[str, str] = {}
-    rejects: list[Reject] = []
+def iter_local(folders: Iterable[str | Path]) -> Iterator[str | Reject]:
+    """Every file under ``folders`` (recursive, each folder's entries sorted), whatever its extension, as its
+    posix path, streamed; a folder that does not exist or cannot be listed, and a symbolic link to a directory
+    (not followed: it could loop), as a Reject. A file under two of the folders comes twice."""
     for folder in folders:
         root = Path(folder)
         if not root.is_dir():
-            rejects.append(Reject(root.as_posix(), "unreadable", "no such folder"))
+            yield Reject(root.as_posix(), "unreadable", "no such folder")
             continue
+        errors: list[Reject] = []
 
-        def unreadable_dir(e: OSError) -> None:
-            rejects.append(Reject(Path(e.filename).as_posix(), "unreadable", f"folder: {e.strerror or e}"))
+        def unreadable_dir(e: OSError, errors: list[Reject] = errors) -> None:
+            errors.append(Reject(Path(e.filename).as_posix(), "unreadable", f"folder: {e.strerror or e}"))
 
         for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_dir):
+            yield from errors
+            errors.clear()
             dirnames.sort()
             for name in list(dirnames):
                 p = Path(dirpath, name)
                 if p.is_symlink():
                     dirnames.remove(name)
-                    rejects.append(
-                        Reject(p.as_posix(), "unreadable", "symlink to a directory (not followed)")
-                    )
+                    yield Reject(p.as_posix(), "unreadable", "symlink to a directory (not followed)")
             for name in sorted(filenames):
-                p = Path(dirpath, name).as_posix()
-                if p in found:
-                    rejects.append(Reject(p, "duplicate_source", "listed by two folders"))
-                else:
-                    found[p] = p
-    return sorted(found.items()), rejects
+                yield Path(dirpath, name).as_posix()
+        yield from errors
+
+
+def list_local(folders: Iterable[str | Path]) -> tuple[list[tuple[str, str]], list[Reject]]:
+    """Every file under ``folders`` as sorted (source, path) pairs, and the rejects of :func:`iter_local`; the
+    same file reached twice is a ``duplicate_source``. In memory: for small sets (references)."""
+    found: set[str] = set()
+    rejects: list[Reject] = []
+    for item in iter_local(folders):
+        if isinstance(item, Reject):
+            rejects.append(item)
+        elif item in found:
+            rejects.append(Reject(item, "duplicate_source", "listed by two folders"))
+        else:
+            found.add(item)
+    return [(p, p) for p in sorted(found)], rejects
 
 
 # ------------------------------------------------------------------------------------------------- URLs
-def parse_url_list(text: str) -> tuple[list[str], list[Reject]]:
-    """URLs from a text file: one per line, blank lines and ``#`` comments ignored; first occurrence kept."""
-    urls: list[str] = []
-    seen: set[str] = set()
-    rejects: list[Reject] = []
-    for line in text.splitlines():
+def iter_url_list(lines: str | Iterable[str]) -> Iterator[str | Reject]:
+    """URLs from a text (or its lines, e.g. an open file, read as they come), streamed: one per line, blank lines
+    and ``#`` comments skipped, a line that is not an http(s) URL as a ``bad_url`` Reject. A URL listed twice
+    comes twice: the crawl's spool rejects the second as a ``duplicate_source``."""
+    for line in lines.splitlines() if isinstance(lines, str) else lines:
         url = line.strip()
         if not url or url.startswith("#"):
             continue
-        if not url.lower().startswith(("http://", "https://")):
-            rejects.append(Reject(url, "bad_url", "only http(s) URLs are fetched"))
-        elif url in seen:
-            rejects.append(Reject(url, "duplicate_source", "listed twice in the URL list"))
+        if url.lower().startswith(("http://", "https://")):
+            yield url
         else:
-            seen.add(url)
-            urls.append(url)
-    return urls, rejects
+            yield Reject(url, "bad_url", "only http(s) URLs are fetched")
 
 
 class Journal:
@@ -92,19 +95,20 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def load(self) -> dict[str, dict]:
-        entries: dict[str, dict] = {}
+    def entries(self) -> Iterator[dict]:
+        """Every intact line's entry, in order (streamed)."""
         if not self.path.exists():
-            return entries
+            return
         with self.path.open("rb") as f:
             for raw in f:
                 try:
-                    entry = json.loads(raw)
+                    yield json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     log.warning("%s: ignoring a torn line (interrupted write)", self.path)
-                    continue
-                entries[entry["url"]] = entry
-        return entries
+
+    def load(self) -> dict[str, dict]:
+        """url -> its latest entry (in memory: for small journals; the crawl looks them up in its spool)."""
+        return {entry["url"]: entry for entry in self.entries()}
 
     def append(self, entry: dict) -> None:
         line = (json.dumps(entry, sort_keys=True) + "\n").encode()
@@ -206,50 +210,28 @@ def _fetch_one(client, url: str, store_dir: Path, limits: Limits, cfg: FetchConf
 
 
 def fetch_urls(
-    urls: Sequence[str],
+    urls: Iterable[str],
     *,
     store_dir: str | Path,
     limits: Limits,
     config: FetchConfig,
     client=None,
-    on_fetched: Callable[[dict], None] | None = None,
-) -> dict[str, dict]:
-    """Download ``urls`` into the content-addressed store; return url -> outcome entry.
+    done: Callable[[str], dict | None] | None = None,
+    total: int | None = None,
+) -> Iterator[tuple[str, dict]]:
+    """Download ``urls`` into the content-addressed store; yield (url, outcome entry) for each, streamed.
 
-    Outcomes already in the store's journal (``<store_dir>/journal.jsonl``) are reused and not fetched again,
-    unless the stored file has vanished. Each worker thread journals its own outcome as soon as it has one, so
-    an exception in the caller (or in ``on_fetched``, called in this thread after each fetch) loses nothing
-    already downloaded. ``client`` is an ``httpx.Client`` (one is made from ``config`` if None).
+    An outcome already in the store's journal (``<store_dir>/journal.jsonl``; ``done`` looks one up, by default
+    in the journal loaded into memory) is reused and not fetched again, unless the stored file has vanished. Each
+    worker thread journals its own outcome as soon as it has one, so an exception in the caller while it
+    consumes the outcomes loses nothing already downloaded. Fetched outcomes come in the order they finish.
+    ``client`` is an ``httpx.Client`` (one is made from ``config`` if None).
     """
     import httpx
 
     store_dir = Path(store_dir)
     journal = Journal(store_dir / "journal.jsonl")
-    done = journal.load()
-    outcomes: dict[str, dict] = {}
-    todo = []
-    for url in urls:
-        entry = done.get(url)
-        # a byte-cap reject is final only under the same cap; an image is reused only while its file exists
-        reusable = entry is not None and (
-            Path(entry["path"]).is_file()
-            if entry["status"] == "ok"
-            else entry.get("max_bytes", limits.max_bytes) == limits.max_bytes
-        )
-        if reusable:
-            outcomes[url] = entry
-        else:
-            todo.append(url)
-    if len(todo) < len(urls):
-        log.info(
-            "resume: %d of %d URLs already fetched (journal %s)",
-            len(urls) - len(todo),
-            len(urls),
-            journal.path,
-        )
-    if not todo:
-        return outcomes
-
+    done = done if done is not None else journal.load().get
     own_client = client is None
     if own_client:
         client = httpx.Client(
@@ -259,26 +241,34 @@ def fetch_urls(
             limits=httpx.Limits(max_connections=config.workers, max_keepalive_connections=config.workers),
             headers={"User-Agent": "madseg-crawl/0.1"},
         )
+    reused = 0
     ex = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="crawl")
+    pending: dict = {}
     try:
-        # submit lazily (at most 4 per worker in flight) so that an interruption leaves little half-done
-        it = iter(todo)
-        pending = {ex.submit(_fetch_one, client, u, store_dir, limits, config, journal): u
-                   for u in itertools.islice(it, 4 * config.workers)}  # fmt: skip
-        with tqdm(total=len(todo), desc="fetch", unit="url", mininterval=1.0, disable=None) as bar:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(finished, key=lambda f: pending[f]):
-                    url = pending.pop(fut)
-                    outcomes[url] = fut.result()
-                    bar.update()
-                    if on_fetched is not None:
-                        on_fetched(outcomes[url])
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        pending[ex.submit(_fetch_one, client, nxt, store_dir, limits, config, journal)] = nxt
+        with tqdm(total=total, desc="fetch", unit="url", mininterval=1.0, disable=None) as bar:
+            for url in itertools.chain(urls, [None]):
+                if url is not None:
+                    entry = done(url)
+                    # a byte-cap reject is final only under the same cap; an image only while its file exists
+                    if entry is not None and (
+                        Path(entry["path"]).is_file()
+                        if entry["status"] == "ok"
+                        else entry.get("max_bytes", limits.max_bytes) == limits.max_bytes
+                    ):
+                        reused += 1
+                        bar.update()
+                        yield url, entry
+                        continue
+                    # submit lazily (at most 4 per worker in flight): an interruption leaves little half-done
+                    pending[ex.submit(_fetch_one, client, url, store_dir, limits, config, journal)] = url
+                while pending and (url is None or len(pending) >= 4 * config.workers):
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(finished, key=lambda f: pending[f]):
+                        bar.update()
+                        yield pending.pop(fut), fut.result()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
         if own_client:
             client.close()
-    return outcomes
+    if reused:
+        log.info("resume: %d URLs already fetched (journal %s)", reused, journal.path)
