@@ -46,12 +46,19 @@ def _infer(cwd: Path) -> subprocess.Popen:
                             env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
 
 
-def _on_ray(project: Path, address: str | None, **ray_params) -> Path:
+def _with_view(project: Path, **changes) -> Path:
+    """The project's target also seen mirrored (a view: its own store, beside the target's), plus ``changes``
+    (section -> settings)."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["infer"]["backend"] = "ray"
-    params["ray"].update(address=address, **ray_params)
+    params["mining"]["self_consistency"] = ["hflip"]
+    for section, settings in changes.items():
+        params[section].update(settings)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     return project
+
+
+def _on_ray(project: Path, address: str | None, **ray_params) -> Path:
+    return _with_view(project, infer={"backend": "ray"}, ray={"address": address, **ray_params})
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -69,8 +76,8 @@ def _wait_for_sidecars(shards: Path, n: int, proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def local_store(tmp_path_factory) -> dict[str, bytes]:
-    """The local backend's prediction files for the reference project."""
-    project = infer_project(tmp_path_factory.mktemp("local"), n_images=120)
+    """The local backend's prediction files for the reference project (the target and its mirrored view)."""
+    project = _with_view(infer_project(tmp_path_factory.mktemp("local"), n_images=120))
     _finish(_infer(project))
     return files(project / "data/predictions")
 
@@ -78,7 +85,8 @@ def local_store(tmp_path_factory) -> dict[str, bytes]:
 def test_two_node_ray_inference_writes_the_local_bytes(cluster, local_store, tmp_path):
     project = _on_ray(infer_project(tmp_path, n_images=120), cluster.address, actors=2)
     err = _finish(_infer(project))
-    assert "8 shards computed" in err
+    assert "8 shards computed" in err and "seen through hflip: 120 images, 8 shards computed" in err
+    assert any("views/hflip" in str(f) for f in local_store)
     assert files(project / "data/predictions") == local_store
     # a rerun finds every shard finished and rewrites none
     before = {p: p.stat().st_mtime_ns for p in (project / "data/predictions").rglob("*.npz")}

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from madseg.config import FinetuneParams
-from madseg.finetuning import GridResult, finetune_target, mixed_batches, pick_best, train_sgd_poly
+from madseg.finetuning import (
+    GridResult,
+    finetune_target,
+    flip_and_photometric,
+    hflip_augment,
+    mixed_batches,
+    pick_best,
+    train_sgd_poly,
+)
 from madseg.models.checkpoint import make_meta
 from madseg.models.registry import build_model
 
@@ -108,3 +116,15 @@ def test_candidates_trained_side_by_side_match_one_after_the_other():
     ]
     for a, b in zip(serial.model.state_dict().values(), parallel.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_photometric_augmentation_changes_colours_not_classes():
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    x = torch.randn(16, 3, 8, 8)
+    y = torch.randint(0, 4, (16, 8, 8))
+    fx, fy = hflip_augment(x, y, gen())
+    px, py = flip_and_photometric(x, y, gen())
+    assert torch.equal(py, fy)  # the same flips; masks keep their classes
+    assert not torch.allclose(px, fx)  # colours and contrast changed
+    again = flip_and_photometric(x, y, gen())
+    assert torch.equal(again[0], px) and torch.equal(x, x.clone())  # seeded; the input untouched

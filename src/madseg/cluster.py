@@ -117,10 +117,14 @@ def _unragged(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
     return [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes, strict=True)]
 
 
-def _decode_batch(row: dict, *, policy, mean, std) -> dict:
-    """Ray Data task: read a batch's images and prepare them with the model's input policy."""
+def _decode_batch(row: dict, *, policy, mean, std, view: str | None = None) -> dict:
+    """Ray Data task: read a batch's images and prepare them (seen through ``view``, if any) with the model's
+    input policy."""
+    from madseg.models.views import apply_view
+
     images = [read_rgb(p) for p in row["paths"]]
-    pixels, dims = _ragged([policy.prepare(im, mean, std).numpy() for im in images])
+    seen = images if view is None else [apply_view(view, im) for im in images]
+    pixels, dims = _ragged([policy.prepare(im, mean, std).numpy() for im in seen])
     return {"shard": row["shard"], "batch": row["batch"], "pixels": pixels, "dims": dims,
             "shapes": np.array([im.shape[:2] for im in images], np.int64)}  # fmt: skip
 
@@ -128,15 +132,20 @@ def _decode_batch(row: dict, *, policy, mean, std) -> dict:
 class _PredictBatch:
     """Ray Data actor: the model, loaded once per actor, predicting prepared batches."""
 
-    def __init__(self, source: str, classes: ClassList, device: str, threads: int, batch_size: int):
+    def __init__(
+        self, source: str, classes: ClassList, device: str, threads: int, batch_size: int, view: str | None
+    ):
         import torch
 
         from madseg.device import resolve_device
         from madseg.models.predictors import load_predictor
+        from madseg.models.views import ViewPredictor
 
         torch.set_num_threads(threads)  # the local backend's threads, so the two give the same bytes
         self.predictor = load_predictor(source, classes=classes, device=resolve_device(device),
                                         batch_size=batch_size)  # fmt: skip
+        if view is not None:  # its maps are mapped back onto the images (the decoding tasks applied the view)
+            self.predictor = ViewPredictor(self.predictor, view)
 
     def __call__(self, row: dict) -> dict:
         import torch
@@ -162,18 +171,20 @@ def predict_pool_ray(
     infer_params: InferParams,
     ray_params: RayParams | None = None,
     device: str = "auto",
+    view: str | None = None,
 ) -> int:
     """:func:`madseg.inference.predict_pool` as a Ray Data job: the same store, byte for byte.
 
     ``probe`` is the model's predictor on the driver (its input policy and normalisation prepare the images);
     each actor loads the model from ``source`` and resolves ``device`` (the params' string) on its own node.
+    ``view``: every image seen through it (:mod:`madseg.models.views`).
     Returns the shards computed.
     """
     from madseg.inference import build_shard, check_index, fingerprint, pending_shards
 
     ray_params = ray_params or RayParams()
     ids = check_index(index)
-    fp = fingerprint(source, ids, probe.policy)
+    fp = fingerprint(source, ids, probe.policy, view)
     size, batch = infer_params.shard_size, infer_params.batch_size
     todo = pending_shards(store, index, fp, size)
     paths = [os.path.abspath(p) for p in index["path"]]  # workers do not share the driver's folder
@@ -195,12 +206,13 @@ def predict_pool_ray(
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             # decoding asks for half a CPU: it mostly waits on reads, and resources unlike the actors' keep Ray
             # Data from fusing it into them (decoding then runs in tasks, in parallel, on any node)
-            ds = ds.map(_decode_batch, fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std},
+            ds = ds.map(_decode_batch, fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std,
+                                                  "view": view},
                         num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25)  # fmt: skip
             ds = ds.map(
                 _PredictBatch, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus,
                 num_cpus=ray_params.cpus_per_actor,
-                fn_constructor_args=(os.path.abspath(source), classes, device, infer_params.threads, batch),
+                fn_constructor_args=(os.path.abspath(source), classes, device, infer_params.threads, batch, view),
             )  # fmt: skip
             done: dict[int, dict[int, Prediction]] = {}
             for row in tqdm(

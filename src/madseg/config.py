@@ -242,6 +242,9 @@ class MiningParams:
         192  # overlays upscale small images (maps nearest-neighbour) to at least this side
     )
     exclude_trained_on: bool = False  # keep S^(1..i) out of M^(i+1) (the paper keeps them out of T only)
+    # views of the target that compete with it, as competitors self_<view>, recomputed every round (beyond the
+    # paper: failures every model shares; see madseg.models.views); [] = the paper's MAD
+    self_consistency: list[str] = ()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,9 @@ class FinetuneParams:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)
+    # beyond the flips, on every fine-tuning batch (S and replay alike, whatever the strategy): photometric =
+    # contrast scaling, channel permutation, greyscale (madseg.training.photometric); null = the paper's recipe
+    augment: Literal["photometric"] | None = None
     seed: int = 0
     threads: int = 1  # torch threads per candidate (the weights depend on it)
     workers: int = 2  # grid candidates trained side by side, one process each
@@ -358,6 +364,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     _check_device(params.device)
     _check_rounds(params)
     _check_test_set(params)
+    _check_views(params)
     return _name_competitors(params)
 
 
@@ -389,6 +396,20 @@ def _check_test_set(params: Params) -> None:
         )
     except ValueError as e:
         raise ConfigError(f"selection: {e}") from None
+
+
+def _check_views(params: Params) -> None:
+    from madseg.models.views import PREFIX, check_views
+
+    try:
+        check_views(params.mining.self_consistency)
+    except ValueError as e:
+        raise ConfigError(f"mining.self_consistency: {e}") from None
+    clash = [k for k in params.models.competitors if k.startswith(PREFIX)]
+    if clash:
+        raise ConfigError(
+            f"models.competitors: {clash}: names starting with {PREFIX!r} are the target's views"
+        )
 
 
 def _name_competitors(params: Params) -> Params:

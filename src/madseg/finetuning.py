@@ -187,6 +187,17 @@ def hflip_augment(
     return x, y
 
 
+def flip_and_photometric(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`hflip_augment`, then :func:`madseg.training.photometric` on the images (the masks keep their
+    classes: a colour-shifted or faint object is still that object)."""
+    from madseg.training import photometric
+
+    x, y = hflip_augment(x, y, gen)
+    return photometric(x, gen), y
+
+
 def finetune_target(
     model: torch.nn.Module,
     meta: dict,
@@ -279,7 +290,7 @@ def _fit_candidate(
         seed=params.seed,
         device=device,
         resume_dir=resume_dir,
-        augment=hflip_augment,
+        augment=hflip_augment if params.augment is None else flip_and_photometric,
         freeze_bn=params.freeze_bn,
     )
     score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)

@@ -47,8 +47,10 @@ def _collate(items):
     return (torch.stack(tensors) if same else tensors), shapes
 
 
-def fingerprint(model_path: str | Path, ids: Sequence[str], policy: InputPolicy | None = None) -> str:
-    """Identifies a prediction run: the model's bytes, the pool's ids and the input policy."""
+def fingerprint(
+    model_path: str | Path, ids: Sequence[str], policy: InputPolicy | None = None, view: str | None = None
+) -> str:
+    """Identifies a prediction run: the model's bytes, the pool's ids, the input policy and the view (if any)."""
     h = hashlib.sha256()
     model_path = Path(model_path)
     files = sorted(p for p in model_path.rglob("*") if p.is_file()) if model_path.is_dir() else [model_path]
@@ -57,6 +59,8 @@ def fingerprint(model_path: str | Path, ids: Sequence[str], policy: InputPolicy 
         h.update(f.read_bytes())
     h.update(ids_digest(ids).encode())
     h.update((policy or InputPolicy()).fingerprint().encode())
+    if view is not None:
+        h.update(f"view={view}".encode())
     return h.hexdigest()
 
 
@@ -145,24 +149,29 @@ def predict_model(
     infer_params,
     device: str = "auto",
     ray_params=None,
+    view: str | None = None,
 ) -> int:
     """Predict the pool ``index`` with the model at ``source`` (a checkpoint or a competitor folder) into
     ``store``, resuming finished shards, on the backend ``infer_params.backend`` names (``ray_params``: the ray
-    section). ``device`` is the params' string: Ray actors resolve it on their own nodes. Returns shards computed."""
+    section). ``device`` is the params' string: Ray actors resolve it on their own nodes. ``view``: see every
+    image through it (:mod:`madseg.models.views`). Returns shards computed."""
     from madseg.device import resolve_device
     from madseg.models.predictors import load_predictor
+    from madseg.models.views import ViewPredictor
 
     ray = infer_params.backend == "ray"
     here = resolve_device("cpu" if ray else device)  # a Ray driver only reads the model's policy
     predictor = load_predictor(source, classes=classes, device=here, batch_size=infer_params.batch_size)
+    if view is not None:
+        predictor = ViewPredictor(predictor, view)
     if ray and predictor.needs_pixels:  # precomputed predictions are read, not predicted: no cluster needed
         from madseg.cluster import predict_pool_ray
 
         return predict_pool_ray(predictor, source, index, store, model_name=model_name, classes=classes,
-                                infer_params=infer_params, ray_params=ray_params, device=device)  # fmt: skip
+                                infer_params=infer_params, ray_params=ray_params, device=device, view=view)  # fmt: skip
     return predict_pool(
         predictor, index, store, model_name=model_name, classes=classes,
-        fingerprint=fingerprint(source, check_index(index), getattr(predictor, "policy", None)),
+        fingerprint=fingerprint(source, check_index(index), getattr(predictor, "policy", None), view),
         shard_size=infer_params.shard_size, batch_size=infer_params.batch_size, workers=infer_params.workers,
         pin_memory=here.type == "cuda",
     )  # fmt: skip

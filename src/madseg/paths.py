@@ -44,6 +44,11 @@ def target_predictions(round_key: str) -> Path:
     return PREDICTIONS / "target" / round_key
 
 
+def target_view_predictions(round_key: str, view: str) -> Path:
+    """The target of round i seen through a view (madseg.models.views), inside its own store's folder."""
+    return target_predictions(round_key) / "views" / view
+
+
 # round-scoped artefacts
 def mining_dir(round_key: str) -> Path:
     return Path("data/mining") / f"round_{round_key}"

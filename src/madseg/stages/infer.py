@@ -1,8 +1,10 @@
-"""infer --model NAME (a competitor, once per pool) or infer --round R (the target f_t^(R))."""
+"""infer --model NAME (a competitor, once per pool) or infer --round R (the target f_t^(R), and f_t^(R) seen
+through each view of ``mining.self_consistency``)."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 
 import torch
 
@@ -31,6 +33,14 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
             f"target_{round_key}",
         )
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).sort_values("id").reset_index(drop=True)
-    computed = predict_model(source, index, PredictionStore(out), model_name=name, classes=classes,
-                             infer_params=params.infer, device=params.device, ray_params=params.ray)  # fmt: skip
-    log.info("%s: %d images, %d shards computed (the rest resumed)", name, len(index), computed)
+    views = [None] if model is not None else [None, *params.mining.self_consistency]
+    if round_key is not None:  # a view dropped from params leaves no store behind
+        for stale in sorted(paths.target_predictions(round_key).glob("views/*")):
+            if stale.name not in views:
+                shutil.rmtree(stale)
+    for view in views:
+        store = PredictionStore(out if view is None else paths.target_view_predictions(round_key, view))
+        label = name if view is None else f"{name} seen through {view}"
+        computed = predict_model(source, index, store, model_name=name, classes=classes, infer_params=params.infer,
+                                 device=params.device, ray_params=params.ray, view=view)  # fmt: skip
+        log.info("%s: %d images, %d shards computed (the rest resumed)", label, len(index), computed)

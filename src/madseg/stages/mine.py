@@ -1,6 +1,7 @@
 """mine@<round>: candidates M^(i+1) by MAD competition (or a baseline with MAD's budget), with overlays.
 
-Reads the pool index, the target's predictions of this round, every competitor's cached predictions, S0's
+Reads the pool index, the target's predictions of this round (and through each view of
+``mining.self_consistency``, as competitors self_<view>), every competitor's cached predictions, S0's
 ground truth (for the default area bands only; the pool's truth is never read) and, with
 ``mining.exclude_trained_on``, S^(1..i): the images the target was already fine-tuned on, which no strategy
 may then propose again. Writes
@@ -28,6 +29,7 @@ from madseg.io.tables import read_csv, write_csv
 from madseg.io.voc import iter_masks
 from madseg.labels import ClassList
 from madseg.mining import NONE, area_bands, area_matrix, bands_frame, propose
+from madseg.models.views import competitor_name
 from madseg.render import CandidateOverlay, candidate_pngs, drawing_workers
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ def run(params: Params, *, round_key: str) -> None:
         name: _open_store(paths.competitor_predictions(name), name, classes, digest, len(ids))
         for name in params.models.competitors
     }
+    for view in mp.self_consistency:  # the target seen through a view competes with the target itself
+        store = paths.target_view_predictions(round_key, view)
+        competitors[competitor_name(view)] = _open_store(
+            store, competitor_name(view), classes, digest, len(ids)
+        )
 
     s0_masks = iter_masks(params.dataset.voc_root, params.dataset.train_split, classes)
     areas = area_matrix(s0_masks, classes.num_classes)  # S0's ground truth: the default area bands

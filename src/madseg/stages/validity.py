@@ -126,6 +126,11 @@ def _eval_pool_scores(params: Params, classes) -> None:
         metrics[f"target_{last}.normal"] - metrics[f"target_{first}.normal"]
     )
     metrics["t0_drop"] = 100 * (metrics[f"target_{first}.T0"] - metrics[f"target_{last}.T0"])
+    for factor in sorted(k.split(".factor.")[1] for k in metrics if k.startswith(f"target_{last}.factor.")):
+        metrics[f"gain.{factor}"] = 100 * (
+            metrics[f"target_{last}.factor.{factor}"] - metrics[f"target_{first}.factor.{factor}"]
+        )
+    metrics |= _share_in_s(params)
     precision = pd.read_json(paths.METRICS / "mining_precision.json", typ="series")
     metrics["precision_ratio_vs_random"] = (
         float(precision["mad"] / precision["random"]) if precision["random"] else None
@@ -136,6 +141,21 @@ def _eval_pool_scores(params: Params, classes) -> None:
     write_json(paths.METRICS / "validity.json", metrics)
     log.info("D_eval corner mIoU %+.1f points from f_t^(0) to f_t^(%s); T0 drop %.1f points",
              metrics["corner_miou_gain"], last, metrics["t0_drop"])  # fmt: skip
+
+
+def _share_in_s(params: Params) -> dict[str, float]:
+    """share_in_S.<factor>: the share of the images the final target was fine-tuned on (S^(1..n)) that carry
+    each truth factor of the pool."""
+    truth = read_csv(
+        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
+    )
+    named = truth.set_index("image_id")["factors"].fillna("").astype(str)
+    last_finetune = max(params.finetunes, key=int)
+    s = read_csv(paths.annotations_dir(last_finetune) / "S_all.csv", required=["image_id"])["image_id"]
+    carried = named.reindex(s).fillna("").str.split(";")
+    factors = sorted(set(";".join(named).split(";")) - {""})
+    return {f"share_in_S.{f}": float(carried.map(lambda fs, f=f: f in fs).mean()) if len(s) else 0.0
+            for f in factors}  # fmt: skip
 
 
 def _slices_recovery(params: Params) -> None:

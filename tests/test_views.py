@@ -1,0 +1,131 @@
+"""Self-consistency views: the transformations, maps mapped back, a shared failure that only a view finds, params."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from madseg.config import ConfigError, load_params
+from madseg.inference import fingerprint, predict_pool
+from madseg.io.images import encode_png, image_id
+from madseg.io.store import PredictionStore
+from madseg.labels import make_class_list
+from madseg.mining import mine_mad
+from madseg.models.input_policy import InputPolicy
+from madseg.models.predictors import TorchPredictor, class_lut
+from madseg.models.views import VIEWS, ViewPredictor, apply_view, competitor_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = make_class_list("demo")
+K = CLASSES.num_classes
+WIDE = np.array([[np.nan, np.nan]] + [[0.0, 1.0]] * (K - 1))  # no area filter
+
+
+class BrightIsDisc(torch.nn.Module):
+    """A per-pixel 'segmenter': disc where luma exceeds 0.6, background elsewhere (logits for every class)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        others = torch.full_like(luma, -50.0).expand(-1, K - 2, -1, -1)
+        return torch.cat([torch.full_like(luma, 6.0), 10 * luma, others], dim=1)
+
+
+def predictor(view: str | None = None):
+    p = TorchPredictor(BrightIsDisc(), policy=InputPolicy(kind="resize", size=(32, 32)), mean=(0, 0, 0),
+                       std=(1, 1, 1), lut=class_lut(CLASSES.names, CLASSES, None), device=torch.device("cpu"))  # fmt: skip
+    return p if view is None else ViewPredictor(p, view)
+
+
+def disc_image(inside: float, outside: float, x0: int = 4, size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(int(inside * 100))
+    img = np.full((size, size, 3), outside * 255, np.float32)
+    img[8:20, x0 : x0 + 10] = inside * 255
+    return np.clip(img + rng.normal(0, 1.5, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_view_keeps_an_image_an_image(view):
+    img = disc_image(0.8, 0.2)
+    out = apply_view(view, img)
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert out.shape == ((16, 16, 3) if view == "half_scale" else img.shape)
+    maps = predictor(view).predict([img]).maps
+    assert maps[0].shape == img.shape[:2]  # every view's map lies on the image's own pixels
+
+
+def test_geometric_views_map_back_onto_the_image():
+    img = disc_image(0.9, 0.1, x0=2)  # a disc on the left
+    plain = predictor().predict([img]).maps[0]
+    assert plain[10:18, 3:11].min() == 1 and plain[:, 16:].max() == 0
+    # a per-pixel model is equivariant: mirrored, predicted and mirrored back, the map is the plain one
+    np.testing.assert_array_equal(predictor("hflip").predict([img]).maps[0], plain)
+    half = predictor("half_scale").predict([img]).maps[0]
+    assert (half == plain).mean() > 0.9
+
+
+def test_views_are_checked_and_change_the_fingerprint(tmp_path):
+    with pytest.raises(ValueError, match="unknown view"):
+        apply_view("sepia", disc_image(0.5, 0.5))
+    with pytest.raises(ValueError, match="unknown view"):
+        ViewPredictor(predictor(), "sepia")
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    prints = {fingerprint(model, ["a"], None, v) for v in (None, *VIEWS)}
+    assert len(prints) == len(VIEWS) + 1  # a view's store never passes for the plain target's
+
+
+def test_a_view_finds_a_failure_every_model_shares(tmp_path):
+    """Low-contrast discs: the target and its twin competitor both miss them (a shared failure, so MAD between
+    them proposes nothing there); the target seen through a contrast stretch finds them, and only them."""
+    normal = [disc_image(0.9, 0.15 + 0.02 * i) for i in range(6)]
+    faint = [disc_image(0.45, 0.33 + 0.01 * i) for i in range(4)]  # the planted failure
+    rows = []
+    for i, img in enumerate(normal + faint):
+        data = encode_png(img)
+        path = tmp_path / "pool" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        rows.append({"id": image_id(data), "path": str(path), "faint": i >= len(normal)})
+    index = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
+    stores = {}
+    for name, view in (
+        ("target", None),
+        ("twin", None),
+        (competitor_name("contrast_stretch"), "contrast_stretch"),
+    ):
+        stores[name] = PredictionStore(tmp_path / name)
+        predict_pool(predictor(view), index, stores[name], model_name=name, classes=CLASSES,
+                     fingerprint=name, shard_size=4, batch_size=3, workers=0)  # fmt: skip
+    comps = {n: s.iter_shards() for n, s in stores.items() if n != "target"}
+    candidates = mine_mad(stores["target"].iter_shards(), comps, WIDE, CLASSES, n3=4, distance="miou")
+    found = candidates[candidates["distance"] > 0]
+    faint_ids = set(index.loc[index["faint"], "id"])
+    assert set(found["image_id"]) == faint_ids
+    assert set(found["competitor"]) == {"self_contrast_stretch"}  # provenance: the view that found them
+
+
+def test_params_name_views_and_keep_self_names_for_them(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw["mining"]["self_consistency"] == []  # the paper's MAD by default
+
+    def load(edit) -> object:
+        changed = copy.deepcopy(raw)
+        edit(changed)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(changed))
+        return load_params(path)
+
+    got = load(lambda r: r["mining"].update(self_consistency=["contrast_stretch", "hflip"]))
+    assert list(got.mining.self_consistency) == ["contrast_stretch", "hflip"]
+    with pytest.raises(ConfigError, match=r"mining\.self_consistency: unknown view"):
+        load(lambda r: r["mining"].update(self_consistency=["sepia"]))
+    with pytest.raises(ConfigError, match="listed twice"):
+        load(lambda r: r["mining"].update(self_consistency=["hflip", "hflip"]))
+    with pytest.raises(ConfigError, match="the target's views"):
+        load(lambda r: r["models"]["competitors"].update(self_unet=r["models"]["competitors"]["unet"]))
