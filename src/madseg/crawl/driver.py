@@ -75,10 +75,11 @@ def crawl(
 ) -> CrawlResult:
     """Index local ``folders`` and ``urls`` (a URL list's items, see :func:`iter_url_list`) into pool D.
 
-    Downloads first (threads; ``on_fetched`` is called with each outcome), then decodes every local file, stored download and reference image (a
-    process pool of ``decode_workers``), then deduplicates. Every candidate lands in exactly one of the
-    result's two tables. The work is spooled to a scratch SQLite file under ``spool_dir`` (the system's
-    temporary folder if None), so memory does not grow with the pool beyond 16 bytes an image.
+    Downloads first (threads; ``on_fetched`` is called with each outcome), then decodes every local file,
+    stored download and reference image (a process pool of ``decode_workers``), then deduplicates. Every
+    candidate lands in exactly one of the result's two tables. The work is spooled to a scratch SQLite file
+    under ``spool_dir`` (the system's temporary folder if None): memory grows by a few dozen bytes an image
+    (a row id, a pHash, the near-duplicate join's band tables).
     """
     spool = RecordSpool(spool_dir)
     try:
