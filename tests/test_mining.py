@@ -534,3 +534,12 @@ def test_shard_statistics_equal_per_image_confusions(big):
             assert dist[i] == pytest.approx(1 - score(confusion_matrix(a, b, k)), abs=1e-12)
             assert np.allclose(t_area[i], [(a == c).mean() for c in range(k)])
             assert np.allclose(c_area[i], [(b == c).mean() for c in range(k)])
+
+
+def test_factor_shares_count_each_factor_of_multi_factor_images():
+    from madseg.validity import factor_names, factor_shares
+
+    named = pd.Series({"a": "blur;low_contrast", "b": "blur", "c": "", "d": "rotation"})
+    assert factor_names(named) == ["blur", "low_contrast", "rotation"]
+    assert factor_shares(named, ["a", "b", "c", "zz"]) == {"blur": 0.5, "low_contrast": 0.25, "rotation": 0.0}
+    assert factor_shares(named, []) == {"blur": 0.0, "low_contrast": 0.0, "rotation": 0.0}

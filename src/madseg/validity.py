@@ -95,6 +95,18 @@ def pairwise_disagreement(
     return {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
 
 
+def factor_names(named: pd.Series) -> list[str]:
+    """The distinct factors of ';'-joined factor cells ('' for none), sorted."""
+    return sorted(set(";".join(named.fillna("")).split(";")) - {""})
+
+
+def factor_shares(named: pd.Series, ids: Sequence[str]) -> dict[str, float]:
+    """Per factor of ``named`` (image id -> ';'-joined factors), the share of ``ids`` carrying it (0 if none)."""
+    carried = named.reindex(list(ids)).fillna("").str.split(";")
+    return {f: float(carried.map(lambda fs, f=f: f in fs).mean()) if len(carried) else 0.0
+            for f in factor_names(named)}  # fmt: skip
+
+
 def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int, float]]:
     """Pooled mIoU per group of a held-out pool: all in-domain, normal, corner, and each factor.
 
@@ -106,6 +118,6 @@ def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int,
     """
     kinds, named = factors["kind"], factors["factors"].fillna("")
     groups = {"all_in_domain": kinds != OOD, "normal": kinds == "normal", "corner": kinds == "corner"}
-    for factor in sorted(set(";".join(named).split(";")) - {""}):
+    for factor in factor_names(named):
         groups[f"factor.{factor}"] = named.str.split(";").apply(lambda fs, f=factor: f in fs)
     return {g: (int(mask.sum()), mean_iou(cms[mask.to_numpy()].sum(0))) for g, mask in groups.items()}

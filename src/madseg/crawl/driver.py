@@ -13,7 +13,8 @@ from madseg.crawl.dedup import deduplicate_spool
 from madseg.crawl.inspection import inspect_files, iter_inspect
 from madseg.crawl.records import ImageRecord, Limits, Reject
 from madseg.crawl.sources import FetchConfig, Journal, fetch_urls, iter_local, list_local
-from madseg.crawl.spool import RecordSpool, concat_frames, write_frames
+from madseg.crawl.spool import RecordSpool
+from madseg.io.tables import write_csv_chunks
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,17 @@ class CrawlResult:
     @property
     def index(self) -> pd.DataFrame:
         """pool.csv's rows (INDEX_COLUMNS, sorted by id), in memory: for small crawls; see :meth:`write`."""
-        return concat_frames(self._spool.index_frames())
+        return pd.concat(list(self._spool.index_frames()), ignore_index=True)
 
     @property
     def rejects(self) -> pd.DataFrame:
         """rejects.csv's rows (REJECT_COLUMNS, sorted)."""
-        return concat_frames(self._spool.reject_frames())
+        return pd.concat(list(self._spool.reject_frames()), ignore_index=True)
 
     def write(self, index_path: str | Path, rejects_path: str | Path) -> None:
         """Write pool.csv and rejects.csv in chunks, each atomically."""
-        write_frames(index_path, self._spool.index_frames())
-        write_frames(rejects_path, self._spool.reject_frames())
+        write_csv_chunks(index_path, self._spool.index_frames())
+        write_csv_chunks(rejects_path, self._spool.reject_frames())
 
     def summary(self) -> dict[str, int]:
         counts = self._spool.reason_counts()

@@ -19,7 +19,6 @@ import pandas as pd
 
 from madseg.crawl.hashing import phash_hex
 from madseg.crawl.records import ImageRecord, Reject
-from madseg.io.atomic import atomic_open
 
 INDEX_COLUMNS = ["id", "source", "path", "width", "height", "phash", "bytes"]
 REJECT_COLUMNS = ["source", "reason", "detail"]
@@ -192,15 +191,3 @@ class RecordSpool:
         cur = self._db.execute(sql)
         while rows := cur.fetchmany(_CHUNK):
             yield from rows
-
-
-def write_frames(path: str | Path, frames: Iterable[pd.DataFrame]) -> None:
-    """Write chunks as one CSV, atomically, byte for byte as :func:`madseg.io.tables.write_csv` of their
-    concatenation."""
-    with atomic_open(path, "w") as f:
-        for i, df in enumerate(frames):
-            df.to_csv(f, index=False, header=i == 0, lineterminator="\n")
-
-
-def concat_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(list(frames), ignore_index=True)

@@ -28,7 +28,13 @@ from madseg.metrics import confusion_matrix
 from madseg.mining import entropy_candidates, random_candidates
 from madseg.models.predictors import load_predictor
 from madseg.slices import factors_recovered
-from madseg.validity import group_scores, pairwise_disagreement, truly_wrong_fraction
+from madseg.validity import (
+    factor_names,
+    factor_shares,
+    group_scores,
+    pairwise_disagreement,
+    truly_wrong_fraction,
+)
 
 log = logging.getLogger(__name__)
 STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
@@ -40,8 +46,17 @@ def run(params: Params) -> None:
     classes = params.dataset.class_list()
     _disagreement(params, classes)
     _mining_precision(params, classes)
-    _eval_pool_scores(params, classes)
-    _slices_recovery(params)
+    pool_factors = _pool_factors(params)
+    _eval_pool_scores(params, classes, pool_factors)
+    _slices_recovery(params, pool_factors)
+
+
+def _pool_factors(params: Params) -> pd.Series:
+    """The pool's truth factors: image id -> ';'-joined factor names ('' for none)."""
+    truth = read_csv(
+        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
+    )
+    return truth.set_index("image_id")["factors"].fillna("").astype(str)
 
 
 def _disagreement(params: Params, classes) -> None:
@@ -94,7 +109,7 @@ def _mining_precision(params: Params, classes) -> None:
              out["mad"], out["entropy"], out["random"])  # fmt: skip
 
 
-def _eval_pool_scores(params: Params, classes) -> None:
+def _eval_pool_scores(params: Params, classes, pool_factors: pd.Series) -> None:
     factors = read_csv(
         Path(params.evaluation.eval_pool) / "truth" / "factors.csv",
         required=["image_id", "name", "kind", "factors"],
@@ -130,7 +145,11 @@ def _eval_pool_scores(params: Params, classes) -> None:
         metrics[f"gain.{factor}"] = 100 * (
             metrics[f"target_{last}.factor.{factor}"] - metrics[f"target_{first}.factor.{factor}"]
         )
-    metrics |= _share_in_s(params)
+    # the share of the images the final target was fine-tuned on (S^(1..n)) carrying each factor of the pool
+    s_all = read_csv(
+        paths.annotations_dir(max(params.finetunes, key=int)) / "S_all.csv", required=["image_id"]
+    )
+    metrics |= {f"share_in_S.{f}": v for f, v in factor_shares(pool_factors, s_all["image_id"]).items()}
     precision = pd.read_json(paths.METRICS / "mining_precision.json", typ="series")
     metrics["precision_ratio_vs_random"] = (
         float(precision["mad"] / precision["random"]) if precision["random"] else None
@@ -143,32 +162,13 @@ def _eval_pool_scores(params: Params, classes) -> None:
              metrics["corner_miou_gain"], last, metrics["t0_drop"])  # fmt: skip
 
 
-def _share_in_s(params: Params) -> dict[str, float]:
-    """share_in_S.<factor>: the share of the images the final target was fine-tuned on (S^(1..n)) that carry
-    each truth factor of the pool."""
-    truth = read_csv(
-        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
-    )
-    named = truth.set_index("image_id")["factors"].fillna("").astype(str)
-    last_finetune = max(params.finetunes, key=int)
-    s = read_csv(paths.annotations_dir(last_finetune) / "S_all.csv", required=["image_id"])["image_id"]
-    carried = named.reindex(s).fillna("").str.split(";")
-    factors = sorted(set(";".join(named).split(";")) - {""})
-    return {f"share_in_S.{f}": float(carried.map(lambda fs, f=f: f in fs).mean()) if len(s) else 0.0
-            for f in factors}  # fmt: skip
-
-
-def _slices_recovery(params: Params) -> None:
+def _slices_recovery(params: Params, pool_factors: pd.Series) -> None:
     """How many of the pool's truth factors the final round's 10 top slices recover (metrics/slices.json)."""
     final = max(params.rounds, key=int)
-    truth = read_csv(
-        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
-    )
-    named = truth.set_index("image_id")["factors"].fillna("").astype(str)
-    factors = sorted(set(";".join(named).split(";")) - {""})
+    factors = factor_names(pool_factors)
     m = read_csv(paths.mining_dir(final) / "M.csv", required=["image_id"])["image_id"]
     slices = read_csv(paths.slices_dir(final) / "slices.csv", required=["rule", "group_ids"])
-    got = factors_recovered(slices, named.reindex(m).fillna(""), factors, top=10)
+    got = factors_recovered(slices, pool_factors.reindex(m).fillna(""), factors, top=10)
     write_json(paths.METRICS / "slices.json",
                {"round": int(final), "factors": len(factors), "factors_recovered_top10": len(got), "recovered": got})  # fmt: skip
     log.info(
