@@ -16,6 +16,14 @@ workspace stays on the main line. Run from the project root, outside CI (on 2 CP
 experiment, or two at a time with --jobs 2):
 
     .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random] [--jobs 2]
+
+Beyond the paper (issue 20), `--options` runs the same loop under other recipes at the same rating and mask
+budget, each a named set of params (OPTIONS; join names with '+' for a combination), and writes
+metrics/study_options.csv (one row per experiment) and metrics/study_options.json (per option: the D_eval
+corner-case gain, T0 drop, per-factor gains and in-domain mIoU, mean, spread and by seed):
+
+    .venv/bin/python scripts/validity_study.py --options paper views round_robin views+round_robin \\
+        --strategies mad --lr 0.01 --resume
 """
 
 from __future__ import annotations
@@ -51,36 +59,60 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
-def experiment_name(strategy: str, seed: int) -> str:
+# Recipes beyond the paper's, each a few params (issue 20). "views" keeps the rating budget: with the view as
+# one more competitor, n3 = 12 gives an M as large as the paper's n3 = 20 over five competitors.
+OPTIONS: dict[str, list[str]] = {
+    "paper": [],
+    "views": ["mining.self_consistency=[contrast_stretch]", "mining.n3=12"],
+    "round_robin": ["selection.method=round_robin"],
+    "rater_model": ["selection.scores=rater_model"],
+    "photometric": ["finetune.augment=photometric"],
+}
+
+
+def option_params(option: str) -> list[str]:
+    """The params of an option, or of several joined by '+' ("views+round_robin")."""
+    unknown = [name for name in option.split("+") if name not in OPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown option(s) {unknown}; known: {sorted(OPTIONS)}")
+    return [setting for name in option.split("+") for setting in OPTIONS[name]]
+
+
+def experiment_name(strategy: str, seed: int, option: str = "paper") -> str:
     """Names the experiment, and (without the prefix) its final target and log under data/study/."""
-    return f"study-{strategy}-s{seed}"
+    return f"study-{strategy}-s{seed}" if option == "paper" else f"study-{option}-{strategy}-s{seed}"
 
 
-def experiment_args(strategy: str, seed: int, lr: float | None, workers: int) -> list[str]:
+def experiment_args(
+    strategy: str, seed: int, lr: float | None, workers: int, option: str = "paper"
+) -> list[str]:
     """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
-    return ["dvc", "exp", "run", "--temp", "-n", experiment_name(strategy, seed), *fixed_lr,
+    settings = [arg for setting in option_params(option) for arg in ("-S", setting)]
+    return ["dvc", "exp", "run", "--temp", "-n", experiment_name(strategy, seed, option), *fixed_lr, *settings,
             "-S", f"finetune.workers={workers}",
             "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
             "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
 
 
-def collect(strategy: str, seed: int, final_round: str, baseline: str) -> dict:
+def collect(option: str, strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
-    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{experiment_name(strategy, seed)}"
+    name = experiment_name(strategy, seed, option)
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
     metrics = json.loads(git("show", f"{ref}:metrics/validity.json"))
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
     shutil.copyfile(
-        ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{strategy}-s{seed}.pt"
+        ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
     )
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
-    return {"strategy": strategy, "seed": seed, **keep}
+    return {"option": option, "strategy": strategy, "seed": seed, **keep}
 
 
-def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, final_round: str):
-    """Run the (strategy, seed) experiments, ``jobs`` at a time, each in its own temporary DVC workspace.
+def run_experiments(todo: list[tuple[str, str, int]], jobs: int, lr: float | None, final_round: str):
+    """Run the (option, strategy, seed) experiments, ``jobs`` at a time, each in its own temporary DVC
+    workspace.
 
     Each experiment trains its learning-rate candidates on cores // jobs worker processes. The weights depend
     on finetune.threads (params.yaml) only, so a study's numbers do not depend on ``jobs``.
@@ -91,24 +123,22 @@ def run_experiments(todo: list[tuple[str, int]], jobs: int, lr: float | None, fi
     pending, running = list(todo), {}
     while pending or running:
         while pending and len(running) < jobs:
-            strategy, seed = pending.pop(0)
+            key = pending.pop(0)
+            name = experiment_name(key[1], key[2], key[0])
             # a rerun replaces an experiment of the same name
-            subprocess.run(
-                ["dvc", "exp", "remove", experiment_name(strategy, seed)], cwd=ROOT, capture_output=True
-            )
-            cmd = experiment_args(strategy, seed, lr, workers)
+            subprocess.run(["dvc", "exp", "remove", name], cwd=ROOT, capture_output=True)
+            cmd = experiment_args(key[1], key[2], lr, workers, key[0])
             log.info("$ %s", " ".join(cmd))
-            with (ROOT / STUDY / f"{strategy}-s{seed}.log").open("w") as out:  # the child keeps its own fd
-                running[(strategy, seed)] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
+            log_file = ROOT / STUDY / f"{name.removeprefix('study-')}.log"
+            with log_file.open("w") as out:  # the child keeps its own fd
+                running[key] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
         time.sleep(5)
         for key, proc in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[key]
             if proc.returncode:  # the others go on; the summary covers what finished
-                log.error(
-                    "experiment %s failed (exit %d); see %s/%s-s%d.log", key, proc.returncode, STUDY, *key
-                )
+                log.error("experiment %s failed (exit %d); see its log in %s", key, proc.returncode, STUDY)
                 continue
             yield collect(*key, final_round, baseline)
 
@@ -163,24 +193,58 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
     return summary
 
 
+def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
+    """Per option: MAD's D_eval corner-case gain, T0 drop, per-factor gains (f_t^(0) -> final, mIoU points)
+    and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they ran."""
+    summary: dict = {}
+    factors = sorted(
+        k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor.")
+    )
+    for option, rows in table.groupby("option", sort=True):
+        rows = rows.sort_values("seed")
+        mad = rows[rows["strategy"] == "mad"].set_index("seed")
+        figures = {"corner_miou_gain": mad["corner_miou_gain"], "t0_drop": mad["t0_drop"],
+                   "d_eval_miou": 100 * mad[f"target_{final_round}.all_in_domain"]}  # fmt: skip
+        for factor in factors:  # from the factor mIoUs, so rows from before gain.<factor> existed count too
+            figures[f"gain.{factor}"] = 100 * (
+                mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
+            )
+        for other in sorted(set(rows["strategy"]) - {"mad"}):
+            theirs = rows[rows["strategy"] == other].set_index("seed")[f"target_{final_round}.all_in_domain"]
+            figures[f"mad_minus_{other}"] = (figures["d_eval_miou"] - 100 * theirs).dropna()
+        for key, values in figures.items():
+            summary[f"{option}.{key}"] = round(float(values.mean()), 2)
+            summary[f"{option}.{key}_sd"] = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
+            summary[f"{option}.{key}_by_seed"] = [round(float(v), 2) for v in values]
+        summary[f"{option}.seeds"] = [int(s) for s in mad.index]
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=["mad", "entropy", "random"])
+    parser.add_argument(
+        "--options", nargs="+", default=["paper"], help=f"recipes, of {sorted(OPTIONS)}, '+' joins them"
+    )
     parser.add_argument("--n", type=int, default=5, help="images per (class, direction) in each competition")
     parser.add_argument(
         "--lr", type=float, help="hold the fine-tuning lr fixed (default: the grid of params.yaml)"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="keep the experiments already in metrics/study.csv"
+        "--resume", action="store_true", help="keep the experiments already in metrics/study*.csv"
     )
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (2 suits 2 cores)")
     args = parser.parse_args()
+    for option in args.options:
+        option_params(option)  # unknown names fail before anything runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     final_round = str(yaml.safe_load((ROOT / "params.yaml").read_text())["final_round"])
+    if args.options != ["paper"]:
+        return study_options(args, final_round)
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
     done = {
@@ -189,11 +253,11 @@ def main() -> None:
         if (ROOT / STUDY / f"{r['strategy']}-s{r['seed']}.pt").exists()
     }
     rows = [r for r in rows if (r["strategy"], int(r["seed"])) in done]
-    todo = [(st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
+    todo = [("paper", st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     for row in run_experiments(todo, args.jobs, args.lr, final_round):
-        rows.append(row)
+        rows.append({k: v for k, v in row.items() if k != "option"})
         pd.DataFrame(rows).sort_values(["seed", "strategy"]).to_csv(csv, index=False)
     pool = eval_pool_index()
     competitions: dict = {}
@@ -209,6 +273,34 @@ def main() -> None:
     summary["jobs"] = args.jobs
     (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     log.info("study: %s", json.dumps(summary, indent=2))
+
+
+def study_options(args: argparse.Namespace, final_round: str) -> None:
+    """The recipes of ``args.options`` side by side (metrics/study_options.csv and .json). With --resume, the
+    paper's recipe reuses the main study's rows (metrics/study.csv) when they ran at the same fixed lr."""
+    csv = ROOT / "metrics" / "study_options.csv"
+    rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
+    main_study = ROOT / "metrics" / "study.json"
+    if args.resume and main_study.exists() and json.loads(main_study.read_text()).get("fixed_lr") == args.lr:
+        rows += [
+            {"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")
+        ]
+    done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
+    todo = [(option, st, seed) for seed in args.seeds for option in args.options for st in args.strategies
+            if (option, st, seed) not in done]  # fmt: skip
+    (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    for row in run_experiments(todo, args.jobs, args.lr, final_round):
+        rows.append(row)
+        table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
+        table.sort_values(["option", "seed", "strategy"]).to_csv(csv, index=False)
+    table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
+    table = table[table["option"].isin(args.options) & table["seed"].isin(args.seeds)]
+    summary = summarize_options(table, final_round)
+    summary |= {"minutes": round((time.monotonic() - start) / 60, 1), "fixed_lr": args.lr,
+                "command": "python scripts/validity_study.py " + " ".join(sys.argv[1:])}  # fmt: skip
+    (ROOT / "metrics" / "study_options.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("options: %s", json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
