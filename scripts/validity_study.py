@@ -103,14 +103,21 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
+    cache = Path(
+        subprocess.run(
+            ["dvc", "cache", "dir"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     shutil.copyfile(
-        ROOT / ".dvc/cache/files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
+        cache / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
     )
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
 
 
-def run_experiments(todo: list[tuple[str, str, int]], jobs: int, lr: float | None, final_round: str):
+def run_experiments(
+    todo: list[tuple[str, str, int]], jobs: int, lr: float | None, final_round: str, reuse: bool = False
+):
     """Run the (option, strategy, seed) experiments, ``jobs`` at a time, each in its own temporary DVC
     workspace.
 
@@ -121,6 +128,15 @@ def run_experiments(todo: list[tuple[str, str, int]], jobs: int, lr: float | Non
     baseline = git("rev-parse", "HEAD").strip()  # experiments are stored under the commit they started from
     workers = max(1, (os.cpu_count() or 1) // jobs)
     pending, running = list(todo), {}
+    if reuse:  # experiments that finished under this commit before an interruption are collected, not rerun
+        refs = git("for-each-ref", "--format=%(refname)", f"refs/exps/{baseline[:2]}/{baseline[2:]}/").split()
+        for key in [
+            k
+            for k in pending
+            if f"refs/exps/{baseline[:2]}/{baseline[2:]}/{experiment_name(k[1], k[2], k[0])}" in refs
+        ]:
+            pending.remove(key)
+            yield collect(*key, final_round, baseline)
     while pending or running:
         while pending and len(running) < jobs:
             key = pending.pop(0)
@@ -290,7 +306,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
             if (option, st, seed) not in done]  # fmt: skip
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    for row in run_experiments(todo, args.jobs, args.lr, final_round):
+    for row in run_experiments(todo, args.jobs, args.lr, final_round, reuse=args.resume):
         rows.append(row)
         table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
         table.sort_values(["option", "seed", "strategy"]).to_csv(csv, index=False)

@@ -326,6 +326,14 @@ class EvaluationParams:
 
 
 @dataclass(frozen=True)
+class SlicesParams:
+    clusters: int = (
+        12  # k of the k-means that groups the pool into kinds of image (madseg.slices.find_slices)
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RoundSpec:
     prev: str = "init"  # the previous round's key; 'init' names the state before round 0
     next: str = ""  # finetunes only: the round whose target this fine-tune produces
@@ -351,6 +359,7 @@ class Params:
     final_round: str
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
     ray: RayParams = field(default_factory=RayParams)
+    slices: SlicesParams = field(default_factory=SlicesParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

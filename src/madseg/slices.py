@@ -1,11 +1,15 @@
-"""Failure slices: where in the pool the candidates (or the lowest-rated images) concentrate, in plain words.
+"""Failure slices: what kind of images the candidates (or the lowest-rated images) are, in plain words.
 
 Each pool image is described by cheap attributes, from its pixels and the target's prediction, never from any
-truth: brightness, contrast, colourfulness, sharpness, a noise estimate, size and aspect
-(:func:`image_attributes`), the predicted main class, its area and the target's entropy. A slice is a rule of one or
-two conditions on them ("contrast < 0.062 and main class disc"). :func:`find_slices` searches them as slice finders
-do (a beam over conjunctions of threshold and category conditions) and ranks them by how much more of the group
-(e.g. M) than of the pool they hold.
+truth (:func:`image_attributes`, :func:`prediction_attributes`). :func:`find_slices` then follows Domino's recipe
+(Eyuboglu et al., ICLR 2022) with these attributes in place of embeddings: it clusters the whole pool in
+attribute space with membership in the group (e.g. M) as one more coordinate, so that a cluster is both one kind
+of image and one fate, keeps the clusters where the group concentrates and describes each by the rule of one or
+two conditions ("oblique_edges >= 0.628 and noise < 0.0323") that best matches its group images.
+
+Why clusters rather than a search over rules ranked by lift: MAD's candidates are a mixture of failure kinds, and
+the rules on which the mixture as a whole concentrates are the broad ones ("entropy >= 0.114" holds most of M).
+A kind of image that is a small, clean part of M (huge objects, blur) is found as a cluster and then named.
 """
 
 from __future__ import annotations
@@ -15,19 +19,30 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
-NUMERIC = ("brightness", "contrast", "colourfulness", "sharpness", "noise", "megapixels", "aspect", "main_area",
-           "entropy")  # fmt: skip
+IMAGE_ATTRIBUTES = ("brightness", "contrast", "rms_contrast", "colourfulness", "colour_cast", "saturation",
+                    "sharpness", "edge_density", "oblique_edges", "noise", "megapixels", "aspect")  # fmt: skip
+NUMERIC = (*IMAGE_ATTRIBUTES, "main_area", "entropy")
 CATEGORICAL = ("main_class",)
-QUANTILES = (0.1, 0.2, 0.3, 0.7, 0.8, 0.9)  # candidate thresholds: the tails where odd images live
+# candidate thresholds of the rules, at pool quantiles: fine in the tails, where odd images live
+QUANTILES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+FIT_ROWS = 100_000  # pool images beside the group that the cluster centres are fitted on
+JOIN_F1 = 0.8  # clusters are joined only when one rule names their union this well (F1 over the group images)
+EDGE = 0.04  # a gradient of 10 grey levels per pixel (after a sigma-1 blur) is an edge
+TAN_22_5 = float(np.tan(np.pi / 8))  # an edge is oblique within 22.5 degrees of a diagonal
 
 
 def image_attributes(rgb: np.ndarray) -> dict[str, float]:
     """Cheap attributes of an (H, W, 3) uint8 image, each in a fixed unit so that pools of any size compare.
 
-    brightness: mean luma in [0, 1]; contrast: luma 1st-99th percentile range in [0, 1]; colourfulness:
-    Hasler and Suesstrunk's metric / 100; sharpness: mean absolute Laplacian of luma in [0, 1] units; noise:
-    Immerkaer's estimate of Gaussian noise sigma in [0, 1] units; megapixels; aspect: width / height.
+    brightness: mean luma in [0, 1]; contrast: luma 1st-99th percentile range in [0, 1]; rms_contrast: luma
+    standard deviation; colourfulness: Hasler and Suesstrunk's metric / 100; colour_cast: the length of the
+    mean (red-green, yellow-blue) opponent colour; saturation: mean max - min over the channels; sharpness: mean
+    absolute Laplacian of luma; edge_density: the share of pixels on an edge and oblique_edges: the share of
+    gradient energy within 22.5 degrees of a diagonal, both measured after a sigma-1 Gaussian blur so that pixel
+    noise does not count as structure; noise: Immerkaer's estimate of Gaussian noise sigma; megapixels; aspect:
+    width / height. Luma and colour in [0, 1] units.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
@@ -37,6 +52,7 @@ def image_attributes(rgb: np.ndarray) -> dict[str, float]:
     rg, yb = img[..., 0] - img[..., 1], 0.5 * (img[..., 0] + img[..., 1]) - img[..., 2]
     colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
     h, w = luma.shape
+    sharpness = noise = edge_density = oblique_edges = 0.0
     if min(h, w) >= 3:
         lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
         # Immerkaer (1996): the mask [1 -2 1; -2 4 -2; 1 -2 1] cancels image structure, leaves the noise
@@ -44,10 +60,17 @@ def image_attributes(rgb: np.ndarray) -> dict[str, float]:
              + luma[1:-1, :-2] + luma[1:-1, 2:]) + 4 * luma[1:-1, 1:-1])  # fmt: skip
         sharpness = float(np.abs(lap).mean())
         noise = float(np.sqrt(np.pi / 2) * np.abs(m).sum() / (6 * (w - 2) * (h - 2)))
-    else:
-        sharpness = noise = 0.0
-    return {"brightness": float(luma.mean()), "contrast": float(hi - lo), "colourfulness": float(colourfulness),
-            "sharpness": sharpness, "noise": noise, "megapixels": h * w / 1e6, "aspect": w / h}  # fmt: skip
+        gy, gx = np.gradient(ndimage.gaussian_filter(luma, 1.0))
+        ax, ay = np.abs(gx), np.abs(gy)
+        energy = gx * gx + gy * gy
+        edge_density = float((energy > EDGE * EDGE).mean())
+        oblique = np.minimum(ax, ay) > TAN_22_5 * np.maximum(ax, ay)
+        oblique_edges = float(energy[oblique].sum() / energy.sum()) if energy.sum() > 0 else 0.0
+    return {"brightness": float(luma.mean()), "contrast": float(hi - lo), "rms_contrast": float(luma.std()),
+            "colourfulness": float(colourfulness), "colour_cast": float(np.hypot(rg.mean(), yb.mean())),
+            "saturation": float((img.max(axis=2) - img.min(axis=2)).mean()), "sharpness": sharpness,
+            "edge_density": edge_density, "oblique_edges": oblique_edges, "noise": noise,
+            "megapixels": h * w / 1e6, "aspect": w / h}  # fmt: skip
 
 
 def prediction_attributes(area: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
@@ -79,7 +102,11 @@ class Condition:
     def words(self) -> str:
         if self.op == "==":
             return f"{self.attribute.replace('_', ' ')} {self.value}"
-        return f"{self.attribute} {self.op} {_short(float(self.value))}"
+        return f"{self.attribute} {self.op} {float(self.value):.3g}"
+
+
+COLUMNS = ["rule", "rule_precision", "rule_recall", "pool_size", "pool_share", "group_size", "group_share", "lift",
+           "worst_share", "excess", "examples", "group_ids"]  # fmt: skip
 
 
 def find_slices(
@@ -88,112 +115,204 @@ def find_slices(
     *,
     worst: np.ndarray | None = None,
     top: int = 20,
-    beam: int = 12,
+    clusters: int = 12,
+    seed: int = 0,
     min_group: int = 5,
     examples: int = 5,
 ) -> pd.DataFrame:
-    """Slices of ``table`` (one row per pool image, index = image id) where the group ``in_group`` concentrates.
+    """Slices of ``table`` (one row per pool image, index = image id): the kinds of image ``in_group`` holds.
 
-    Candidates are single conditions (thresholds at pool quantiles of the NUMERIC attributes, each value of
-    the CATEGORICAL ones), then the ``beam`` best extended by a second condition. A slice must hold at least
-    ``min_group`` group images. Ranked by excess = share of the group in the slice - share of the pool in the
-    slice (support and lift together: a slice with a large lift but few images ranks below a broad one).
+    1. The NUMERIC attributes in robust units (minus the pool's median, over its interquartile range, clipped to
+       +-5: a tail stays far from the bulk without one extreme image stretching the axis), plus membership in
+       the group as one more coordinate (Domino's error-aware clustering).
+    2. k-means (k-means++ seeded by ``seed``, the best of 10 starts) into ``clusters`` clusters of the pool
+       (fitted on the group and at most FIT_ROWS other images, so that it scales to any pool).
+    3. Each cluster is described by the condition, or pair of conditions on two attributes, whose group images
+       best match the cluster's (F1): thresholds at pool quantiles, class values for the CATEGORICAL attributes.
+       Clusters that one rule describes together at least as well as each alone are joined (one kind of image
+       cut in two by k-means is one finding).
+    4. A kind holding at least ``min_group`` group images is a slice, whatever its lift: a kind of image can be a
+       clean part of the group without being commoner there than in the pool (the lift column says which).
+    Ranked by the slice's group size (support), then lift.
 
     Args:
         in_group: (N,) bool, e.g. membership in M.
         worst: (N,) bool, e.g. among the lowest-rated images of S (optional).
     Returns:
-        columns rule, pool_size, pool_share, group_size, group_share, lift, worst_share, excess, examples (the
-        first ``examples`` of the slice's group images), group_ids (all of them); ids ';'-joined.
+        COLUMNS: rule, how well it matches the slice's group images (rule_precision, rule_recall), pool_size and
+        pool_share (the cluster), group_size, group_share, lift, worst_share, excess (group share - pool
+        share), examples (the first ``examples`` of the slice's group images) and group_ids (all of them); ids
+        ';'-joined.
     """
     in_group = np.asarray(in_group, dtype=bool)
     if len(in_group) != len(table):
         raise ValueError(f"in_group has {len(in_group)} entries for {len(table)} images")
     n, n_group = len(table), int(in_group.sum())
     if n == 0 or n_group == 0:
-        return pd.DataFrame(columns=["rule", "pool_size", "pool_share", "group_size", "group_share", "lift",
-                                     "worst_share", "excess", "examples", "group_ids"])  # fmt: skip
-    # a condition that holds for (nearly) every image or none says nothing
-    singles = [(c, m) for c in _conditions(table) if 0 < (m := c.mask(table)).sum() <= 0.95 * n]
-
-    def score(mask: np.ndarray) -> float:
-        return float(in_group[mask].sum()) / n_group - float(mask.sum()) / n
-
-    ranked = sorted((s for s in singles if in_group[s[1]].sum() >= min_group), key=lambda s: -score(s[1]))
-    rules: dict[tuple, np.ndarray] = {(c,): m for c, m in ranked}
-    for c1, m1 in ranked[:beam]:
-        for c2, m2 in singles:
-            if c2.attribute != c1.attribute:
-                both = m1 & m2
-                if in_group[both].sum() >= min_group and both.sum() < m1.sum():  # it must narrow the slice
-                    rules[tuple(sorted((c1, c2), key=lambda c: (c.attribute, c.op)))] = both
+        return pd.DataFrame(columns=COLUMNS)
+    if clusters < 1:
+        raise ValueError(f"clusters must be at least 1, got {clusters}")
+    coords = np.hstack([robust_units(table[[a for a in NUMERIC if a in table]]), in_group[:, None]])
+    # the centres are fitted on the group and a seeded sample of the rest, then every image joins its nearest:
+    # a pool of a million images costs one pass more than one of FIT_ROWS
+    rest = np.flatnonzero(~in_group)
+    if len(rest) > FIT_ROWS:
+        rest = np.sort(np.random.default_rng(seed).choice(rest, FIT_ROWS, replace=False))
+    fit = np.sort(np.concatenate([np.flatnonzero(in_group), rest]))
+    labels, _ = nearest(coords, kmeans(coords[fit], min(clusters, len(fit)), seed))
+    group = table[in_group]
+    singles = [(c, c.mask(group)) for c in _conditions(table)]
+    kinds = [labels == c for c in range(labels.max() + 1) if (in_group & (labels == c)).any()]
     ids = table.index.to_numpy()
     rows = []
-    for conditions, mask in _diverse(rules, in_group, score, top):
-        size, group_size = int(mask.sum()), int(in_group[mask].sum())
+    for members, (conditions, precision, recall) in _merge_alike(kinds, in_group, singles):
+        size, group_size = int(members.sum()), int((members & in_group).sum())
+        if group_size < min_group:
+            continue
+        slice_ids = sorted(ids[members & in_group])
         rows.append({
             "rule": " and ".join(c.words() for c in conditions),
+            "rule_precision": precision,
+            "rule_recall": recall,
             "pool_size": size,
             "pool_share": size / n,
             "group_size": group_size,
             "group_share": group_size / n_group,
             "lift": (group_size / size) / (n_group / n),
-            "worst_share": float(worst[mask].sum() / max(int(worst.sum()), 1)) if worst is not None else None,
+            "worst_share": float(worst[members].sum() / max(int(worst.sum()), 1)) if worst is not None else None,
             "excess": group_size / n_group - size / n,
-            "examples": ";".join(sorted(ids[mask & in_group])[:examples]),
-            "group_ids": ";".join(sorted(ids[mask & in_group])),
+            "examples": ";".join(slice_ids[:examples]),
+            "group_ids": ";".join(slice_ids),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    ranked = pd.DataFrame(rows, columns=COLUMNS).sort_values(
+        ["group_size", "lift", "rule"], ascending=[False, False, True]
+    )
+    return ranked.head(top).reset_index(drop=True)
 
 
-def _diverse(
-    rules: dict[tuple, np.ndarray], in_group: np.ndarray, score, top: int, overlap: float = 0.5
-) -> list:
-    """The best rules by score (positive only), skipping a refinement of a chosen rule and one whose group
-    images overlap a chosen one's by more than ``overlap`` (Jaccard): ten thresholds on one attribute, or one
-    slice narrowed by a second condition, are one finding, not ten."""
-    order = sorted(rules.items(), key=lambda kv: (-score(kv[1]), len(kv[0]), [c.words() for c in kv[0]]))
-    chosen: list[tuple[tuple, np.ndarray]] = []
-    for conditions, mask in order:
-        if score(mask) <= 0:
-            break
-        members = mask & in_group
-        kinds = {(c.attribute, c.op) for c in conditions}  # a refinement at another threshold is one too
-        refines = any(
-            {(c.attribute, c.op) for c in chosen_conditions} <= kinds for chosen_conditions, _ in chosen
-        )
-        overlaps = any(
-            (members & m).sum() > overlap * (members | m).sum() for m in (k & in_group for _, k in chosen)
-        )
-        if not (refines or overlaps):
-            chosen.append((conditions, mask))
-            if len(chosen) == top:
+def _merge_alike(kinds: list[np.ndarray], in_group: np.ndarray, singles: list) -> list:
+    """Join clusters that one rule describes together well (F1 >= JOIN_F1) and at least as well as each alone:
+    k-means cuts a large kind
+    of image into parts ("contrast < 0.3 and noise >= 0.02", "contrast < 0.3 and noise < 0.02") that are one
+    finding. Greedy, the best join first. Returns each kind's pool mask with its description (see _describe)."""
+    described = [(kind, _describe(singles, kind[in_group])) for kind in kinds]
+    while True:
+        best = None
+        for i, (a, (_, _, _, fa)) in enumerate(described):
+            for j in range(i + 1, len(described)):
+                b, (_, _, _, fb) = described[j]
+                union = a | b
+                joint = _describe(singles, union[in_group])
+                if joint[3] >= max(fa, fb, JOIN_F1) and (best is None or joint[3] > best[2][3]):
+                    best = (i, j, joint)
+        if best is None:
+            return [(kind, description[:3]) for kind, description in described]
+        i, j, joint = best
+        described[i] = (described[i][0] | described[j][0], joint)
+        del described[j]
+
+
+def robust_units(values: pd.DataFrame, clip: float = 5.0) -> np.ndarray:
+    """(N, A) attributes -> (N, A') float64: each minus its median over its interquartile range (the standard
+    deviation where that is 0), clipped to +-``clip``; constant attributes are dropped."""
+    x = values.to_numpy(dtype=np.float64)
+    centre = np.median(x, axis=0)
+    q1, q3 = np.quantile(x, [0.25, 0.75], axis=0)
+    scale = np.where(q3 > q1, q3 - q1, x.std(axis=0))
+    keep = scale > 0
+    return np.clip((x[:, keep] - centre[keep]) / scale[keep], -clip, clip)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, starts: int = 10, iterations: int = 100) -> np.ndarray:
+    """Lloyd's k-means of (N, D) points from k-means++ starts drawn with ``seed``: the (k, D) centres of the start
+    with the least inertia. Deterministic for the same input and seed; distances are taken in chunks of rows."""
+    rng = np.random.default_rng(seed)
+    best_inertia, best = np.inf, np.zeros((k, x.shape[1]))
+    for _ in range(starts):
+        centres = _kmeans_plus_plus(x, k, rng)
+        labels = None
+        for _ in range(iterations):
+            new, distance = nearest(x, centres)
+            if labels is not None and np.array_equal(new, labels):
                 break
-    return chosen
+            labels = new
+            counts = np.bincount(labels, minlength=k)
+            sums = np.stack([np.bincount(labels, weights=x[:, d], minlength=k) for d in range(x.shape[1])], 1)
+            filled = counts > 0  # an emptied cluster keeps its centre
+            centres[filled] = sums[filled] / counts[filled, None]
+        inertia = float(distance.sum())
+        if inertia < best_inertia:
+            best_inertia, best = inertia, centres
+    return best
+
+
+def _kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    centres = [x[rng.integers(len(x))]]
+    distance = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = distance.sum()
+        pick = rng.choice(len(x), p=distance / total) if total > 0 else rng.integers(len(x))
+        centres.append(x[pick])
+        distance = np.minimum(distance, ((x - x[pick]) ** 2).sum(1))
+    return np.array(centres)
+
+
+def nearest(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the (N, D) points' nearest of the (k, D) centres: labels (N,) int64 and squared distances (N,)."""
+    labels, distance = np.empty(len(x), np.int64), np.empty(len(x))
+    c2 = (centres**2).sum(1)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        d = (part**2).sum(1)[:, None] - 2 * part @ centres.T + c2[None, :]
+        labels[start : start + chunk] = d.argmin(1)
+        distance[start : start + chunk] = d.min(1)
+    return labels, np.maximum(distance, 0)
+
+
+def _describe(singles: list[tuple[Condition, np.ndarray]], target: np.ndarray, beam: int = 8):
+    """The condition, or pair on two attributes, whose group images best match ``target`` (F1), with its
+    precision, recall and F1. ``singles``: each condition with its mask over the group images."""
+
+    def f1(mask: np.ndarray) -> float:
+        return 2 * float((mask & target).sum()) / (float(mask.sum()) + float(target.sum()))
+
+    ranked = sorted(singles, key=lambda s: (-f1(s[1]), s[0].words()))
+    (best_condition, best_mask), best_score = ranked[0], f1(ranked[0][1])
+    best = (best_condition,)
+    for c1, m1 in ranked[:beam]:
+        for c2, m2 in singles:
+            if c2.attribute != c1.attribute and (score := f1(m1 & m2)) > best_score:
+                best, best_mask, best_score = (
+                    tuple(sorted((c1, c2), key=lambda c: c.attribute)),
+                    m1 & m2,
+                    score,
+                )
+    hits = float((best_mask & target).sum())
+    return best, hits / max(float(best_mask.sum()), 1.0), hits / max(float(target.sum()), 1.0), best_score
 
 
 def _conditions(table: pd.DataFrame) -> list[Condition]:
+    """Threshold conditions at the pool's quantiles of the NUMERIC attributes and the values of the
+    CATEGORICAL ones; a condition that holds for (nearly) every pool image or none says nothing."""
     out = []
     for attribute in NUMERIC:
         if attribute not in table:
             continue
         values = table[attribute].to_numpy(dtype=float)
         for q in QUANTILES:
-            t = float(np.quantile(values, q))
-            out.append(Condition(attribute, "<" if q < 0.5 else ">=", t))
+            out.append(Condition(attribute, "<" if q < 0.5 else ">=", float(np.quantile(values, q))))
     for attribute in CATEGORICAL:
         if attribute in table:
             out += [Condition(attribute, "==", v) for v in sorted(table[attribute].unique())]
-    return out
-
-
-def _short(value: float) -> str:
-    return f"{value:.3g}"
+    n = len(table)
+    return [c for c in dict.fromkeys(out) if 0 < c.mask(table).sum() <= 0.95 * n]
 
 
 def attributes_of_images(paths: Sequence[str], workers: int = 1) -> pd.DataFrame:
-    """:func:`image_attributes` of every image file, in order: (N, 7) in a frame, decoded in ``workers``
-    processes for large pools."""
+    """:func:`image_attributes` of every image file, in order: (N, len(IMAGE_ATTRIBUTES)) in a frame, decoded in
+    ``workers`` processes for large pools."""
     if workers > 1 and len(paths) >= 256:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -202,8 +321,7 @@ def attributes_of_images(paths: Sequence[str], workers: int = 1) -> pd.DataFrame
             rows = list(pool.map(_attributes_of_file, paths, chunksize=64))
     else:
         rows = [_attributes_of_file(p) for p in paths]
-    return pd.DataFrame(rows, columns=["brightness", "contrast", "colourfulness", "sharpness", "noise",
-                                       "megapixels", "aspect"])  # fmt: skip
+    return pd.DataFrame(rows, columns=list(IMAGE_ATTRIBUTES))
 
 
 def _attributes_of_file(path: str) -> dict[str, float]:
@@ -220,8 +338,10 @@ def round_slices(
     mos: pd.DataFrame | None = None,
     *,
     top: int = 20,
+    clusters: int = 15,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """The slices of one round's M against the pool, with each slice's share of the lowest-rated images.
+    """The slices of one round's M in the pool, with each slice's share of the lowest-rated images.
 
     Args:
         attributes: index = image id, the :func:`image_attributes` columns.
@@ -240,7 +360,7 @@ def round_slices(
         rated = mos[~mos["vetoed"].astype(bool)]
         cut = rated["mos"].quantile(0.25)
         worst = table.index.isin(rated.loc[rated["mos"] <= cut, "image_id"])
-    return find_slices(table, in_m, worst=worst, top=top)
+    return find_slices(table, in_m, worst=worst, top=top, clusters=clusters, seed=seed)
 
 
 def factors_recovered(

@@ -1,7 +1,7 @@
-"""slices@<round>: where M^(i+1) concentrates in the pool, as rules on cheap attributes (never the truth).
+"""slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes (never the truth), in words.
 
-Writes data/slices/round_<R>/slices.csv (rule, pool size and share, M size and share, lift, share of the
-lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and, for `dvc plots`,
+Writes data/slices/round_<R>/slices.csv (rule and how well it matches, pool size and share, M size and share,
+lift, share of the lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and, for `dvc plots`,
 metrics/slices/round_<R>_top.csv (the top slices' lift and shares by rank).
 """
 
@@ -25,7 +25,10 @@ def run(params: Params, *, round_key: str) -> None:
     m = read_csv(paths.mining_dir(round_key) / "M.csv", required=["image_id"])
     mos = read_csv(paths.annotations_dir(round_key) / "mos.csv", required=["image_id", "mos", "vetoed"])
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
-    slices = round_slices(attributes, stats, params.dataset.class_list().names, m["image_id"].tolist(), mos)
+    slices = round_slices(
+        attributes, stats, params.dataset.class_list().names, m["image_id"].tolist(), mos,
+        clusters=params.slices.clusters, seed=params.slices.seed,
+    )  # fmt: skip
     write_csv(paths.slices_dir(round_key) / "slices.csv", slices)
     write_csv(
         paths.METRICS / "slices" / f"round_{round_key}_top.csv",
