@@ -60,6 +60,7 @@ def make_tiny_project(work: Path) -> Path:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / "metrics").mkdir(exist_ok=True)  # the validity study has not run here
     (work / "metrics" / "study.json").write_text('{"status": "not run"}\n')
+    (work / "metrics" / "study_options.json").write_text('{"status": "not run"}\n')
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "tiny config"], work)

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
 STUDY_KEYS = ("seeds", "mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
               "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
+# written by scripts/validity_study.py --options: the recipes beyond the paper's, side by side
+STUDY_OPTIONS = paths.METRICS / "study_options.json"
+OPTION_FIGURES = ("corner_miou_gain", "t0_drop", "d_eval_miou", "gain.low_contrast", "gain.colour_shift")
 
 
 def run(params: Params) -> None:
@@ -192,9 +195,18 @@ def _rater_bias_rmse(params: Params) -> float | None:
 
 
 def _study_margins() -> dict:
-    """The cross-seed margins of scripts/validity_study.py (metrics/study.json), None until it has run."""
+    """The cross-seed margins of scripts/validity_study.py (metrics/study.json), the paper's recipe under the
+    same names as the options, and each option's figures (metrics/study_options.json); None until run."""
     study = read_json(STUDY) if STUDY.exists() else {}
-    return {key: study.get(key) for key in STUDY_KEYS}
+    options = read_json(STUDY_OPTIONS) if STUDY_OPTIONS.exists() else {}
+    out = {key: study.get(key) for key in STUDY_KEYS}
+    out["paper.corner_miou_gain"] = study.get("mad.corner_miou_gain")
+    out["paper.mad_minus_entropy"] = study.get("mad_minus_entropy")
+    for option in sorted({key.split(".")[0] for key in options if key.endswith(".seeds")}):
+        for figure in OPTION_FIGURES:
+            for suffix in ("", "_sd"):
+                out[f"options.{option}.{figure}{suffix}"] = options.get(f"{option}.{figure}{suffix}")
+    return out
 
 
 def _t0(params: Params, round_key: str) -> float:
