@@ -311,7 +311,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
         table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
         table.sort_values(["option", "seed", "strategy"]).to_csv(csv, index=False)
     table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
-    table = table[table["option"].isin(args.options) & table["seed"].isin(args.seeds)]
+    table = table[table["seed"].isin(args.seeds)]  # every recipe run so far, each with the seeds it ran
     summary = summarize_options(table, final_round)
     summary |= {"minutes": round((time.monotonic() - start) / 60, 1), "fixed_lr": args.lr,
                 "command": "python scripts/validity_study.py " + " ".join(sys.argv[1:])}  # fmt: skip

@@ -42,7 +42,8 @@ STUDY_KEYS = ("seeds", "mad_minus_entropy", "mad_minus_random", "mad_minus_entro
               "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
 # written by scripts/validity_study.py --options: the recipes beyond the paper's, side by side
 STUDY_OPTIONS = paths.METRICS / "study_options.json"
-OPTION_FIGURES = ("corner_miou_gain", "t0_drop", "d_eval_miou", "gain.low_contrast", "gain.colour_shift")
+OPTION_FIGURES = ("corner_miou_gain", "t0_drop", "d_eval_miou", "gain.low_contrast", "gain.colour_shift",
+                  "mad_minus_entropy", "mad_minus_random")  # fmt: skip
 
 
 def run(params: Params) -> None:
