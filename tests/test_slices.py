@@ -119,5 +119,9 @@ def test_a_truthless_pool_gives_slices_and_factors_validate_them():
     assert slices.iloc[0]["rule"].startswith("contrast <") and slices.iloc[0]["worst_share"] > 0.9
     assert round_slices(attributes, stats, CLASSES, m_ids, None)["worst_share"].isna().all()  # no ratings yet
     assert round_slices(attributes, stats, CLASSES, [], None).empty  # nothing mined: no slice, no error
+    # a pool whose images all look alike: one kind, and no rule to tell it apart
+    alike = pd.DataFrame(0.5, index=table.index[:30], columns=attributes.columns)
+    same = round_slices(alike, stats.head(30).assign(entropy=0.5), CLASSES, list(table.index[:10]), None)
+    assert same["rule"].tolist() == ["(no rule separates it)"] and same.iloc[0]["group_size"] == 10
     factors = pd.Series({i: ("low_contrast" if i in set(planted) else "blur") for i in m_ids})
     assert factors_recovered(slices, factors, ["low_contrast", "blur", "rotation"]) == ["low_contrast"]

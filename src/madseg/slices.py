@@ -171,7 +171,7 @@ def find_slices(
             continue
         slice_ids = sorted(ids[members & in_group])
         rows.append({
-            "rule": " and ".join(c.words() for c in conditions),
+            "rule": " and ".join(c.words() for c in conditions) or "(no rule separates it)",
             "rule_precision": precision,
             "rule_recall": recall,
             "pool_size": size,
@@ -194,24 +194,29 @@ def find_slices(
 
 def _merge_alike(kinds: list[np.ndarray], in_group: np.ndarray, singles: list) -> list:
     """Join clusters that one rule describes together well (F1 >= JOIN_F1) and at least as well as each alone:
-    k-means cuts a large kind
-    of image into parts ("contrast < 0.3 and noise >= 0.02", "contrast < 0.3 and noise < 0.02") that are one
-    finding. Greedy, the best join first. Returns each kind's pool mask with its description (see _describe)."""
+    k-means cuts a large kind of image into parts ("contrast < 0.3 and noise >= 0.02", "contrast < 0.3 and
+    noise < 0.02") that are one finding. Greedy, the best join first. Returns each kind's pool mask with its
+    description (see _describe)."""
     described = [(kind, _describe(singles, kind[in_group])) for kind in kinds]
+    joints: dict[tuple[int, int], tuple] = {}  # a pair's joint description, by the kinds' ids
+    ids = list(range(len(kinds)))
     while True:
         best = None
-        for i, (a, (_, _, _, fa)) in enumerate(described):
+        for i, (a, (*_, fa)) in enumerate(described):
             for j in range(i + 1, len(described)):
-                b, (_, _, _, fb) = described[j]
-                union = a | b
-                joint = _describe(singles, union[in_group])
+                b, (*_, fb) = described[j]
+                key = (ids[i], ids[j])
+                if key not in joints:
+                    joints[key] = _describe(singles, (a | b)[in_group])
+                joint = joints[key]
                 if joint[3] >= max(fa, fb, JOIN_F1) and (best is None or joint[3] > best[2][3]):
                     best = (i, j, joint)
         if best is None:
             return [(kind, description[:3]) for kind, description in described]
         i, j, joint = best
         described[i] = (described[i][0] | described[j][0], joint)
-        del described[j]
+        ids[i] = len(kinds) + len(joints)  # a new id: the joined kind's pairs are described afresh
+        del described[j], ids[j]
 
 
 def robust_units(values: pd.DataFrame, clip: float = 5.0) -> np.ndarray:
@@ -278,6 +283,8 @@ def _describe(singles: list[tuple[Condition, np.ndarray]], target: np.ndarray, b
     def f1(mask: np.ndarray) -> float:
         return 2 * float((mask & target).sum()) / (float(mask.sum()) + float(target.sum()))
 
+    if not singles:  # a pool too small or too uniform for any condition to separate images
+        return (), 0.0, 0.0, 0.0
     ranked = sorted(singles, key=lambda s: (-f1(s[1]), s[0].words()))
     (best_condition, best_mask), best_score = ranked[0], f1(ranked[0][1])
     best = (best_condition,)
