@@ -128,15 +128,14 @@ def run_experiments(
     baseline = git("rev-parse", "HEAD").strip()  # experiments are stored under the commit they started from
     workers = max(1, (os.cpu_count() or 1) // jobs)
     pending, running = list(todo), {}
+    prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
     if reuse:  # experiments that finished under this commit before an interruption are collected, not rerun
-        refs = git("for-each-ref", "--format=%(refname)", f"refs/exps/{baseline[:2]}/{baseline[2:]}/").split()
-        for key in [
-            k
-            for k in pending
-            if f"refs/exps/{baseline[:2]}/{baseline[2:]}/{experiment_name(k[1], k[2], k[0])}" in refs
+        finished = set(git("for-each-ref", "--format=%(refname)", prefix).split())
+        for option, strategy, seed in [
+            k for k in pending if prefix + experiment_name(k[1], k[2], k[0]) in finished
         ]:
-            pending.remove(key)
-            yield collect(*key, final_round, baseline)
+            pending.remove((option, strategy, seed))
+            yield collect(option, strategy, seed, final_round, baseline)
     while pending or running:
         while pending and len(running) < jobs:
             key = pending.pop(0)
