@@ -289,7 +289,7 @@ class AnnotationParams:
 class SelectionParams:
     n4: int = 100
     # S from the mean score or from the rater model's quality; the n4 lowest, or MAD's groups in turn
-    scores: Literal["mean", "rater_model"] = "mean"
+    scores: Literal["mean", "rater_model"] = "rater_model"  # the validity study's winner; mean = the paper's
     method: Literal["lowest", "round_robin"] = "lowest"
     pool_factor: float = 2.0  # round_robin picks among the pool_factor * n4 lowest-scored images
     t_size: int = 40

@@ -106,8 +106,9 @@ def triage_html(cards: Sequence[Card], slice_rules: Mapping[str, Sequence[str]])
         mos = "" if c.mos is None else f"{c.mos:.2f}"
         caption = (f"round {c.round} · {c.cls} · {c.competitor} · dir {c.direction} · d={c.distance:.2f} · "
                    f"MOS {mos or '–'}")  # fmt: skip
+        # the score in full for sorting and filtering (the rater model's is no multiple of 1/3), rounded for eyes
         attrs = {"id": c.image_id, "round": c.round, "cls": c.cls, "competitor": c.competitor,
-                 "direction": c.direction, "distance": f"{c.distance:.6f}", "mos": mos,
+                 "direction": c.direction, "distance": f"{c.distance:.6f}", "mos": "" if c.mos is None else repr(c.mos),
                  "slices": " ".join(f"{c.round}:{i}" for i in c.slices)}  # fmt: skip
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in attrs.items())
         figures.append(f'<figure {data}><img loading="lazy" src="{html.escape(c.image)}" alt="{html.escape(c.image_id)}">'
