@@ -29,6 +29,7 @@ corner-case gain, T0 drop, per-factor gains and in-domain mIoU, mean, spread and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -55,8 +56,12 @@ def sh(*cmd: str, check: bool = True) -> None:
         log.warning("%s exited with %d; going on", cmd[0], done.returncode)
 
 
+def output(*cmd: str) -> str:
+    return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return output("git", *args)
 
 
 # Recipes beyond the paper's, each a few params (issue 20). "views" keeps the rating budget: with the view as
@@ -95,6 +100,12 @@ def experiment_args(
             "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
 
 
+@functools.cache
+def dvc_cache() -> Path:
+    """Where this repository's DVC cache is (a clone may share another's, `dvc cache dir --local`)."""
+    return Path(output("dvc", "cache", "dir").strip())
+
+
 def collect(option: str, strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
     name = experiment_name(strategy, seed, option)
@@ -103,13 +114,8 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
-    cache = Path(
-        subprocess.run(
-            ["dvc", "cache", "dir"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout.strip()
-    )
     shutil.copyfile(
-        cache / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
+        dvc_cache() / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
     )
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
