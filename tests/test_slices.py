@@ -9,6 +9,7 @@ import pytest
 from madseg.slices import (
     factors_recovered,
     find_slices,
+    hindsight_rules,
     image_attributes,
     kmeans,
     nearest,
@@ -125,3 +126,22 @@ def test_a_truthless_pool_gives_slices_and_factors_validate_them():
     assert same["rule"].tolist() == ["(no rule separates it)"] and same.iloc[0]["group_size"] == 10
     factors = pd.Series({i: ("low_contrast" if i in set(planted) else "blur") for i in m_ids})
     assert factors_recovered(slices, factors, ["low_contrast", "blur", "rotation"]) == ["low_contrast"]
+
+
+def test_hindsight_rules_isolate_a_planted_factor_and_not_a_rare_one():
+    table, in_m, planted = _pool()
+    m_ids = table.index[in_m]
+    factors = pd.Series("", index=m_ids)
+    factors[m_ids[np.isin(m_ids, planted)]] = "low_contrast"
+    factors[m_ids[~np.isin(m_ids, planted)][:2]] = "rare"  # two carriers cannot fill a slice of five
+    rules = hindsight_rules(table, in_m, factors, ["low_contrast", "rare", "absent"])
+    assert (
+        rules["low_contrast"].startswith("contrast <") and rules["rare"] is None and rules["absent"] is None
+    )
+    # the rule found does recover the factor by factors_recovered's test
+    attribute, _, value = rules["low_contrast"].split()
+    members = [i for i in m_ids if table.loc[i, attribute] < float(value)]
+    assert factors_recovered(pd.DataFrame({"group_ids": [";".join(members)]}), factors, ["low_contrast"])
+    assert hindsight_rules(table, np.zeros(len(table), bool), factors, ["low_contrast"]) == {
+        "low_contrast": None
+    }

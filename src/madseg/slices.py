@@ -337,6 +337,15 @@ def _attributes_of_file(path: str) -> dict[str, float]:
     return image_attributes(read_rgb(path))
 
 
+def slice_table(
+    attributes: pd.DataFrame, target_stats: pd.DataFrame, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """The pool's attributes (index = image id) joined with the target's predicted main class, its area and the
+    target's entropy (from PredictionStore.stats(): id, area_<class>..., entropy): what slices are found in."""
+    stats = target_stats.set_index("id")
+    return attributes.join(prediction_attributes(stats, class_names)).join(stats["entropy"])
+
+
 def round_slices(
     attributes: pd.DataFrame,
     target_stats: pd.DataFrame,
@@ -359,8 +368,7 @@ def round_slices(
     Returns:
         find_slices' columns.
     """
-    stats = target_stats.set_index("id")
-    table = attributes.join(prediction_attributes(stats, class_names)).join(stats["entropy"])
+    table = slice_table(attributes, target_stats, class_names)
     in_m = table.index.isin(list(m_ids))
     worst = None
     if mos is not None and len(mos):
@@ -389,3 +397,74 @@ def factors_recovered(
         ):
             got.append(factor)
     return got
+
+
+def hindsight_rules(
+    table: pd.DataFrame,
+    in_group: np.ndarray,
+    group_factors: pd.Series,
+    factors: Sequence[str],
+    min_group: int = 5,
+) -> dict[str, str | None]:
+    """For each hidden-truth factor, the rule of one or two conditions, from the vocabulary :func:`find_slices`
+    names its slices with, whose group images would recover the factor (:func:`factors_recovered`'s test), or
+    None. Found by searching with the truth, so it is no finding: it bounds what a finder whose slices such
+    rules describe could recover. The purest single condition wins, else the purest pair (then the largest).
+
+    Args:
+        table: one row per pool image (index = image id), as for find_slices.
+        in_group: (N,) bool, e.g. membership in M.
+        group_factors: image id of the group -> ';'-joined factors.
+    """
+    in_group = np.asarray(in_group, dtype=bool)
+    conditions, group = _conditions(table), table[in_group]
+    if not conditions or group.empty:
+        return dict.fromkeys(factors)
+    masks = np.array([c.mask(group) for c in conditions])  # (C, |group|)
+    attribute = np.array([c.attribute for c in conditions])
+    carried = group_factors.reindex(group.index).fillna("").astype(str).str.split(";")
+    found: dict[str, str | None] = {}
+    for factor in factors:
+        y = carried.apply(lambda fs, f=factor: f in fs).to_numpy()
+
+        def purest(candidates: np.ndarray, rules: list[tuple], y: np.ndarray = y) -> tuple | None:
+            """(purity, size, rule) of the purest recovering candidate (then the largest), or None."""
+            size, hits = candidates.sum(1), (candidates & y).sum(1)
+            ok = (size >= min_group) & (hits >= 0.5 * size) & (hits >= 0.2 * y.sum()) & (hits > 0)
+            return max(((hits[i] / size[i], int(size[i]), rules[i]) for i in np.flatnonzero(ok)),
+                       key=lambda t: t[:2], default=None)  # fmt: skip
+
+        best = purest(masks, [(c,) for c in conditions])
+        for first in range(len(conditions) if best is None else 0):  # pairs on two attributes, each once
+            others = np.flatnonzero(attribute[first + 1 :] != attribute[first]) + first + 1
+            pair = purest(masks[first] & masks[others], [(conditions[first], conditions[j]) for j in others])
+            if pair is not None and (best is None or pair[:2] > best[:2]):
+                best = pair
+        found[factor] = (
+            None
+            if best is None
+            else " and ".join(c.words() for c in sorted(best[2], key=lambda c: c.attribute))
+        )
+    return found
+
+
+def hindsight_chance(
+    table: pd.DataFrame,
+    in_group: np.ndarray,
+    group_factors: pd.Series,
+    factors: Sequence[str],
+    *,
+    shuffles: int = 3,
+    seed: int = 0,
+) -> float:
+    """The mean number of ``factors`` :func:`hindsight_rules` isolates when the factors are shuffled among the
+    group's images (``shuffles`` seeded permutations): its chance level, since among thousands of rules some
+    small slice fits even labels that mean nothing."""
+    rng = np.random.default_rng(seed)
+    counts = []
+    for _ in range(shuffles):
+        shuffled = pd.Series(rng.permutation(group_factors.to_numpy()), index=group_factors.index)
+        counts.append(
+            sum(r is not None for r in hindsight_rules(table, in_group, shuffled, factors).values())
+        )
+    return float(np.mean(counts))

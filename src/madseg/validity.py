@@ -7,11 +7,13 @@ Reads a pool's truth, so it is for measuring the method only; mining and selecti
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from madseg.io.store import Shard
+from madseg.io.tables import read_csv
 from madseg.metrics import image_miou, mean_iou
 from madseg.mining import shard_pair_stats
 
@@ -93,6 +95,12 @@ def pairwise_disagreement(
         for group in sums:
             sums[group].extend(mean_pair[kind == group].tolist())
     return {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
+
+
+def read_pool_factors(truth_dir: str | Path) -> pd.Series:
+    """The pool's truth factors from ``truth_dir``/factors.csv: image id -> ';'-joined factor names ('' for none)."""
+    truth = read_csv(Path(truth_dir) / "factors.csv", required=["image_id", "factors"])
+    return truth.set_index("image_id")["factors"].fillna("").astype(str)
 
 
 def factor_names(named: pd.Series) -> list[str]:

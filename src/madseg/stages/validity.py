@@ -3,7 +3,8 @@
 Writes metrics/mining_precision.json (share of M on which f_t^(0) is truly wrong, beside the entropy and random
 strategies at the same budget) and metrics/validity.json (each f_t^(i) on the held-out D_eval: all, corner cases,
 per factor; T0; the gain from f_t^(0) to the last target; and the study's cross-seed margins of MAD over entropy
-and random, from metrics/study.json).
+and random, from metrics/study.json), and metrics/slices.json (the truth factors the final round's top slices
+recover).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from madseg.io.tables import read_csv, write_csv
 from madseg.metrics import confusion_matrix
 from madseg.mining import entropy_candidates, random_candidates
 from madseg.models.predictors import load_predictor
-from madseg.slices import factors_recovered
+from madseg.slices import factors_recovered, hindsight_chance, hindsight_rules, slice_table
 from madseg.validity import (
     factor_names,
     factor_shares,
     group_scores,
     pairwise_disagreement,
+    read_pool_factors,
     truly_wrong_fraction,
 )
 
@@ -50,17 +52,9 @@ def run(params: Params) -> None:
     classes = params.dataset.class_list()
     _disagreement(params, classes)
     _mining_precision(params, classes)
-    pool_factors = _pool_factors(params)
+    pool_factors = read_pool_factors(params.annotation.simulated.truth_dir)
     _eval_pool_scores(params, classes, pool_factors)
     _slices_recovery(params, pool_factors)
-
-
-def _pool_factors(params: Params) -> pd.Series:
-    """The pool's truth factors: image id -> ';'-joined factor names ('' for none)."""
-    truth = read_csv(
-        Path(params.annotation.simulated.truth_dir) / "factors.csv", required=["image_id", "factors"]
-    )
-    return truth.set_index("image_id")["factors"].fillna("").astype(str)
 
 
 def _disagreement(params: Params, classes) -> None:
@@ -167,17 +161,29 @@ def _eval_pool_scores(params: Params, classes, pool_factors: pd.Series) -> None:
 
 
 def _slices_recovery(params: Params, pool_factors: pd.Series) -> None:
-    """How many of the pool's truth factors the final round's 10 top slices recover (metrics/slices.json)."""
+    """How many of the pool's truth factors the final round's 10 top slices recover (metrics/slices.json), beside
+    how many a rule of the slices' own vocabulary could isolate when chosen with the truth (the gap to that is the
+    finder's), and how many such a search finds for the same factors shuffled among M's images (its chance level:
+    with thousands of rules, small slices fit labels that mean nothing)."""
     final = max(params.rounds, key=int)
     factors = factor_names(pool_factors)
     m = read_csv(paths.mining_dir(final) / "M.csv", required=["image_id"])["image_id"]
+    m_factors = pool_factors.reindex(m).fillna("")
     slices = read_csv(paths.slices_dir(final) / "slices.csv", required=["rule", "group_ids"])
-    got = factors_recovered(slices, pool_factors.reindex(m).fillna(""), factors, top=10)
+    got = factors_recovered(slices, m_factors, factors, top=10)
+    table = slice_table(read_csv(paths.POOL_ATTRIBUTES, required=["id"]).set_index("id"),
+                        PredictionStore(paths.target_predictions(final)).stats(), params.dataset.class_list().names)  # fmt: skip
+    in_m = table.index.isin(m)
+    hindsight = hindsight_rules(table, in_m, m_factors, factors)
+    chance = hindsight_chance(table, in_m, m_factors, factors, seed=params.seed)
+    describable = [f for f, rule in hindsight.items() if rule is not None]
     write_json(paths.METRICS / "slices.json",
-               {"round": int(final), "factors": len(factors), "factors_recovered_top10": len(got), "recovered": got})  # fmt: skip
-    log.info(
-        "the final round's 10 top slices recover %d of %d truth factors: %s", len(got), len(factors), got
-    )
+               {"round": int(final), "factors": len(factors), "factors_recovered_top10": len(got), "recovered": got,
+                "factors_describable_in_hindsight": len(describable),
+                "factors_describable_shuffled": chance, "hindsight_rules": hindsight})  # fmt: skip
+    log.info("the final round's 10 top slices recover %d of %d truth factors (%s); rules chosen with the truth "
+             "could isolate %d (%.1f for shuffled factors)", len(got), len(factors), got, len(describable),
+             chance)  # fmt: skip
 
 
 def _rater_bias_rmse(params: Params) -> float | None:
