@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--clusters", default="10,12,15,20", help="cluster counts (slices.clusters values)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seeds, cluster_counts = (_ints(args.seeds), _ints(args.clusters))
+    seeds, cluster_counts = _ints(args.seeds), _ints(args.clusters)
     params = load_params("params.yaml")
     pool_factors = read_pool_factors(params.annotation.simulated.truth_dir)
     factors = factor_names(pool_factors)
