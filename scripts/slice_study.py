@@ -3,7 +3,7 @@
 For every round of the demo, finds the slices of M^(i+1) again (madseg.slices.find_slices, as the slices stage
 does) for each k-means seed and cluster count asked for, and counts the truth factors the 10 top slices recover.
 Beside it, per round: the factors a rule of the slices' own vocabulary isolates when chosen with the truth
-(madseg.slices.hindsight_rules), and the same search's count for the factors shuffled among M's images (its
+(madseg.slices.hindsight_bound), and the same search's count for the factors shuffled among M's images (its
 chance level). Writes metrics/slices_study.json (flat keys ``round_<r>.clusters_<k>.seed_<s>``,
 ``round_<r>.clusters_<k>.mean``, ``round_<r>.hindsight``, ``round_<r>.hindsight_shuffled``) and prints a
 markdown table. Needs a finished demo (`madseg demo`); reads the truth, so it validates and never feeds the loop.
@@ -25,7 +25,7 @@ from madseg.config import load_params
 from madseg.io.atomic import write_json
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
-from madseg.slices import factors_recovered, find_slices, hindsight_chance, hindsight_rules, slice_table
+from madseg.slices import factors_recovered, find_slices, hindsight_bound, slice_table
 from madseg.validity import factor_names, read_pool_factors
 
 log = logging.getLogger("madseg.slice_study")
@@ -60,12 +60,11 @@ def main() -> None:
                 out[f"round_{round_key}.clusters_{k}.seed_{seed}"] = counts[-1]
             out[f"round_{round_key}.clusters_{k}.mean"] = float(np.mean(counts))
             row[f"k = {k}"] = f"{np.mean(counts):.1f} ({min(counts)}–{max(counts)})"
-        out[f"round_{round_key}.hindsight"] = sum(
-            rule is not None for rule in hindsight_rules(table, in_m, m_factors, factors).values()
-        )
-        chance = hindsight_chance(table, in_m, m_factors, factors, seed=params.seed)
-        out[f"round_{round_key}.hindsight_shuffled"] = chance
-        row |= {"hindsight": str(out[f"round_{round_key}.hindsight"]), "shuffled": f"{chance:.1f}"}
+        bound = hindsight_bound(table, in_m, m_factors, factors, seed=params.seed)
+        out[f"round_{round_key}.hindsight"] = bound["factors_describable_in_hindsight"]
+        out[f"round_{round_key}.hindsight_shuffled"] = bound["factors_describable_shuffled"]
+        row |= {"hindsight": str(bound["factors_describable_in_hindsight"]),
+                "shuffled": f"{bound['factors_describable_shuffled']:.1f}"}  # fmt: skip
         rows.append(row)
     write_json(OUT, out)
     header = list(rows[0])

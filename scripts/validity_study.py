@@ -137,11 +137,9 @@ def run_experiments(
     prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
     if reuse:  # experiments that finished under this commit before an interruption are collected, not rerun
         finished = set(git("for-each-ref", "--format=%(refname)", prefix).split())
-        for option, strategy, seed in [
-            k for k in pending if prefix + experiment_name(k[1], k[2], k[0]) in finished
-        ]:
-            pending.remove((option, strategy, seed))
-            yield collect(option, strategy, seed, final_round, baseline)
+        for key in [k for k in pending if prefix + experiment_name(k[1], k[2], k[0]) in finished]:
+            pending.remove(key)
+            yield collect(*key, final_round, baseline)
     while pending or running:
         while pending and len(running) < jobs:
             key = pending.pop(0)

@@ -327,9 +327,8 @@ class EvaluationParams:
 
 @dataclass(frozen=True)
 class SlicesParams:
-    clusters: int = (
-        12  # k of the k-means that groups the pool into kinds of image (madseg.slices.find_slices)
-    )
+    # k of the k-means that groups the pool into kinds of image (madseg.slices.find_slices)
+    clusters: int = 12
     seed: int = 0
 
 

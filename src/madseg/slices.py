@@ -448,7 +448,7 @@ def hindsight_rules(
     return found
 
 
-def hindsight_chance(
+def hindsight_bound(
     table: pd.DataFrame,
     in_group: np.ndarray,
     group_factors: pd.Series,
@@ -456,15 +456,21 @@ def hindsight_chance(
     *,
     shuffles: int = 3,
     seed: int = 0,
-) -> float:
-    """The mean number of ``factors`` :func:`hindsight_rules` isolates when the factors are shuffled among the
-    group's images (``shuffles`` seeded permutations): its chance level, since among thousands of rules some
-    small slice fits even labels that mean nothing."""
+) -> dict:
+    """What a finder whose slices are named by rules could recover at best, and its chance level.
+
+    Returns ``hindsight_rules`` (:func:`hindsight_rules`' rule per factor), ``factors_describable_in_hindsight``
+    (how many have one) and ``factors_describable_shuffled``: the mean of that count with the factors shuffled
+    among the group's images (``shuffles`` permutations seeded by ``seed``), since among thousands of rules some
+    small slice fits even labels that mean nothing.
+    """
+    rules = hindsight_rules(table, in_group, group_factors, factors)
     rng = np.random.default_rng(seed)
-    counts = []
+    shuffled = []
     for _ in range(shuffles):
-        shuffled = pd.Series(rng.permutation(group_factors.to_numpy()), index=group_factors.index)
-        counts.append(
-            sum(r is not None for r in hindsight_rules(table, in_group, shuffled, factors).values())
+        permuted = pd.Series(rng.permutation(group_factors.to_numpy()), index=group_factors.index)
+        shuffled.append(
+            sum(r is not None for r in hindsight_rules(table, in_group, permuted, factors).values())
         )
-    return float(np.mean(counts))
+    return {"factors_describable_in_hindsight": sum(r is not None for r in rules.values()),
+            "factors_describable_shuffled": float(np.mean(shuffled)), "hindsight_rules": rules}  # fmt: skip

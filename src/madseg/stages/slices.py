@@ -1,8 +1,8 @@
 """slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes (never the truth), in words.
 
 Writes data/slices/round_<R>/slices.csv (rule and how well it matches, pool size and share, M size and share,
-lift, share of the lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and, for `dvc plots`,
-metrics/slices/round_<R>_top.csv (the top slices' lift and shares by rank).
+lift, share of the lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and,
+for `dvc plots`, metrics/slices/round_<R>_top.csv (the top slices' lift and shares by rank).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from madseg.io.tables import read_csv, write_csv
 from madseg.metrics import confusion_matrix
 from madseg.mining import entropy_candidates, random_candidates
 from madseg.models.predictors import load_predictor
-from madseg.slices import factors_recovered, hindsight_chance, hindsight_rules, slice_table
+from madseg.slices import factors_recovered, hindsight_bound, slice_table
 from madseg.validity import (
     factor_names,
     factor_shares,
@@ -173,17 +173,13 @@ def _slices_recovery(params: Params, pool_factors: pd.Series) -> None:
     got = factors_recovered(slices, m_factors, factors, top=10)
     table = slice_table(read_csv(paths.POOL_ATTRIBUTES, required=["id"]).set_index("id"),
                         PredictionStore(paths.target_predictions(final)).stats(), params.dataset.class_list().names)  # fmt: skip
-    in_m = table.index.isin(m)
-    hindsight = hindsight_rules(table, in_m, m_factors, factors)
-    chance = hindsight_chance(table, in_m, m_factors, factors, seed=params.seed)
-    describable = [f for f, rule in hindsight.items() if rule is not None]
+    bound = hindsight_bound(table, table.index.isin(m), m_factors, factors, seed=params.seed)
     write_json(paths.METRICS / "slices.json",
                {"round": int(final), "factors": len(factors), "factors_recovered_top10": len(got), "recovered": got,
-                "factors_describable_in_hindsight": len(describable),
-                "factors_describable_shuffled": chance, "hindsight_rules": hindsight})  # fmt: skip
+                **bound})  # fmt: skip
     log.info("the final round's 10 top slices recover %d of %d truth factors (%s); rules chosen with the truth "
-             "could isolate %d (%.1f for shuffled factors)", len(got), len(factors), got, len(describable),
-             chance)  # fmt: skip
+             "could isolate %d (%.1f for shuffled factors)", len(got), len(factors), got,
+             bound["factors_describable_in_hindsight"], bound["factors_describable_shuffled"])  # fmt: skip
 
 
 def _rater_bias_rmse(params: Params) -> float | None:
