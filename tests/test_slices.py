@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from madseg.attributes import image_attributes
 from madseg.slices import (
     factors_recovered,
     find_slices,
     hindsight_rules,
-    image_attributes,
     kmeans,
     nearest,
     robust_units,

@@ -1,7 +1,7 @@
 """Failure slices: what kind of images the candidates (or the lowest-rated images) are, in plain words.
 
 Each pool image is described by cheap attributes, from its pixels and the target's prediction, never from any
-truth (:func:`image_attributes`, :func:`prediction_attributes`). :func:`find_slices` then follows Domino's recipe
+truth (:mod:`madseg.attributes`). :func:`find_slices` then follows Domino's recipe
 (Eyuboglu et al., ICLR 2022) with these attributes in place of embeddings: it clusters the whole pool in
 attribute space with membership in the group (e.g. M) as one more coordinate, so that a cluster is both one kind
 of image and one fate, keeps the clusters where the group concentrates and describes each by the rule of one or
@@ -19,71 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
-IMAGE_ATTRIBUTES = ("brightness", "contrast", "rms_contrast", "colourfulness", "colour_cast", "saturation",
-                    "sharpness", "edge_density", "oblique_edges", "noise", "megapixels", "aspect")  # fmt: skip
+from madseg.attributes import IMAGE_ATTRIBUTES, prediction_attributes
+
 NUMERIC = (*IMAGE_ATTRIBUTES, "main_area", "entropy")
 CATEGORICAL = ("main_class",)
 # candidate thresholds of the rules, at pool quantiles: fine in the tails, where odd images live
 QUANTILES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 FIT_ROWS = 100_000  # pool images beside the group that the cluster centres are fitted on
 JOIN_F1 = 0.8  # clusters are joined only when one rule names their union this well (F1 over the group images)
-EDGE = 0.04  # a gradient of 10 grey levels per pixel (after a sigma-1 blur) is an edge
-TAN_22_5 = float(np.tan(np.pi / 8))  # an edge is oblique within 22.5 degrees of a diagonal
-
-
-def image_attributes(rgb: np.ndarray) -> dict[str, float]:
-    """Cheap attributes of an (H, W, 3) uint8 image, each in a fixed unit so that pools of any size compare.
-
-    brightness: mean luma in [0, 1]; contrast: luma 1st-99th percentile range in [0, 1]; rms_contrast: luma
-    standard deviation; colourfulness: Hasler and Suesstrunk's metric / 100; colour_cast: the length of the
-    mean (red-green, yellow-blue) opponent colour; saturation: mean max - min over the channels; sharpness: mean
-    absolute Laplacian of luma; edge_density: the share of pixels on an edge and oblique_edges: the share of
-    gradient energy within 22.5 degrees of a diagonal, both measured after a sigma-1 Gaussian blur so that pixel
-    noise does not count as structure; noise: Immerkaer's estimate of Gaussian noise sigma; megapixels; aspect:
-    width / height. Luma and colour in [0, 1] units.
-    """
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
-    img = rgb.astype(np.float32) / 255.0
-    luma = img @ np.asarray([0.299, 0.587, 0.114], np.float32)
-    lo, hi = np.percentile(luma, [1, 99])
-    rg, yb = img[..., 0] - img[..., 1], 0.5 * (img[..., 0] + img[..., 1]) - img[..., 2]
-    colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
-    h, w = luma.shape
-    sharpness = noise = edge_density = oblique_edges = 0.0
-    if min(h, w) >= 3:
-        lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
-        # Immerkaer (1996): the mask [1 -2 1; -2 4 -2; 1 -2 1] cancels image structure, leaves the noise
-        m = (luma[:-2, :-2] + luma[:-2, 2:] + luma[2:, :-2] + luma[2:, 2:] - 2 * (luma[:-2, 1:-1] + luma[2:, 1:-1]
-             + luma[1:-1, :-2] + luma[1:-1, 2:]) + 4 * luma[1:-1, 1:-1])  # fmt: skip
-        sharpness = float(np.abs(lap).mean())
-        noise = float(np.sqrt(np.pi / 2) * np.abs(m).sum() / (6 * (w - 2) * (h - 2)))
-        gy, gx = np.gradient(ndimage.gaussian_filter(luma, 1.0))
-        ax, ay = np.abs(gx), np.abs(gy)
-        energy = gx * gx + gy * gy
-        edge_density = float((energy > EDGE * EDGE).mean())
-        oblique = np.minimum(ax, ay) > TAN_22_5 * np.maximum(ax, ay)
-        oblique_edges = float(energy[oblique].sum() / energy.sum()) if energy.sum() > 0 else 0.0
-    return {"brightness": float(luma.mean()), "contrast": float(hi - lo), "rms_contrast": float(luma.std()),
-            "colourfulness": float(colourfulness), "colour_cast": float(np.hypot(rg.mean(), yb.mean())),
-            "saturation": float((img.max(axis=2) - img.min(axis=2)).mean()), "sharpness": sharpness,
-            "edge_density": edge_density, "oblique_edges": oblique_edges, "noise": noise,
-            "megapixels": h * w / 1e6, "aspect": w / h}  # fmt: skip
-
-
-def prediction_attributes(area: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """The target's predicted main class (the largest foreground area; 'background' if none) and its area.
-
-    ``area``: columns area_<class> for every class (PredictionStore.stats()); the first class is background.
-    """
-    fg = area[[f"area_{c}" for c in class_names[1:]]].to_numpy()
-    main = fg.argmax(axis=1)
-    has = fg.max(axis=1) > 0
-    names = np.asarray(class_names[1:], dtype=object)
-    return pd.DataFrame({"main_class": np.where(has, names[main], class_names[0]),
-                         "main_area": np.where(has, fg.max(axis=1), 0.0)}, index=area.index)  # fmt: skip
+# a slice recovers a truth factor when at least RECOVERY_PURITY of its group images carry the factor and it holds
+# at least RECOVERY_COVERAGE of the group's images that carry it: mostly the factor, and a fair part of it
+RECOVERY_PURITY = 0.5
+RECOVERY_COVERAGE = 0.2
 
 
 @dataclass(frozen=True)
@@ -317,26 +265,6 @@ def _conditions(table: pd.DataFrame) -> list[Condition]:
     return [c for c in dict.fromkeys(out) if 0 < c.mask(table).sum() <= 0.95 * n]
 
 
-def attributes_of_images(paths: Sequence[str], workers: int = 1) -> pd.DataFrame:
-    """:func:`image_attributes` of every image file, in order: (N, len(IMAGE_ATTRIBUTES)) in a frame, decoded in
-    ``workers`` processes for large pools."""
-    if workers > 1 and len(paths) >= 256:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            rows = list(pool.map(_attributes_of_file, paths, chunksize=64))
-    else:
-        rows = [_attributes_of_file(p) for p in paths]
-    return pd.DataFrame(rows, columns=list(IMAGE_ATTRIBUTES))
-
-
-def _attributes_of_file(path: str) -> dict[str, float]:
-    from madseg.io.images import read_rgb
-
-    return image_attributes(read_rgb(path))
-
-
 def slice_table(
     attributes: pd.DataFrame, target_stats: pd.DataFrame, class_names: Sequence[str]
 ) -> pd.DataFrame:
@@ -360,7 +288,7 @@ def round_slices(
     """The slices of one round's M in the pool, with each slice's share of the lowest-rated images.
 
     Args:
-        attributes: index = image id, the :func:`image_attributes` columns.
+        attributes: index = image id, the :func:`madseg.attributes.image_attributes` columns.
         target_stats: the target's PredictionStore.stats() (id, area_<class>..., entropy).
         m_ids: the images of M.
         mos: the round's ratings (image_id, mos, vetoed): the lowest-rated quarter of the rated, non-vetoed
@@ -383,20 +311,23 @@ def factors_recovered(
 ) -> list[str]:
     """Which hidden-truth ``factors`` the ``top`` slices recover (for validating slices on a labelled pool).
 
-    A factor is recovered when one slice has at least half of its M images carrying the factor and holds at
-    least a fifth of M's images with it. ``m_factors``: image id of M -> ';'-joined factors.
+    A factor is recovered when one slice has at least half (RECOVERY_PURITY) of its M images carrying the factor
+    and holds at least a fifth (RECOVERY_COVERAGE) of M's images with it. ``m_factors``: image id of M -> ';'-joined factors.
     """
     got = []
     members = [set(str(g).split(";")) - {""} for g in slices["group_ids"].head(top)]
     for factor in factors:
         carrying = {i for i, fs in m_factors.items() if factor in str(fs).split(";")}
-        if carrying and any(
-            len(s & carrying) >= 0.5 * len(s) and len(s & carrying) >= 0.2 * len(carrying)
-            for s in members
-            if s
-        ):
+        if carrying and any(_recovers(len(s & carrying), len(s), len(carrying)) for s in members if s):
             got.append(factor)
     return got
+
+
+def _recovers(hits: int | np.ndarray, size: int | np.ndarray, carrying: int) -> bool | np.ndarray:
+    """Whether a slice of ``size`` group images, ``hits`` of them carrying a factor that ``carrying`` group images
+    carry, recovers it (ints, or arrays of them elementwise): the one test of :func:`factors_recovered` and
+    :func:`hindsight_rules`."""
+    return (hits >= RECOVERY_PURITY * size) & (hits >= RECOVERY_COVERAGE * carrying)
 
 
 def hindsight_rules(
@@ -430,7 +361,7 @@ def hindsight_rules(
         def purest(candidates: np.ndarray, rules: list[tuple], y: np.ndarray = y) -> tuple | None:
             """(purity, size, rule) of the purest recovering candidate (then the largest), or None."""
             size, hits = candidates.sum(1), (candidates & y).sum(1)
-            ok = (size >= min_group) & (hits >= 0.5 * size) & (hits >= 0.2 * y.sum()) & (hits > 0)
+            ok = (size >= min_group) & _recovers(hits, size, y.sum()) & (hits > 0)
             return max(((hits[i] / size[i], int(size[i]), rules[i]) for i in np.flatnonzero(ok)),
                        key=lambda t: t[:2], default=None)  # fmt: skip
 
