@@ -40,5 +40,7 @@ test: env $(LS_VENV)/.installed browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" $(BIN)/pytest -q
 
 # Optional third command: a real Label Studio server for teams that label for real (URL + token -> .env).
+# HOST=0.0.0.0 lets annotators on other machines in (it warns what that exposes); the default keeps it local.
+HOST ?= 127.0.0.1
 labelstudio: env $(LS_VENV)/.installed
-	$(BIN)/madseg labelstudio-server --label-studio "$(CURDIR)/$(LS_VENV)/bin/label-studio"
+	$(BIN)/madseg labelstudio-server --label-studio "$(CURDIR)/$(LS_VENV)/bin/label-studio" --host $(HOST)

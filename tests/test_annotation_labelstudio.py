@@ -224,6 +224,9 @@ def test_missing_address_is_a_clear_error(tmp_path):
     )
     backend = make_backend(params, classes=CLASSES, environ={})
     assert (backend.url, backend.client is not None) == ("http://h:1", True)
+    # the environment wins over the file (a teammate's shell points at the team's server)
+    team = {"LABEL_STUDIO_URL": "http://team:8080", "LABEL_STUDIO_API_KEY": "t"}
+    assert make_backend(params, classes=CLASSES, environ=team).url == "http://team:8080"
 
 
 @server
@@ -286,3 +289,101 @@ def test_stages_on_label_studio(label_studio, monkeypatch):
     for i in ids[:3]:
         np.testing.assert_array_equal(read_mask(f"annotations/round_0/masks/{i}.png", CLASSES), truth[i])
     assert read_csv("annotations/round_0/masks.csv")["role"].tolist() == ["S", "both", "T"]
+
+
+def test_users_file_one_address_a_line_with_comments(tmp_path):
+    from madseg.annotation.server import read_users, team_users
+    from madseg.config import ConfigError
+
+    people = tmp_path / "team.txt"
+    people.write_text("# the raters of 2026\nana@lab.org\n\n  bo@lab.org  # part time\nana@lab.org\n")
+    assert team_users(["cy@lab.org", "bo@lab.org"], people) == ["cy@lab.org", "bo@lab.org", "ana@lab.org"]
+    assert team_users([], None) == []
+    with pytest.raises(ConfigError, match=r"team.txt, line 2: 'ana at lab.org' is not an e-mail address"):
+        read_users("ok@lab.org\nana at lab.org\n", "team.txt")
+    with pytest.raises(ConfigError, match=r"annotation.labelstudio.users, line 1: 'ana'"):
+        team_users(["ana"], None)
+    with pytest.raises(ConfigError, match=r"users_file: .*nobody.txt does not exist"):
+        team_users([], tmp_path / "nobody.txt")
+
+
+def test_only_loopback_is_private():
+    from madseg.annotation.server import exposure_warning, is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.1.1", "localhost", "::1", "[::1]"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.20", "labelbox.lab.org"]))
+    said = exposure_warning("0.0.0.0")
+    assert all(w in said for w in ("0.0.0.0", "sign-in page", "invitation", "firewall", "VPN", "TLS"))
+
+
+@server
+@pytest.mark.slow
+def test_a_server_for_remote_annotators_listens_on_every_interface(label_studio, tmp_path, caplog):
+    """`make labelstudio HOST=0.0.0.0`: reachable here at 127.0.0.1, with the warning of what it exposes."""
+    from madseg.annotation.server import shared_template_dir, start_server
+    from tests.conftest import label_studio_executable
+
+    exe = label_studio_executable()
+    with caplog.at_level("WARNING", logger="madseg.annotation.server"):
+        handle = start_server(exe, tmp_path / "data", document_root=tmp_path, host="0.0.0.0",
+                              template_dir=shared_template_dir(exe))  # fmt: skip
+    with handle:
+        assert handle.url.startswith("http://127.0.0.1:")
+        assert (
+            LabelStudioBackend(handle.url, handle.token, classes=CLASSES, annotators_per_task=1).check()
+            is None
+        )
+    assert any("anyone who can reach this port" in r.getMessage() for r in caplog.records)
+
+
+@server
+@pytest.mark.slow
+def test_a_team_server_named_only_in_env_file_through_the_cli(label_studio):
+    """Pointing madseg at a server the team already runs (the session's server plays it): the project holds only
+    a .env with URL and token; stages run through the CLI reach that server, and nothing of a local server is
+    started or written."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from madseg.annotation.server import ADMIN_FILE, write_env_file
+    from madseg.io.atomic import read_json
+    from tests.test_annotation_simulated import make_tiny_project
+
+    root = label_studio.document_root / f"team-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        ids, _ = make_tiny_project()
+    finally:
+        os.chdir(cwd)
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    prefix = f"team{uuid.uuid4().hex[:6]}"
+    params["annotation"]["backend"] = "labelstudio"
+    params["annotation"]["labelstudio"]["project_prefix"] = prefix
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_env_file(root / ".env", label_studio.url, label_studio.token)  # all a teammate is given
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")}
+
+    def madseg(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "madseg.cli", *args], cwd=root, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        return done
+
+    said = madseg("run", "export_weak_tasks", "--round", "0").stderr
+    receipt = read_json(root / "annotations/round_0/weak_export.json")
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    assert client.projects.get(receipt["project_id"]).title == f"{prefix} round 0 weak"
+    tasks = _tasks(client, receipt["project_id"])
+    for n, user in enumerate(_users(client, f"{prefix}_")):
+        for image in ids:
+            _rate(client, tasks[image], user, 1 + n)
+    said += madseg("run", "import_scores", "--round", "0").stderr
+    assert len((root / "annotations/round_0/scores.csv").read_text().splitlines()) == 1 + 3 * len(ids)
+    # nothing of a local server: no data folder, no admin file, no server started
+    assert not (root / ".labelstudio").exists() and not list(root.rglob(ADMIN_FILE))
+    assert "Label Studio is up" not in said and "Starting development server" not in said

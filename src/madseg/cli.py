@@ -28,8 +28,8 @@ def _run_stage(args: argparse.Namespace) -> None:
     logging.getLogger("madseg").info("%s finished in %.1f s", label, time.monotonic() - start)
 
 
-def _serve(executable: str, params: str) -> None:
-    importlib.import_module("madseg.annotation.server").serve(executable, params)
+def _serve(executable: str, params: str, host: str) -> None:
+    importlib.import_module("madseg.annotation.server").serve(executable, params, host=host)
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     ls = sub.add_parser("labelstudio-server", help="run Label Studio in the foreground; URL + token -> .env")
     ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")
     ls.add_argument("--params", default="params.yaml")
-    ls.set_defaults(func=lambda a: _serve(a.label_studio, a.params))
+    ls.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    ls.set_defaults(func=lambda a: _serve(a.label_studio, a.params, a.host))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

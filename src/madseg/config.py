@@ -275,6 +275,7 @@ class LabelStudioParams:
     data_dir: str = ".labelstudio"
     port: int = 8080
     users: list[str] = ()  # type: ignore[assignment]  # annotators' emails: `make labelstudio` creates their accounts
+    users_file: str | None = None  # a text file of more emails, one a line (# comments): accounts made the same way
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Start and stop a real Label Studio server, headless, offline and without prompts, on 127.0.0.1.
+"""Start and stop a real Label Studio server, headless, offline and without prompts (on 127.0.0.1 unless told).
 
 The server (label-studio 1.23.2) lives in its own virtualenv; this module only runs its executable. A fresh
 database needs ~25 s of migrations, so the first start migrates a *template* data folder once and every later
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -33,7 +34,11 @@ log = logging.getLogger(__name__)
 
 TEMPLATE_READY = ".madseg_template_ready"
 ADMIN_FILE = "madseg_admin.json"  # inside a data folder: the admin's email, password and token
-_ADDRESS = re.compile(r"Starting development server at (http://[0-9.]+:\d+)/?")
+# Django's line; the host is an IPv4 address, a [bracketed] IPv6 one or a name
+_ADDRESS = re.compile(r"Starting development server at http://(\[[0-9a-fA-F:.]+\]|[^\s/:]+):(\d+)")
+_WILDCARD = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}  # bound to every interface: reach it locally here
+# what an address's user types for an e-mail: one @, no spaces, a dot in the domain (no full RFC 5322)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
 class LabelStudioServerError(RuntimeError):
@@ -44,7 +49,7 @@ class LabelStudioServerError(RuntimeError):
 class ServerHandle:
     """A running server started by :func:`start_server`; stop it with :func:`stop_server` (or ``with``)."""
 
-    url: str
+    url: str  # where this machine reaches it (127.0.0.1 when it listens on every interface)
     token: str
     username: str
     password: str
@@ -65,6 +70,71 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only accepts connections from this machine."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: it resolves to an interface others may reach
+        return False
+
+
+def exposure_warning(host: str) -> str:
+    """What listening on the non-loopback ``host`` exposes, and how to keep it to the team."""
+    return (
+        f"Label Studio listens on {host}, not only on 127.0.0.1: anyone who can reach this port sees its sign-in "
+        "page. Accounts are made only by invitation (sign-up without the invite link is disabled), but traffic "
+        "is plain HTTP, passwords and API tokens included: keep the port behind a firewall or a VPN, or serve it "
+        "through a TLS reverse proxy (e.g. nginx or Caddy) and give annotators the https address"
+    )
+
+
+def read_users(text: str, source: str) -> list[str]:
+    """The e-mail addresses of a users file: one per line; blank lines and ``#`` comments (whole-line or
+    trailing) skipped; duplicates dropped, in order.
+
+    Raises:
+        ConfigError: a line is not one e-mail address; the message names ``source`` and the line number.
+    """
+    from madseg.config import ConfigError
+
+    users: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        email = line.split("#", 1)[0].strip()
+        if not email:
+            continue
+        if not _EMAIL.fullmatch(email):
+            raise ConfigError(
+                f"{source}, line {number}: {email!r} is not an e-mail address — write one address per line "
+                "(e.g. ana@example.org); # starts a comment"
+            )
+        if email not in users:
+            users.append(email)
+    return users
+
+
+def team_users(users: Sequence[str], users_file: str | Path | None) -> list[str]:
+    """``annotation.labelstudio.users`` followed by the addresses of ``users_file`` (if set), without repeats.
+
+    Raises:
+        ConfigError: an entry is no e-mail address (naming it), or the file is missing.
+    """
+    from madseg.config import ConfigError
+
+    listed = read_users("\n".join(users), "annotation.labelstudio.users")
+    if not users_file:
+        return listed
+    path = Path(users_file)
+    if not path.is_file():
+        raise ConfigError(
+            f"annotation.labelstudio.users_file: {path} does not exist — create it (one e-mail a line) or "
+            "remove the key"
+        )
+    extra = read_users(path.read_text(), f"annotation.labelstudio.users_file {path}")
+    return listed + [u for u in extra if u not in listed]
 
 
 def shared_template_dir(executable: str | Path) -> Path:
@@ -122,6 +192,7 @@ def start_server(
     *,
     document_root: str | Path,
     port: int | None = None,
+    host: str = "127.0.0.1",
     template_dir: str | Path | None = None,
     timeout_s: float = 120.0,
 ) -> ServerHandle:
@@ -134,6 +205,9 @@ def start_server(
         document_root: the folder whose files tasks may reference as ``/data/local-files/?d=<relative path>``.
         port: the port to ask for (a free one if None). The server silently moves to the next one when it is
             taken, so the real address is read from its log.
+        host: the address it listens on. Only loopback keeps it private to this machine; any other
+            (0.0.0.0: every interface) lets whoever reaches the port see the sign-in page, and is logged as a
+            warning (:func:`exposure_warning`).
     Raises:
         FileNotFoundError: the executable is missing.
         LabelStudioServerError: it exited or did not become healthy within ``timeout_s``.
@@ -147,7 +221,9 @@ def start_server(
     data_dir = Path(data_dir).resolve()
     if template_dir is not None and not (data_dir / "label_studio.sqlite3").exists():
         _copy_template(executable, Path(template_dir).resolve(), data_dir, document_root, timeout_s)
-    handle = _launch(executable, data_dir, Path(document_root).resolve(), port or free_port())
+    if not is_loopback(host):
+        log.warning(exposure_warning(host))
+    handle = _launch(executable, data_dir, Path(document_root).resolve(), port or free_port(), host)
     try:
         _wait_healthy(handle, timeout_s)
     except BaseException:
@@ -173,11 +249,11 @@ def _copy_template(executable: Path, template: Path, data_dir: Path, document_ro
         shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns("server.log"))
 
 
-def _launch(executable: Path, data_dir: Path, document_root: Path, port: int) -> ServerHandle:
+def _launch(executable: Path, data_dir: Path, document_root: Path, port: int, host: str) -> ServerHandle:
     """``label-studio start`` in its own process group, its log in ``data_dir``/server.log (url not known yet)."""
     admin = _admin(data_dir)
     log_path = data_dir / "server.log"
-    cmd = [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
+    cmd = [str(executable), "start", "--no-browser", "--internal-host", host, "--port", str(port)]
     with log_path.open("wb") as logf:
         process = subprocess.Popen(
             cmd,
@@ -205,7 +281,7 @@ def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
         if not handle.url:
             match = _ADDRESS.search(handle.log_path.read_text(errors="replace"))
             if match:
-                handle.url = match.group(1)
+                handle.url = f"http://{_WILDCARD.get(match.group(1), match.group(1))}:{match.group(2)}"
         if handle.url and _healthy(handle.url):
             return
         time.sleep(0.3)
@@ -266,27 +342,37 @@ def add_annotators(url: str, token: str, emails: Sequence[str]) -> str:
         return f"{url} -> Organization -> Add People"
 
 
-def serve(executable: str | Path, params_path: str | Path = "params.yaml") -> None:
+def serve(executable: str | Path, params_path: str | Path = "params.yaml", host: str = "127.0.0.1") -> None:
     """`madseg labelstudio-server`: run a server for a team in the foreground until Ctrl-C.
 
     Its database lives in ``annotation.labelstudio.data_dir``/data and survives restarts (only a missing one
-    is created, from a migrated template beside it); URL and token go to ``env_file`` for the pipeline.
+    is created, from a migrated template beside it); URL and token go to ``env_file`` for the pipeline. It
+    listens on ``host`` (0.0.0.0 for annotators on other machines: see :func:`exposure_warning`) and creates an
+    account for each address of ``users`` and ``users_file``.
     """
     from madseg.config import load_params
 
     ls = load_params(params_path).annotation.labelstudio
+    users = team_users(ls.users, ls.users_file)  # a bad address stops here, before the server starts
     root = Path(ls.data_dir)
     handle = start_server(
         executable,
         root / "data",
         document_root=ls.document_root,
         port=ls.port,
+        host=host,
         template_dir=root / "template",
     )
     write_env_file(ls.env_file, handle.url, handle.token)
-    invite = add_annotators(handle.url, handle.token, ls.users)
+    invite = add_annotators(handle.url, handle.token, users)
+    if not is_loopback(host):
+        port = handle.url.rsplit(":", 1)[1]
+        print(
+            f"  remote annotators open http://<this machine's name or address>:{port} (listening on {host})",
+            flush=True,
+        )
     print(
-        f"  annotators: {', '.join(ls.users) or 'none listed (annotation.labelstudio.users)'}; "
+        f"  annotators: {', '.join(users) or 'none listed (annotation.labelstudio.users or users_file)'}; "
         f"they set their password through the invite link {invite}",
         flush=True,
     )
