@@ -26,7 +26,8 @@ from madseg.io.atomic import write_json
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 from madseg.slices import factors_recovered, find_slices, hindsight_bound, slice_table
-from madseg.validity import factor_names, read_pool_factors
+from madseg.stages.validity import read_pool_factors
+from madseg.validity import factor_names
 
 log = logging.getLogger("madseg.slice_study")
 OUT = Path("metrics/slices_study.json")

@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from madseg.stages.validity import STUDY_KEYS  # what validity folds in from study.json
+from madseg.validity import STUDY_KEYS  # what validity folds in from study.json
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = Path("data/study")

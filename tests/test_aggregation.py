@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from madseg.annotation.aggregation import estimate
+from madseg.rater_model import estimate
 
 
 def _ratings(bias: dict, spread: dict, n: int = 300, seed: int = 0, rounded: bool = False) -> tuple:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from madseg.rater_model import estimate
+
 log = logging.getLogger(__name__)
 
 SCORE_LEVELS = ("bad", "poor", "fair", "good", "excellent")  # 1..5
@@ -58,15 +60,13 @@ def mean_opinion_scores(scores: pd.DataFrame, candidates: Sequence[str]) -> pd.D
 
 def opinion_scores(scores: pd.DataFrame, candidates: Sequence[str], how: str = "mean") -> pd.DataFrame:
     """:func:`mean_opinion_scores`, or with ``how='rater_model'`` the images' quality under the rater model
-    (:mod:`madseg.annotation.aggregation`: each rater's bias removed, consistent raters weighing more) in the
+    (:mod:`madseg.rater_model`: each rater's bias removed, consistent raters weighing more) in the
     ``mos`` column; vetoes and the (mos, image_id) order as before."""
     table = mean_opinion_scores(scores, candidates)
     if how == "mean":
         return table
     if how != "rater_model":
         raise ValueError(f"unknown score aggregation {how!r}; valid: mean, rater_model")
-    from madseg.annotation.aggregation import estimate
-
     quality = estimate(scores).quality
     modelled = table["image_id"].astype(str).map(quality).to_numpy(dtype=float)
     table["mos"] = np.where(table["vetoed"], np.inf, modelled)

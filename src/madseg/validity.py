@@ -1,23 +1,29 @@
 """Hidden-truth checks of the method: on what share of a candidate set is the target truly wrong, how much do
 the models disagree by kind of image, and what does each target score per group and factor of a held-out pool.
 
-Reads a pool's truth, so it is for measuring the method only; mining and selection never call it.
+Takes a pool's truth (the stage reads it), so it is for measuring the method only; mining and selection never
+call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from madseg.io.store import Shard
-from madseg.io.tables import read_csv
 from madseg.metrics import image_miou, mean_iou
 from madseg.mining import shard_pair_stats
+from madseg.rater_model import estimate
+from madseg.slices import factors_recovered, hindsight_bound
 
 OOD = "ood"
+# what validity folds in from scripts/validity_study.py's metrics/study.json
+STUDY_KEYS = ("seeds", "mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
+              "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
+# and from its metrics/study_options.json (--options): the recipes beyond the paper's, side by side
+OPTION_FIGURES = ("corner_miou_gain", "t0_drop", "d_eval_miou", "gain.low_contrast", "gain.colour_shift",
+                  "mad_minus_entropy", "mad_minus_random")  # fmt: skip
 
 
 def truly_wrong_fraction(
@@ -76,12 +82,13 @@ def truly_wrong_fraction(
 
 
 def pairwise_disagreement(
-    aligned: Iterable[Sequence[Shard]], names: Sequence[str], kinds: pd.Series, num_classes: int
+    aligned: Iterable[Sequence], names: Sequence[str], kinds: pd.Series, num_classes: int
 ) -> dict[str, float | None]:
     """Mean pairwise 1 - mIoU between models per kind of image (normal, corner, ood).
 
-    ``aligned`` yields, per shard, one Shard per model of ``names`` (the same ids); ``kinds`` maps an image id
-    to its kind (ids it lacks count as unknown).
+    ``aligned`` yields, per shard, one prediction Shard (``ids`` and (n, H, W) maps, as the prediction store
+    reads them) per model of ``names``, with the same ids; ``kinds`` maps an image id to its kind (ids it lacks
+    count as unknown).
     """
     sums: dict[str, list[float]] = {"normal": [], "corner": [], "ood": []}
     for shards in aligned:
@@ -97,9 +104,29 @@ def pairwise_disagreement(
     return {f"mean_pairwise_distance.{g}": float(np.mean(v)) if v else None for g, v in sums.items()}
 
 
-def read_pool_factors(truth_dir: str | Path) -> pd.Series:
-    """The pool's truth factors from ``truth_dir``/factors.csv: image id -> ';'-joined factor names ('' for none)."""
-    truth = read_csv(Path(truth_dir) / "factors.csv", required=["image_id", "factors"])
+def candidate_precision(
+    sets: Mapping[str, Sequence[str]],
+    target_maps: Mapping[str, np.ndarray],
+    truth_masks: Mapping[str, np.ndarray],
+    kinds: Mapping[str, str],
+    num_classes: int,
+) -> dict[str, float | int | None]:
+    """:func:`truly_wrong_fraction` of each candidate set (e.g. mad, entropy, random at the same budget).
+
+    Returns <set>.<figure> for each of its figures, and <set> alone for its wrong_share.
+    """
+    out: dict[str, float | int | None] = {}
+    for name, ids in sets.items():
+        for key, value in truly_wrong_fraction(ids, target_maps, truth_masks, kinds, num_classes).items():
+            out[f"{name}.{key}"] = value
+    for name in sets:
+        out[name] = out[f"{name}.wrong_share"]
+    return out
+
+
+def pool_factors(truth: pd.DataFrame) -> pd.Series:
+    """A pool's truth factors (its factors.csv: image_id, factors) as image id -> ';'-joined factor names ('' for
+    none)."""
     return truth.set_index("image_id")["factors"].fillna("").astype(str)
 
 
@@ -129,3 +156,67 @@ def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int,
     for factor in factor_names(named):
         groups[f"factor.{factor}"] = named.str.split(";").apply(lambda fs, f=factor: f in fs)
     return {g: (int(mask.sum()), mean_iou(cms[mask.to_numpy()].sum(0))) for g, mask in groups.items()}
+
+
+def round_gains(scores: Mapping[str, float], first: str, last: str) -> dict[str, float]:
+    """What fine-tuning changed from f_t^(first) to f_t^(last), in points of mIoU.
+
+    Args:
+        scores: target_<round>.<group> -> mIoU for both rounds (groups from :func:`group_scores`, plus T0).
+    Returns:
+        corner_miou_gain, normal_miou_change, t0_drop (T0's fall: > 0 is forgetting) and gain.<factor> for each
+        factor the last round was scored on.
+    """
+    gains = {
+        "corner_miou_gain": 100 * (scores[f"target_{last}.corner"] - scores[f"target_{first}.corner"]),
+        "normal_miou_change": 100 * (scores[f"target_{last}.normal"] - scores[f"target_{first}.normal"]),
+        "t0_drop": 100 * (scores[f"target_{first}.T0"] - scores[f"target_{last}.T0"]),
+    }
+    prefix = f"target_{last}.factor."
+    for factor in sorted(k.split(".factor.")[1] for k in scores if k.startswith(prefix)):
+        gains[f"gain.{factor}"] = 100 * (scores[prefix + factor] - scores[f"target_{first}.factor.{factor}"])
+    return gains
+
+
+def rater_bias_rmse(scores: pd.DataFrame, names: Sequence[str], planted: Sequence[float]) -> float:
+    """RMSE between the rater model's biases fitted on ``scores`` (image_id, annotator, score) and the biases
+    ``planted`` in the raters ``names`` (in that order), both measured from the raters' average."""
+    fitted = estimate(scores).bias
+    planted_ = np.array(planted, dtype=float)
+    error = fitted.reindex(list(names)).to_numpy(dtype=float) - (planted_ - planted_.mean())
+    return float(np.sqrt(np.mean(error**2)))
+
+
+def study_margins(study: Mapping, options: Mapping) -> dict:
+    """The cross-seed margins of scripts/validity_study.py (``study``: its metrics/study.json), the paper's
+    recipe under the same names as the options, and each option's figures (``options``: its
+    metrics/study_options.json); None where a figure is missing (not run yet)."""
+    out = {key: study.get(key) for key in STUDY_KEYS}
+    out["paper.corner_miou_gain"] = study.get("mad.corner_miou_gain")
+    out["paper.mad_minus_entropy"] = study.get("mad_minus_entropy")
+    for option in sorted({key.split(".")[0] for key in options if key.endswith(".seeds")}):
+        for figure in OPTION_FIGURES:
+            for suffix in ("", "_sd"):
+                out[f"options.{option}.{figure}{suffix}"] = options.get(f"{option}.{figure}{suffix}")
+    return out
+
+
+def slice_recovery(
+    slices: pd.DataFrame, table: pd.DataFrame, m_ids: Sequence[str], factors_of_pool: pd.Series, *, seed: int
+) -> dict:
+    """How many of the pool's truth factors the 10 top ``slices`` of M recover, beside how many a rule of the
+    slices' own vocabulary could isolate when chosen with the truth (the gap to that is the finder's), and how
+    many such a search finds for the same factors shuffled among M's images (its chance level: with thousands of
+    rules, small slices fit labels that mean nothing).
+
+    Args:
+        slices: the round's slices (find_slices' columns); table: slice_table of the pool (index = image id).
+        m_ids: the images of M; factors_of_pool: image id -> ';'-joined truth factors (:func:`pool_factors`).
+    Returns:
+        factors, factors_recovered_top10, recovered (their names) and :func:`madseg.slices.hindsight_bound`'s keys.
+    """
+    factors = factor_names(factors_of_pool)
+    m_factors = factors_of_pool.reindex(m_ids).fillna("")
+    got = factors_recovered(slices, m_factors, factors, top=10)
+    bound = hindsight_bound(table, table.index.isin(m_ids), m_factors, factors, seed=seed)
+    return {"factors": len(factors), "factors_recovered_top10": len(got), "recovered": got, **bound}

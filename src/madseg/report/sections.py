@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from madseg.rater_model import estimate
 from madseg.report.charts import line_chart
 
 
@@ -122,7 +123,7 @@ def manager_summary_html(f: RoundFacts) -> str:
 
 
 def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each rater's bias and inconsistency (the rater model of :mod:`madseg.annotation.aggregation`) and their
+    """Each rater's bias and inconsistency (the rater model of :mod:`madseg.rater_model`) and their
     agreement with the others.
 
     Args:
@@ -132,8 +133,6 @@ def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
         the raters' average), inconsistency (the spread of their scores around quality + bias), agreement
         (Pearson r of their scores with the other raters' mean on the same images; NaN where undefined).
     """
-    from madseg.annotation.aggregation import estimate
-
     s = scores.dropna(subset=["score"])[["image_id", "annotator", "score"]].astype({"score": float})
     columns = ["annotator", "ratings", "mean_score", "bias", "inconsistency", "agreement"]
     if s.empty:
