@@ -82,3 +82,14 @@ def test_same_biases_as_sureal():
     theirs = sureal.MaximumLikelihoodEstimationModelContentOblivious(RawDatasetReader(dataset)).run_modeling()
     ours = estimate(scores)
     assert np.allclose(ours.bias[list(table.columns)].to_numpy(), theirs["observer_bias"], atol=0.02)
+
+
+def test_bias_rmse_against_planted_biases_is_small_and_order_sensitive():
+    from madseg.validity import rater_bias_rmse
+
+    bias = {"a": 0.5, "b": -0.2, "c": -0.3}
+    scores, _ = _ratings(bias, {"a": 0.3, "b": 0.3, "c": 0.3}, n=300, seed=4)
+    assert rater_bias_rmse(scores, list(bias), list(bias.values())) < 0.05
+    # a constant offset of every planted bias changes nothing: both are measured from the raters' average
+    assert rater_bias_rmse(scores, list(bias), [b + 1 for b in bias.values()]) < 0.05
+    assert rater_bias_rmse(scores, list(bias), [0.5, -0.3, -0.2]) > 0.05  # names and biases paired in order

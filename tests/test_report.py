@@ -122,3 +122,21 @@ def test_rater_table_recovers_planted_biases_and_inconsistencies():
     for name, (bias, sd) in planted.items():
         assert abs(stats.at[name, "bias"] - bias) < 0.1 and abs(stats.at[name, "inconsistency"] - sd) < 0.1
         assert stats.at[name, "ratings"] == 400 and stats.at[name, "agreement"] > 0.8
+
+
+def test_the_changes_of_a_fine_tune_are_ranked_and_the_round_scores_shown():
+    import pandas as pd
+
+    from madseg.report.sections import agreement_html, most_changed, scores_table_html
+
+    before = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.5, 0.7, 1.0], "area_x": [0.1, 0.5, 0.3, 0]}
+    )
+    after = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.9, 0.5, 0.6], "area_x": [0.1, 0.1, 0.5, 0.4]}
+    )
+    assert most_changed(before, after, n=3) == ["b", "d", "c"]  # ties kept in the pool's order
+    assert most_changed(before, after, exclude={"b"}, n=2) == ["d", "c"]
+    html = scores_table_html({"f.T0.miou": 0.5, "f.T.miou": 0.25}, ["f", "g"])
+    assert "<td>f</td><td>50.0</td><td>25.0</td>" in html and "<td>g</td><td>nan</td>" in html
+    assert "<b>0.123</b>" in agreement_html(0.12345) and "<b>None</b>" in agreement_html(None)

@@ -54,3 +54,31 @@ def test_recipe_summary_means_spread_and_margins():
     assert summary["paper.gain.low_contrast_by_seed"] == [0.0, 2.0] and summary["paper.seeds"] == [0, 1]
     assert summary["views.gain.low_contrast"] == 20.0 and summary["views.corner_miou_gain_sd"] is None
     assert summary["views.mad_minus_entropy"] == 2.0 and "paper.mad_minus_entropy" not in summary
+
+
+def test_validity_folds_in_the_studys_margins_and_the_gains_of_fine_tuning():
+    from madseg.validity import STUDY_KEYS, round_gains, study_margins
+
+    margins = study_margins(
+        {"mad_minus_entropy": 0.7, "mad.corner_miou_gain": 7.2},
+        {"views.seeds": [0, 1], "views.t0_drop": 0.4, "views.t0_drop_sd": 0.1, "mean.d_eval_miou": 0.8},
+    )
+    assert margins["paper.mad_minus_entropy"] == 0.7 and margins["paper.corner_miou_gain"] == 7.2
+    assert margins["options.views.t0_drop"] == 0.4 and margins["options.views.t0_drop_sd"] == 0.1
+    assert margins["options.views.corner_miou_gain"] is None  # not run: None, never a guess
+    assert not any(k.startswith("options.mean.") for k in margins)  # an option without seeds did not run
+    assert set(STUDY_KEYS) <= set(margins) and study_margins({}, {})["seeds"] is None
+    scores = {
+        "target_0.corner": 0.40,
+        "target_2.corner": 0.47,
+        "target_0.normal": 0.9,
+        "target_2.normal": 0.91,
+        "target_0.T0": 0.80,
+        "target_2.T0": 0.79,
+        "target_0.factor.blur": 0.3,
+        "target_2.factor.blur": 0.5,
+    }
+    gains = round_gains(scores, "0", "2")
+    assert gains == pytest.approx(
+        {"corner_miou_gain": 7.0, "normal_miou_change": 1.0, "t0_drop": 1.0, "gain.blur": 20.0}
+    )

@@ -4,7 +4,7 @@ round's summary in words."""
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -165,3 +165,42 @@ def rater_table_html(stats: pd.DataFrame) -> str:
     note = ('<p class="note">Bias and inconsistency in points of the 1-5 scale, from the rater model (each score ='
             " the image's quality + the rater's bias + noise of the rater's spread).</p>")  # fmt: skip
     return f'<table class="t1"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{note}'
+
+
+def scores_table_html(metrics: Mapping[str, float], models: Sequence[str]) -> str:
+    """One round's scores per model (rows in ``models``' order): mIoU on T0 and T, T's bootstrap 95 % interval
+    and T's per-image mIoU, in points (nan where the round's metrics lack one)."""
+    rows = "".join(
+        f"<tr><td>{m}</td><td>{100 * metrics.get(f'{m}.T0.miou', float('nan')):.1f}</td>"
+        f"<td>{100 * metrics.get(f'{m}.T.miou', float('nan')):.1f}</td>"
+        f"<td>[{100 * metrics.get(f'{m}.T.miou_ci_low', float('nan')):.1f}, "
+        f"{100 * metrics.get(f'{m}.T.miou_ci_high', float('nan')):.1f}]</td>"
+        f"<td>{100 * metrics.get(f'{m}.T.image_miou', float('nan')):.1f}</td></tr>"
+        for m in models
+    )
+    return (
+        '<table class="t1"><thead><tr><th>model</th><th>T0</th><th>T</th><th>T 95 % CI</th>'
+        f"<th>T per-image</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def agreement_html(alpha: float | None) -> str:
+    """The raters' agreement (Krippendorff's ordinal alpha; None where undefined) in a sentence."""
+    shown = alpha if alpha is None else f"{alpha:.3f}"
+    return f"<p>Annotator agreement (Krippendorff's α, ordinal): <b>{shown}</b></p>"
+
+
+def most_changed(
+    stats_before: pd.DataFrame, stats_after: pd.DataFrame, *, exclude: Iterable[str] = (), n: int = 12
+) -> list[str]:
+    """The ``n`` images whose predicted class areas a fine-tune changed most (sum of absolute changes of the
+    area_<class> fractions; ties in the before table's order), none of ``exclude``.
+
+    Args:
+        stats_before, stats_after: PredictionStore.stats() of the two targets (id, area_<class>..., ...).
+    """
+    before, after = stats_before.set_index("id"), stats_after.set_index("id")
+    area_cols = [c for c in before.columns if c.startswith("area_")]
+    change = (before[area_cols] - after[area_cols]).abs().sum(axis=1)
+    change = change.drop(labels=list(exclude), errors="ignore")
+    return change.sort_values(ascending=False, kind="stable").index[:n].tolist()
