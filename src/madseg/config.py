@@ -8,6 +8,7 @@ dataclasses and refusing unknown or missing keys with a message naming the secti
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,37 +19,75 @@ import yaml
 
 from madseg.labels import ClassList, make_class_list
 from madseg.models.input_policy import InputPolicy
+from madseg.stops import ConfigError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A params.yaml section is malformed."""
+def parse_section(cls: type[T], data: Any, where: str = "", problems: list[str] | None = None) -> T:
+    """Build dataclass ``cls`` from mapping ``data``; ``where`` is the section's dotted key in messages.
+
+    Every problem is reported, not just the first: each is one ``key.path: what is wrong — what to do`` line,
+    appended to ``problems`` when given (the caller raises), else raised at once as one ConfigError.
+    """
+    collected: list[str] = [] if problems is None else problems
+    before = len(collected)
+    try:
+        return _parse(cls, data, where, collected)
+    except _Unbuildable:
+        pass
+    if problems is None:
+        raise ConfigError("\n".join(collected[before:]))
+    raise _Unbuildable
 
 
-def parse_section(cls: type[T], data: Any, where: str) -> T:
-    """Build dataclass ``cls`` from mapping ``data``; ``where`` names the section in error messages."""
+class _Unbuildable(Exception):
+    """A section with a broken required key cannot be built; its problems are already collected."""
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _parse(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        problems.append(
+            f"{where or 'params'}: expected a mapping of keys, got {data!r} — indent its keys under it"
+        )
+        raise _Unbuildable
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+    for name in sorted(set(data) - set(fields), key=str):
+        close = difflib.get_close_matches(str(name), fields, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(fields))}"
+        problems.append(f"{_key(where, str(name))}: unknown key — {hint}")
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs, broken = {}, False
     for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: missing required key {name!r}")
+            if required:
+                problems.append(f"{_key(where, name)}: missing — add it (the demo's params.yaml shows one)")
+                broken = True
             continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        try:
+            kwargs[name] = _coerce(hints[name], data[name], _key(where, name), problems)
+        except ConfigError as e:
+            default = None if required or f.default is dataclasses.MISSING else f.default
+            problems.append(
+                f"{e} (default: {default!r})" if isinstance(default, int | float | str) else str(e)
+            )
+            broken |= required
+        except _Unbuildable:
+            broken |= required
+    if broken:
+        raise _Unbuildable
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return parse_section(hint, value, where)
+        return _parse(hint, value, where, problems)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
@@ -58,24 +97,31 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} matches none of {hint}: {errors}")
+                return _coerce(arg, value, where, [])
+            except (ConfigError, _Unbuildable) as e:
+                errors.append(str(e).partition(": ")[2] or "malformed")
+        raise ConfigError(f"{where}: {value!r} fits none of its forms ({'; '.join(errors)})")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r} — write [a, b, c]")
         (arg, *_) = typing.get_args(hint) or (Any,)
-        return tuple(_coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_coerce(arg, v, f"{where}[{i}]", problems) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r} — write {{key: value}}")
         key_t, val_t = typing.get_args(hint) or (Any, Any)
-        return {_coerce(key_t, k, where): _coerce(val_t, v, f"{where}.{k}") for k, v in value.items()}
+        return {
+            _coerce(key_t, k, where, problems): _coerce(val_t, v, f"{where}.{k}", problems)
+            for k, v in value.items()
+        }
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f"did you mean {close[0]!r}?" if close else "pick one"
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {', '.join(map(str, choices))} — {hint_text}"
+            )
         return value
     if hint is Any:
         return value
@@ -83,8 +129,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return float(value)
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # round keys like 0 written without quotes
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if isinstance(hint, type) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        kind = {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(
+            hint, hint.__name__
+        )
+        raise ConfigError(f"{where}: {value!r} is not {kind} — write {kind}")
     return value
 
 
@@ -184,7 +233,11 @@ class InputPolicyParams:
     pad_to: int = 32
 
     def policy(self, input_size: int) -> InputPolicy:
-        return InputPolicy(size=(input_size, input_size), **dataclasses.asdict(self))
+        return InputPolicy(size=(input_size, input_size), **self.overrides())
+
+    def overrides(self) -> dict[str, Any]:
+        """What every model predicts with, over what its checkpoint recorded (see InputPolicy.overridden)."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -275,7 +328,9 @@ class LabelStudioParams:
     data_dir: str = ".labelstudio"
     port: int = 8080
     users: list[str] = ()  # type: ignore[assignment]  # annotators' emails: `make labelstudio` creates their accounts
-    users_file: str | None = None  # a text file of more emails, one a line (# comments): accounts made the same way
+    users_file: str | None = (
+        None  # a text file of more emails, one a line (# comments): accounts made the same way
+    )
 
 
 @dataclass(frozen=True)
@@ -323,7 +378,7 @@ class EvaluationParams:
     k_min: int = 20  # Appendix C: rank models on the first k images of T, k = k_min..|T|
     stability_threshold: float = 0.9  # report the smallest k from which SRCC stays at or above this
     # D_eval, the held-out pool every hidden-truth figure is measured on (images/, truth/): read by validity only
-    eval_pool: str = "data/world/eval_pool"
+    eval_pool: str | None = "data/world/eval_pool"
 
 
 @dataclass(frozen=True)
@@ -344,7 +399,6 @@ class RoundSpec:
 class Params:
     seed: int
     dataset: DatasetParams
-    world: WorldParams
     crawl: CrawlParams
     models: ModelsParams
     pretrain: PretrainParams
@@ -360,30 +414,54 @@ class Params:
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
     ray: RayParams = field(default_factory=RayParams)
     slices: SlicesParams = field(default_factory=SlicesParams)
+    world: WorldParams = field(default_factory=WorldParams)  # the demo world only; a campaign has none
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ConfigError naming the first problem."""
+    """Read and validate params.yaml: its shape, types and the rules between keys that need no files.
+
+    Raises ConfigError listing every problem, one ``key.path: what is wrong — what to do`` a line. What needs the
+    files (archs, paths, checkpoints, image sizes) is checked by :func:`madseg.checks.check_params`.
+    """
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: no such params file")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
-    params = parse_section(Params, raw, str(path))
-    _check_device(params.device)
-    _check_rounds(params)
-    _check_test_set(params)
-    _check_views(params)
-    return _name_competitors(params)
+        raise ConfigError(
+            f"{path}: no such params file — run `madseg init` (your data) or `madseg init --demo`"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    problems: list[str] = []
+    try:
+        params = _parse(Params, raw, "", problems)
+    except _Unbuildable:
+        params = None
+    if params is not None:
+        params = _name_models(params, problems)
+        for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views):
+            check(params, problems)
+    if problems:
+        raise ConfigError(
+            f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems)
+        )
+    return params
 
 
-def _check_device(device: str) -> None:
+def _check_device(params: Params, problems: list[str]) -> None:
     from madseg.device import resolve_device
 
     try:
-        resolve_device(device)
+        resolve_device(params.device)
     except ValueError as e:
-        raise ConfigError(f"device: {e}") from None
+        problems.append(f"device: {e}")
+
+
+def _check_classes(params: Params, problems: list[str]) -> None:
+    try:
+        params.dataset.class_list()
+    except ValueError as e:
+        problems.append(f"dataset.classes: {e}")
 
 
 def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> None:
@@ -393,69 +471,92 @@ def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> Non
     if num_foreground * t_cap < t_size:
         raise ValueError(
             f"a test set of {t_size} images cannot be filled with at most {t_cap} images per main class "
-            f"and {num_foreground} foreground classes ({num_foreground * t_cap} < {t_size}): raise t_cap"
+            f"and {num_foreground} foreground classes ({num_foreground * t_cap} < {t_size}) — "
+            f"raise t_cap to {-(-t_size // max(num_foreground, 1))} or lower t_size to {num_foreground * t_cap}"
         )
 
 
-def _check_test_set(params: Params) -> None:
+def _check_test_set(params: Params, problems: list[str]) -> None:
     # a T that cannot be filled must fail before anything runs, not after a round of labelling
     try:
-        check_test_set_feasible(
-            params.dataset.class_list().num_classes - 1, params.selection.t_size, params.selection.t_cap
-        )
+        classes = params.dataset.class_list()
+    except ValueError:
+        return  # reported as dataset.classes
+    try:
+        check_test_set_feasible(classes.num_classes - 1, params.selection.t_size, params.selection.t_cap)
     except ValueError as e:
-        raise ConfigError(f"selection: {e}") from None
+        problems.append(f"selection.t_cap: {e}")
 
 
-def _check_views(params: Params) -> None:
+def _check_views(params: Params, problems: list[str]) -> None:
     from madseg.models.views import PREFIX, check_views
 
     try:
         check_views(params.mining.self_consistency)
     except ValueError as e:
-        raise ConfigError(f"mining.self_consistency: {e}") from None
-    clash = [k for k in params.models.competitors if k.startswith(PREFIX)]
-    if clash:
-        raise ConfigError(
-            f"models.competitors: {clash}: names starting with {PREFIX!r} are the target's views"
-        )
+        problems.append(f"mining.self_consistency: {e}")
+    for key in params.models.competitors:
+        if key.startswith(PREFIX):
+            problems.append(
+                f"models.competitors.{key}: names starting with {PREFIX!r} are the target's views — rename it"
+            )
 
 
-def _name_competitors(params: Params) -> Params:
+def _name_models(params: Params, problems: list[str]) -> Params:
+    """Competitors take their key as name; a target written without one is called ``target``."""
     named = {}
     for key, spec in params.models.competitors.items():
         if spec.name and spec.name != key:
-            raise ConfigError(f"models.competitors.{key}: name {spec.name!r} differs from its key")
-        if key == params.models.target.name:
-            raise ConfigError(f"models.competitors.{key}: a competitor cannot share the target's name")
+            problems.append(
+                f"models.competitors.{key}.name: {spec.name!r} differs from its key — drop the name"
+            )
+        if key == (params.models.target.name or "target"):
+            problems.append(
+                f"models.competitors.{key}: a competitor cannot share the target's name — rename it"
+            )
         named[key] = dataclasses.replace(spec, name=key)
-    models = dataclasses.replace(params.models, competitors=named)
+    target = dataclasses.replace(params.models.target, name=params.models.target.name or "target")
+    models = dataclasses.replace(params.models, target=target, competitors=named)
     return dataclasses.replace(params, models=models)
 
 
-def _check_rounds(params: Params) -> None:
+def _check_rounds(params: Params, problems: list[str]) -> None:
     keys = list(params.rounds)
-    if keys != [str(i) for i in range(len(keys))]:
-        raise ConfigError(f"rounds: keys must be '0', '1', ... in order, got {keys}")
+    if keys != [str(i) for i in range(len(keys))] or not keys:
+        problems.append(
+            f"rounds: keys must be '0', '1', ... in order, got {keys} — `madseg init --rounds N` writes them"
+        )
+        return
     for i, key in enumerate(keys):
         want = str(i - 1) if i else "init"
         if params.rounds[key].prev != want:
-            raise ConfigError(f"rounds.{key}.prev must be {want!r}, got {params.rounds[key].prev!r}")
-    for i, key in enumerate(keys):
+            problems.append(f"rounds.{key}.prev: must be {want!r}, got {params.rounds[key].prev!r}")
         if params.rounds[key].finetune != (i < len(keys) - 1):
-            raise ConfigError(
-                f"rounds.{key}.finetune must be {i < len(keys) - 1} (only the last round does not fine-tune)"
+            problems.append(
+                f"rounds.{key}.finetune: must be {i < len(keys) - 1} (only the last round does not fine-tune)"
             )
     if params.final_round != keys[-1]:
-        raise ConfigError(f"final_round must name the last round ({keys[-1]!r}), got {params.final_round!r}")
+        problems.append(f"final_round: must name the last round ({keys[-1]!r}), got {params.final_round!r}")
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
-        raise ConfigError(
-            f"finetunes must hold every round but the last ({want_ft}), got {list(params.finetunes)}"
+        problems.append(
+            f"finetunes: must hold every round but the last ({want_ft}), got {list(params.finetunes)}"
         )
+        return
     for key, spec in params.finetunes.items():
         if spec.prev != params.rounds[key].prev or spec.next != str(int(key) + 1):
-            raise ConfigError(
-                f"finetunes.{key} must read {{prev: {params.rounds[key].prev!r}, next: {str(int(key) + 1)!r}}}, "
+            problems.append(
+                f"finetunes.{key}: must read {{prev: {params.rounds[key].prev!r}, next: {str(int(key) + 1)!r}}}, "
                 f"got {{prev: {spec.prev!r}, next: {spec.next!r}}}"
             )
+
+
+def rounds_params(finetunes: int) -> dict[str, Any]:
+    """The ``rounds``, ``final_round`` and ``finetunes`` keys of ``finetunes`` fine-tuning rounds (the paper's r):
+    rounds 0..r, every one but the last fine-tuning, as params.yaml writes them."""
+    if finetunes < 0:
+        raise ConfigError(f"rounds: {finetunes} fine-tuning rounds — give 0 or more (the paper: 2)")
+    keys = [str(i) for i in range(finetunes + 1)]
+    rounds = {k: {"prev": str(i - 1) if i else "init", "finetune": i < finetunes} for i, k in enumerate(keys)}
+    ft = {k: {"prev": rounds[k]["prev"], "next": str(i + 1)} for i, k in enumerate(keys[:-1])}
+    return {"rounds": rounds, "final_round": keys[-1], "finetunes": ft}

@@ -173,7 +173,7 @@ def _start_preloaded_process() -> None:
     """
     from madseg.stages import STAGES
 
-    forkserver.set_forkserver_preload(["madseg.cli", "madseg.demo", *(f"madseg.stages.{s}" for s in STAGES)])
+    forkserver.set_forkserver_preload(["madseg.runner", "madseg.demo", *(f"madseg.stages.{s}" for s in STAGES)])
     saved = {key: os.environ.get(key) for key in STAGE_ENV}
     os.environ.update(STAGE_ENV)
     try:
@@ -203,9 +203,9 @@ def _launch(cmd: str | list[str]) -> int:
 def _run_madseg(argv: list[str], cwd: str) -> None:
     os.chdir(cwd)  # the preloaded process may have been started for another project
     multiprocessing.set_start_method(None, force=True)  # the stage's own workers start as in a plain process
-    from madseg.cli import main
+    from madseg.runner import main
 
-    main(argv)
+    main(argv[1:])  # without its leading "run"
 
 
 def _commit(repo, name: str) -> bool:

@@ -90,7 +90,12 @@ def make_class_list(
     """Build a ClassList from a preset name or an explicit list of names, with an optional palette."""
     if isinstance(classes, str):
         if classes not in PRESETS:
-            raise ValueError(f"unknown class preset {classes!r}; valid presets: {sorted(PRESETS)}")
+            if "," in classes:  # `classes: background, cat, dog` is one string in YAML
+                names = ", ".join(c.strip() for c in classes.split(","))
+                raise ValueError(f"{classes!r} is one text, not a list — write it as a list: [{names}]")
+            raise ValueError(
+                f"unknown class preset {classes!r} — name one of {sorted(PRESETS)} or list your classes"
+            )
         names = PRESETS[classes]
     else:
         names = tuple(str(c) for c in classes)

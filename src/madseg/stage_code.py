@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from madseg.config import Params
-from madseg.stops import ExpectedStop
+from madseg.stops import PipelineOutOfDate
 
 PACKAGE = "madseg"
 SRC = Path(__file__).resolve().parent.parent  # the folder holding the madseg package
@@ -100,33 +100,50 @@ def command_stage(cmd: str) -> str | None:
 
 # the stages that hand the simulated annotators the pool's truth (madseg.annotation.backend.make_backend)
 TRUTH_READERS = ("export_weak_tasks", "import_scores", "export_pixel_tasks", "import_masks")
-
-
-class PipelineOutOfDate(ExpectedStop):
-    """dvc.yaml does not declare data that params.yaml names (run `madseg dvc-deps`)."""
-
-    exit_code = 7
-
-
 TRUTH_DEP = "${annotation.simulated.truth_dir}"  # DVC fills it in from params.yaml
+TARGET_STAGE = "pretrain_target"
+TARGET_CURVE = "metrics/pretrain/target_curve.csv"  # written only when the target is trained here
 
 
 def data_deps(params: Params) -> dict[str, list[str]]:
-    """Stage module -> the dependencies params.yaml names: crawl_index's every folder, reference set and URL list
-    (literal paths, sorted: a template cannot expand a list), the truth readers' truth folder (a template)."""
+    """dvc.yaml stage name -> the dependencies params.yaml names: crawl_index's every folder, reference set and URL
+    list (literal paths, sorted: a template cannot expand a list), the truth readers' truth folder (a template),
+    and the file of a target the user brings (a path only some targets have)."""
     crawl = {*params.crawl.folders, *params.crawl.reference_sets}
     if params.crawl.url_list:
         crawl.add(params.crawl.url_list)
     truth = [TRUTH_DEP] if params.annotation.backend == "simulated" else []
-    return {"crawl_index": sorted(crawl), **{stage: truth for stage in TRUTH_READERS}}
+    target = [params.models.target.path] if params.models.target.path else []
+    return {"crawl_index": sorted(crawl), TARGET_STAGE: target, **{stage: truth for stage in TRUTH_READERS}}
+
+
+def trains_target(params: Params) -> bool:
+    """Whether the pretrain stage trains the target (and so writes its loss curve) rather than adopting a file."""
+    return params.models.target.source == "registry" and params.models.target.path is None
+
+
+def _curve_declared(body) -> bool:
+    return any(TARGET_CURVE in (p if isinstance(p, dict) else {p: None}) for p in body.get("plots") or [])
+
+
+def _declare_curve(body, declared: bool) -> None:
+    plots = [
+        p for p in body.get("plots") or [] if TARGET_CURVE not in (p if isinstance(p, dict) else {p: None})
+    ]
+    if declared:
+        plots.append({TARGET_CURVE: {"cache": False, "x": "step", "y": "loss"}})
+    if plots:
+        body["plots"] = plots
+    else:
+        body.pop("plots", None)
 
 
 def sync_dvc_yaml(root: Path, params: Params, *, check: bool = False) -> list[str]:
     """Write each stage's code and params-named data dependencies into ``root``/dvc.yaml (comments kept).
 
     Hand-written dependencies stay: the templated ones (``${...}``) of every stage, and every dependency of the
-    stages without params-named data. Returns the names of the stages whose lists changed; with ``check``
-    nothing is written.
+    stages without params-named data. The target's loss curve is declared only while the target is trained
+    here. Returns the names of the stages whose lists changed; with ``check`` nothing is written.
     """
     from ruamel.yaml import YAML
 
@@ -144,35 +161,46 @@ def sync_dvc_yaml(root: Path, params: Params, *, check: bool = False) -> list[st
             continue
         deps = body.get("deps") or []
         kept = [str(d) for d in deps if not str(d).startswith("src/")]
-        if module == "crawl_index":  # every data dependency of the crawl is named by params
-            kept = named[module]
-        elif module in named:
-            kept = named[module] + [d for d in kept if d != TRUTH_DEP]
+        if name == "crawl_index":  # every data dependency of the crawl is named by params
+            kept = named[name]
+        elif name in named:  # the params-named ones are written anew; the templated ones stay
+            kept = named[name] + [d for d in kept if d != TRUTH_DEP and (name != TARGET_STAGE or "${" in d)]
         wanted = stage_code(module) + kept
-        if [str(d) for d in deps] != wanted:
+        curve_drifted = name == TARGET_STAGE and _curve_declared(body) != trains_target(params)
+        if [str(d) for d in deps] != wanted or curve_drifted:
             drifted.append(name)
             if not check:
                 deps.clear()
                 deps.extend(wanted)
-                body["deps"] = deps
+                if "deps" not in body:  # a template's stage without hand-written deps: they follow its command
+                    body.insert(list(body).index("cmd") + 1, "deps", deps)
+                if name == TARGET_STAGE:
+                    _declare_curve(body, trains_target(params))
     if drifted and not check:
         rt.dump(doc, path)
     return drifted
 
 
-def check_declared(module: str, params: Params, root: Path = Path(".")) -> None:
+def stage_name(module: str, model: str | None = None) -> str:
+    """The dvc.yaml stage a `madseg run` call belongs to (the target's pretraining has a stage of its own)."""
+    return TARGET_STAGE if module == "pretrain" and model == "target" else module
+
+
+def check_declared(module: str, params: Params, root: Path = Path("."), *, model: str | None = None) -> None:
     """PipelineOutOfDate when dvc.yaml's stage running ``module`` lacks a dependency params.yaml names."""
     path = root / "dvc.yaml"
-    wanted = data_deps(params).get(module)
+    name = stage_name(module, model)
+    wanted = data_deps(params).get(name)
     if not wanted or not path.exists():
         return
     resolved = {TRUTH_DEP: params.annotation.simulated.truth_dir}
-    for name, stage in (yaml.safe_load(path.read_text()).get("stages") or {}).items():
-        body = stage.get("do", stage)
-        if command_stage(body.get("cmd", "")) == module:
-            missing = [resolved.get(d, d) for d in wanted if d not in (body.get("deps") or [])]
-            if missing:
-                raise PipelineOutOfDate(
-                    f"dvc.yaml does not declare {missing} as dependencies of {name}, which params.yaml names: "
-                    "run `madseg dvc-deps` (it writes them in), then `dvc repro`"
-                )
+    body = (yaml.safe_load(path.read_text()).get("stages") or {}).get(name)
+    if body is None:
+        return
+    body = body.get("do", body)
+    missing = [resolved.get(d, d) for d in wanted if d not in (body.get("deps") or [])]
+    if missing:
+        raise PipelineOutOfDate(
+            f"dvc.yaml does not declare {missing} as dependencies of {name}, which params.yaml names — "
+            "run `madseg dvc-deps` (it writes them in), then `dvc repro`"
+        )

@@ -16,8 +16,9 @@ cover the image; ``tiles`` cuts the inference windows. Predicted maps always com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,13 @@ class InputPolicy:
         fields = dict(meta.get("input_policy") or {"kind": "resize"})
         fields["size"] = tuple(fields.get("size", meta["input_size"]))
         return cls(**fields)
+
+    def overridden(self, params: Mapping[str, Any] | None) -> InputPolicy:
+        """The policy a model predicts with: ``params`` (``models.input_policy``: kind and its keys) win over what
+        the checkpoint recorded; the model's own input size stays (the resize square, the training crop)."""
+        if not params:
+            return self
+        return replace(self, **{key: value for key, value in params.items() if key != "size"})
 
     def to_meta(self) -> dict:
         return {**asdict(self), "size": list(self.size)}

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,17 +172,37 @@ class FolderPredictor:
 
 
 def load_predictor(
-    path: str | Path, *, classes: ClassList, device: torch.device | None = None, batch_size: int = 64
+    path: str | Path,
+    *,
+    classes: ClassList,
+    device: torch.device | None = None,
+    batch_size: int = 64,
+    policy: Mapping[str, Any] | None = None,
 ):
-    """A predictor from a madseg checkpoint file or a competitor folder (``spec.json`` + one model source)."""
+    """A predictor from a madseg checkpoint file or a competitor folder (``spec.json`` + one model source).
+
+    ``policy`` (params' ``models.input_policy`` as a mapping) overrides the input policy the model recorded, all
+    but its input size (:meth:`InputPolicy.overridden`): what params name applies at prediction time.
+    """
     from madseg.models.checkpoint import load_checkpoint
 
     path = Path(path)
     if path.is_file():
         model, meta = load_checkpoint(path)
-        return TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
-                              lut=class_lut(meta["classes"], classes, None), device=device,
-                              batch_size=batch_size)  # fmt: skip
+        if list(meta["classes"]) != list(classes.names):  # a target has no class_map: say what to do instead
+            raise ValueError(
+                f"{path}: the model predicts {list(meta['classes'])}, dataset.classes is {list(classes.names)} — "
+                "import it again (`madseg import-model`) with the campaign's classes"
+            )
+        return TorchPredictor(
+            model,
+            policy=InputPolicy.from_meta(meta).overridden(policy),
+            mean=meta["mean"],
+            std=meta["std"],
+            lut=class_lut(meta["classes"], classes, None),
+            device=device,
+            batch_size=batch_size,
+        )
     spec_path = path / "spec.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"{path}: neither a checkpoint nor a competitor folder with spec.json")
@@ -192,14 +213,24 @@ def load_predictor(
     artefact = path / SOURCE_FILES[source]
     if source == "checkpoint":
         model, meta = load_checkpoint(artefact)
-        return TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
-                              lut=class_lut(meta["classes"], classes, spec.get("class_map")), device=device,
-                              batch_size=batch_size)  # fmt: skip
+        return TorchPredictor(
+            model,
+            policy=InputPolicy.from_meta(meta).overridden(policy),
+            mean=meta["mean"],
+            std=meta["std"],
+            lut=class_lut(meta["classes"], classes, spec.get("class_map")),
+            device=device,
+            batch_size=batch_size,
+        )
     lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
     if source == "predictions":
         return FolderPredictor(artefact, lut)
-    kwargs = {"policy": InputPolicy.from_meta(spec), "mean": spec["mean"], "std": spec["std"], "lut": lut}
+    kwargs = {
+        "policy": InputPolicy.from_meta(spec).overridden(policy),
+        "mean": spec["mean"],
+        "std": spec["std"],
+    }
     if source == "torchscript":
         module = torch.jit.load(str(artefact), map_location="cpu")
-        return TorchPredictor(module, device=device, batch_size=batch_size, **kwargs)
-    return OnnxPredictor(artefact, **kwargs)
+        return TorchPredictor(module, device=device, batch_size=batch_size, lut=lut, **kwargs)
+    return OnnxPredictor(artefact, lut=lut, **kwargs)

@@ -17,17 +17,8 @@ import torch
 import torchvision.models.segmentation as tvseg
 from torch import nn
 
+from madseg.models.archs import SMP_ARCHS, TV_ARCHS, check_arch
 from madseg.models.weights import split_weight_kwargs
-
-SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "PSPNet", "PAN", "MAnet")
-TV_ARCHS = (
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet50",
-    "deeplabv3_resnet101",
-    "lraspp_mobilenet_v3_large",
-    "fcn_resnet50",
-    "fcn_resnet101",
-)
 
 
 class TorchvisionLogits(nn.Module):
@@ -70,8 +61,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the bare network (no weights loaded); an unknown ``arch`` raises ValueError listing the valid names."""
-    if arch not in REGISTRY:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(REGISTRY))}")
+    check_arch(arch)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     return REGISTRY[arch](num_classes, **dict(kwargs))
