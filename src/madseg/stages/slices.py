@@ -26,22 +26,29 @@ def run(params: Params, *, round_key: str) -> None:
     mos = read_csv(paths.annotations_dir(round_key) / "mos.csv", required=["image_id", "mos", "vetoed"])
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
     slices = round_slices(
-        attributes, stats, params.dataset.class_list().names, m["image_id"].tolist(), mos,
-        clusters=params.slices.clusters, seed=params.slices.seed,
-    )  # fmt: skip
+        attributes,
+        stats,
+        params.dataset.class_list().names,
+        m["image_id"].tolist(),
+        mos,
+        clusters=params.slices.clusters,
+        seed=params.slices.seed,
+    )
     write_csv(paths.slices_dir(round_key) / "slices.csv", slices)
+    ranked = slices.head(PLOTTED).reset_index(drop=True).rename_axis("rank").reset_index()
+    ranked["rank"] += 1
     write_csv(
         paths.METRICS / "slices" / f"round_{round_key}_top.csv",
-        slices.head(PLOTTED).reset_index(drop=True).rename_axis("rank").reset_index()
-        .assign(rank=lambda d: d["rank"] + 1)[["rank", "rule", "lift", "group_share", "worst_share"]],
-    )  # fmt: skip
+        ranked[["rank", "rule", "lift", "group_share", "worst_share"]],
+    )
     top = slices.iloc[0] if len(slices) else None
-    write_json(
-        paths.METRICS / "slices" / f"round_{round_key}.json",
-        {"slices": len(slices), "top_rule": None if top is None else top["rule"],
-         "top_lift": None if top is None else float(top["lift"]),
-         "top_group_share": None if top is None else float(top["group_share"])},
-    )  # fmt: skip
+    summary = {
+        "slices": len(slices),
+        "top_rule": None if top is None else top["rule"],
+        "top_lift": None if top is None else float(top["lift"]),
+        "top_group_share": None if top is None else float(top["group_share"]),
+    }
+    write_json(paths.METRICS / "slices" / f"round_{round_key}.json", summary)
     log.info(
         "round %s: %d slices of M; first: %s", round_key, len(slices), None if top is None else top["rule"]
     )
