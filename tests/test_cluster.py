@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
+from madseg.backends import propose
 from madseg.cluster import ClusterUnreachable, ray_session
 from madseg.io.store import PredictionStore, Shard
 from madseg.labels import make_class_list
-from madseg.mining import area_bands, propose
+from madseg.mining import area_bands
 from tests.project import files, infer_project
 
 ray = pytest.importorskip(
@@ -201,8 +202,8 @@ def test_an_unreachable_address_fails_in_seconds_with_exit_8(tmp_path):
 def test_a_corrupt_image_fails_with_its_own_error_and_leaves_only_whole_shards(cluster, tmp_path):
     import pandas as pd
 
+    from madseg.backends import predict_model
     from madseg.config import InferParams, RayParams
-    from madseg.inference import predict_model
 
     project = infer_project(tmp_path, n_images=40)
     index = pd.read_csv(project / "data/index/pool.csv")

@@ -497,8 +497,8 @@ def test_the_local_backends_need_nothing_of_ray():
     import subprocess
     import sys
 
-    code = ("import sys, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, madseg.stages.infer; "
-            "sys.exit('ray' in sys.modules)")  # fmt: skip
+    code = ("import sys, madseg.backends, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, "
+            "madseg.stages.infer, madseg.compare; sys.exit('ray' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -11,7 +11,8 @@ Mining (``mining.backend: ray``): one task per shard reads that shard of every s
 top-n3 (:func:`madseg.mining.shard_tops`); the driver folds them with :func:`madseg.mining.merge_tops` into
 exactly the local M.
 
-Every node reads the pool and the stores at the same paths: a shared filesystem (see the README).
+Every node reads the pool and the stores at the same paths: a shared filesystem (see the README). Only
+:mod:`madseg.backends` calls this module; the library it drives (inference, mining) never imports it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from madseg.config import InferParams, RayParams
+from madseg.inference import build_shard, check_index, fingerprint, load_pool_predictor, pending_shards
 from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore
 from madseg.labels import ClassList
+from madseg.mining import GroupTops, mad_frame, merge_tops, shard_tops
 from madseg.models.predictors import Prediction
 from madseg.stops import ExpectedStop
 
@@ -138,14 +141,12 @@ class _PredictBatch:
         import torch
 
         from madseg.device import resolve_device
-        from madseg.models.predictors import load_predictor
-        from madseg.models.views import ViewPredictor
 
         torch.set_num_threads(threads)  # the local backend's threads, so the two give the same bytes
-        self.predictor = load_predictor(source, classes=classes, device=resolve_device(device),
-                                        batch_size=batch_size)  # fmt: skip
-        if view is not None:  # its maps are mapped back onto the images (the decoding tasks applied the view)
-            self.predictor = ViewPredictor(self.predictor, view)
+        # with a view, its maps are mapped back onto the images (the decoding tasks applied the view)
+        self.predictor = load_pool_predictor(
+            source, classes=classes, device=resolve_device(device), batch_size=batch_size, view=view
+        )
 
     def __call__(self, row: dict) -> dict:
         import torch
@@ -180,8 +181,6 @@ def predict_pool_ray(
     ``view``: every image seen through it (:mod:`madseg.models.views`).
     Returns the shards computed.
     """
-    from madseg.inference import build_shard, check_index, fingerprint, pending_shards
-
     ray_params = ray_params or RayParams()
     ids = check_index(index)
     fp = fingerprint(source, ids, probe.policy, view)
@@ -256,6 +255,37 @@ def _cause(error: BaseException) -> BaseException:
 
 
 # ------------------------------------------------------------------------------------------------- mining
+def check_aligned(target: PredictionStore, competitors: Mapping[str, PredictionStore]) -> int:
+    """The shard count of stores that line up shard by shard; ValueError naming a store that does not."""
+    n = len(target.manifest["shards"])
+    for name, store in competitors.items():
+        m = len(store.manifest["shards"])
+        if m != n:
+            raise ValueError(f"competitor {name!r} has {'fewer' if m < n else 'more'} shards than the target "
+                             f"({m} vs {n}): its predictions are over another pool")  # fmt: skip
+    return n
+
+
+def mine_store_shard(
+    target_root: str,
+    competitor_roots: Mapping[str, str],
+    shard_index: int,
+    bands: np.ndarray,
+    classes: ClassList,
+    *,
+    n3: int,
+    distance: str = "miou",
+    exclude: frozenset[str] = frozenset(),
+) -> GroupTops:
+    """:func:`madseg.mining.shard_tops` of shard ``shard_index`` read from stores by path (a Ray task's work)."""
+    target = PredictionStore(target_root).read_shard(shard_index)
+    competitors = (
+        (name, PredictionStore(root).read_shard(shard_index)) for name, root in competitor_roots.items()
+    )
+    return shard_tops(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
+                      shard_index=shard_index)  # fmt: skip
+
+
 def mine_mad_ray(
     target: PredictionStore,
     competitors: Mapping[str, PredictionStore],
@@ -268,12 +298,10 @@ def mine_mad_ray(
     ray_params: RayParams | None = None,
 ) -> pd.DataFrame:
     """:func:`madseg.mining.mine_mad` over whole stores as one Ray task per shard; the same candidate table."""
-    from madseg.mining import check_aligned, mad_frame, merge_tops, mine_store_shard
-
     ray_params = ray_params or RayParams()
     n_shards = check_aligned(target, competitors)
     roots = {name: str(store.root) for name, store in competitors.items()}
-    tops: dict = {}
+    tops: GroupTops = {}
     with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
         task = ray.remote(mine_store_shard)
         excluded = ray.put(exclude)

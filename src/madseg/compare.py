@@ -1,11 +1,14 @@
-"""`madseg compare`: a MAD competition between any two models (the source paper's Appendix A).
+"""`madseg compare A B --pool ... --name N`: a MAD competition between any two models (the source paper's
+Appendix A). A command, not a DVC stage.
 
 The two models predict a pool of unlabelled images; the images on which they disagree most (per foreground
 class and direction, inside the class's area band, exactly as in mining: one model plays the target, the other
 the only competitor) are labelled through the annotation backend, and each model is scored there. The model
 that keeps a higher mIoU on the other's worst disagreements is the better one — no fixed test set needed.
 
-The command is resumable: predictions are sharded stores that survive an interruption, and with Label Studio
+Writes ``data/compare/<name>/{a,b}/`` (both models' sharded predictions), ``M.csv`` (the competition set),
+``pixel_export.json`` (the labelling receipt) and ``per_image.csv`` there, and ``metrics/compare/<name>.json``.
+The command is resumable: finished prediction shards and an existing receipt are reused, so with Label Studio
 the first call exports the pixel tasks and stops; the next call, once people have labelled them, scores.
 """
 
@@ -14,17 +17,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from madseg import paths
+from madseg.annotation.backend import make_backend
+from madseg.annotation.tasks import AnnotationIncomplete
+from madseg.backends import predict_model, s0_area_bands
+from madseg.config import Params
 from madseg.evaluation import bootstrap_miou_difference, per_image_confusions, score_set
-from madseg.io.store import Shard
+from madseg.io.atomic import read_json, write_json
+from madseg.io.shard import Shard
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv, write_csv
 from madseg.labels import ClassList
 from madseg.metrics import miou_from_batch
 from madseg.mining import mine_mad, summarize_m
+from madseg.stops import AnswersIncomplete
 
 log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def competition_set(
@@ -108,3 +123,90 @@ def score_competition(
     d = scores["miou_difference"]
     scores["winner"] = names[0] if d > 0 else names[1] if d < 0 else "tie"
     return CompetitionResult(scores=scores, per_image=per_image)
+
+
+def pool_index(pool: Path) -> pd.DataFrame:
+    """The pool as (id, path) sorted by id: an index CSV (id, path) or a folder of images (id = the path below
+    the folder without suffix, '/' kept)."""
+    if pool.is_file():
+        index = read_csv(pool, required=["id", "path"])
+    elif pool.is_dir():
+        files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{pool}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        index = pd.DataFrame({"id": [str(p.relative_to(pool).with_suffix("")) for p in files],
+                              "path": [str(p) for p in files]})  # fmt: skip
+    else:
+        raise FileNotFoundError(f"{pool}: no such pool (an index CSV with id,path or a folder of images)")
+    if index["id"].duplicated().any():
+        raise ValueError(f"{pool}: repeated image ids, e.g. {index['id'][index['id'].duplicated()].iloc[0]}")
+    return index[["id", "path"]].sort_values("id").reset_index(drop=True)
+
+
+def run(
+    params: Params,
+    *,
+    model_a: Path,
+    model_b: Path,
+    pool: Path,
+    name: str,
+    n: int,
+    truth_dir: Path | None = None,
+    names: tuple[str, str] = ("a", "b"),
+) -> dict:
+    """Run (or resume) the competition; returns the scores written to metrics/compare/<name>.json."""
+    if names[0] == names[1]:
+        raise ValueError(f"the two models need different names, got {names[0]!r} twice")
+    torch.set_num_threads(params.infer.threads)
+    classes = params.dataset.class_list()
+    out = Path("data/compare") / name
+    index = pool_index(pool)
+    stores = {}
+    for label, source in zip(names, (model_a, model_b), strict=True):
+        stores[label] = PredictionStore(out / label)
+        predict_model(source, index, stores[label], model_name=label, classes=classes, infer_params=params.infer,
+                      device=params.device, ray_params=params.ray)  # fmt: skip
+    bands, _ = s0_area_bands(params.dataset, params.mining, classes)  # the same area bands as mining
+    m = competition_set(
+        stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n=n,
+        distance=params.mining.distance, b_name=names[1],
+    )  # fmt: skip
+    write_csv(out / "M.csv", m)
+    log.info("%s: %d images where %s and %s disagree most", name, len(m), *names)
+    wanted = m["image_id"].tolist()
+    maps_a, maps_b = stores[names[0]].read_maps(wanted), stores[names[1]].read_maps(wanted)
+
+    backend = make_backend(
+        params.annotation, classes=classes, truth_dir=truth_dir,
+        target_maps=lambda _round, ids: stores[names[0]].read_maps(list(ids)),
+    )  # fmt: skip
+    receipt_path = out / "pixel_export.json"
+    # predicted maps have each image's own size (pool inference resizes back), so nothing is decoded again
+    items = m[["image_id"]].assign(
+        role="T",
+        path=m["image_id"].map(dict(zip(index["id"], index["path"], strict=True))),
+        height=[maps_a[i].shape[0] for i in wanted],
+        width=[maps_a[i].shape[1] for i in wanted],
+    )
+    receipt = read_json(receipt_path) if receipt_path.exists() else None
+    if receipt is None or [r["image_id"] for r in receipt["images"]] != wanted:
+        # the labellers start from empty masks: the truth must not be anchored to either contestant
+        receipt = backend.export_pixel(f"compare-{name}", items, {})
+        write_json(receipt_path, receipt)
+    try:
+        _, _, labels = backend.import_pixel(receipt)
+    except AnnotationIncomplete as err:  # an expected stop: a message and exit code 3, not a traceback
+        raise AnswersIncomplete(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
+                                "label them, then run the same command again.") from None  # fmt: skip
+    result = score_competition(
+        wanted, maps_a, maps_b, labels, classes, names=names,
+        n_boot=params.evaluation.bootstrap, seed=params.evaluation.seed,
+    )  # fmt: skip
+    write_csv(out / "per_image.csv", result.per_image)
+    scores = {**result.scores, "models": {names[0]: str(model_a), names[1]: str(model_b)},
+              "pool": str(pool), "n_per_group": n}  # fmt: skip
+    write_json(paths.METRICS / "compare" / f"{name}.json", scores)
+    log.info("%s: mIoU on the competition set %s %.3f vs %s %.3f -> %s",
+             name, names[0], scores[f"{names[0]}.miou"], names[1], scores[f"{names[1]}.miou"],
+             scores["winner"])  # fmt: skip
+    return scores

@@ -1,4 +1,8 @@
-"""Batched, streaming, resumable prediction of an image index into a sharded PredictionStore."""
+"""Batched, streaming, resumable local prediction of an image index into a sharded PredictionStore.
+
+This is the local backend; :mod:`madseg.backends` chooses between it and the Ray one (:mod:`madseg.cluster`),
+which reuses the shard building, fingerprint and resume rules defined here.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from madseg.io.images import read_rgb
-from madseg.io.store import PredictionStore, Shard, ids_digest
+from madseg.io.shard import Shard, area_fractions
+from madseg.io.store import PredictionStore, ids_digest
 from madseg.labels import ClassList
 from madseg.metrics import confusion_matrix, mean_iou
 from madseg.models.input_policy import InputPolicy
-from madseg.models.predictors import Prediction, TorchPredictor, class_lut
+from madseg.models.predictors import Prediction, TorchPredictor, class_lut, load_predictor
+from madseg.models.views import ViewPredictor
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ def build_shard(ids: Sequence[str], predictions: Sequence[Prediction], classes: 
     return Shard(
         ids=list(ids),
         maps=maps,
-        area=area_fractions(maps, classes.num_classes),
+        area=area_fractions(maps, classes.num_classes).astype(np.float32),
         entropy=np.concatenate([p.entropy for p in predictions]),
         maxprob=np.concatenate([p.maxprob for p in predictions]),
     )
@@ -139,51 +145,13 @@ def predict_pool(
     return len(todo)
 
 
-def predict_model(
-    source: str | Path,
-    index: pd.DataFrame,
-    store: PredictionStore,
-    *,
-    model_name: str,
-    classes: ClassList,
-    infer_params,
-    device: str = "auto",
-    ray_params=None,
-    view: str | None = None,
-) -> int:
-    """Predict the pool ``index`` with the model at ``source`` (a checkpoint or a competitor folder) into
-    ``store``, resuming finished shards, on the backend ``infer_params.backend`` names (``ray_params``: the ray
-    section). ``device`` is the params' string: Ray actors resolve it on their own nodes. ``view``: see every
-    image through it (:mod:`madseg.models.views`). Returns shards computed."""
-    from madseg.device import resolve_device
-    from madseg.models.predictors import load_predictor
-    from madseg.models.views import ViewPredictor
-
-    ray = infer_params.backend == "ray"
-    here = resolve_device("cpu" if ray else device)  # a Ray driver only reads the model's policy
-    predictor = load_predictor(source, classes=classes, device=here, batch_size=infer_params.batch_size)
-    if view is not None:
-        predictor = ViewPredictor(predictor, view)
-    if ray and predictor.needs_pixels:  # precomputed predictions are read, not predicted: no cluster needed
-        from madseg.cluster import predict_pool_ray
-
-        return predict_pool_ray(predictor, source, index, store, model_name=model_name, classes=classes,
-                                infer_params=infer_params, ray_params=ray_params, device=device, view=view)  # fmt: skip
-    return predict_pool(
-        predictor, index, store, model_name=model_name, classes=classes,
-        fingerprint=fingerprint(source, check_index(index), getattr(predictor, "policy", None), view),
-        shard_size=infer_params.shard_size, batch_size=infer_params.batch_size, workers=infer_params.workers,
-        pin_memory=here.type == "cuda",
-    )  # fmt: skip
-
-
-def area_fractions(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Predicted area fraction per class: (N, K) float32 (ignored pixels count in the denominator)."""
-    out = np.zeros((len(maps), num_classes), np.float32)
-    for i, m in enumerate(maps):
-        counts = np.bincount(m.reshape(-1), minlength=256)[:num_classes]
-        out[i] = counts / m.size
-    return out
+def load_pool_predictor(
+    source: str | Path, *, classes: ClassList, device: torch.device, batch_size: int, view: str | None = None
+):
+    """The predictor of the model at ``source`` (a checkpoint or a competitor folder) on ``device``, seeing every
+    image through ``view`` if given (:mod:`madseg.models.views`)."""
+    predictor = load_predictor(source, classes=classes, device=device, batch_size=batch_size)
+    return predictor if view is None else ViewPredictor(predictor, view)
 
 
 def predict_images(

@@ -19,57 +19,19 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from madseg.io.atomic import read_json, remove_interrupted_writes, write_bytes, write_json
+from madseg.io.shard import Shard
 
 FORMAT_VERSION = 1
 
 
 class CorruptShardError(ValueError):
     """A shard's bytes do not match its sidecar, or it cannot be decoded."""
-
-
-@dataclass
-class Shard:
-    """One shard's contents. ``maps[i]`` is image ``ids[i]``'s (H, W) uint8 label map."""
-
-    ids: list[str]
-    maps: list[np.ndarray]
-    area: np.ndarray  # (N, K) float32: predicted area fraction per class
-    entropy: np.ndarray  # (N,) float32: mean pixel entropy of the softmax (nats)
-    maxprob: np.ndarray  # (N,) float32: mean max softmax probability
-    # the maps end to end and each one's start: set when decoded (the maps are views into it), else built once
-    _pixels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
-
-    def pixels(self) -> tuple[np.ndarray, np.ndarray]:
-        """All maps as one flat (sum H*W,) uint8 array and their (N + 1,) int64 offsets into it."""
-        if self._pixels is None:
-            sizes = np.array([m.size for m in self.maps], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-            flat = np.concatenate([m.reshape(-1) for m in self.maps]) if self.maps else np.zeros(0, np.uint8)
-            self._pixels = (flat, offsets)
-        return self._pixels
-
-    def __post_init__(self) -> None:
-        n = len(self.ids)
-        if (
-            len(self.maps) != n
-            or self.area.shape[0] != n
-            or self.entropy.shape != (n,)
-            or self.maxprob.shape != (n,)
-        ):
-            raise ValueError(
-                f"shard fields disagree on the image count: ids {n}, maps {len(self.maps)}, "
-                f"area {self.area.shape}, entropy {self.entropy.shape}, maxprob {self.maxprob.shape}"
-            )
-        for i, m in enumerate(self.maps):
-            if m.ndim != 2 or m.dtype != np.uint8:
-                raise ValueError(f"map of image {self.ids[i]} must be (H, W) uint8, got {m.shape} {m.dtype}")
 
 
 def _encode(shard: Shard) -> bytes:
@@ -261,6 +223,17 @@ class PredictionStore:
 
     def ids(self) -> list[str]:
         return [i for s in range(len(self.manifest["shards"])) for i in self._shard_ids(s)]
+
+    def check_covers(self, *, model: str, classes: Sequence[str], ids_sha256: str, count: int) -> None:
+        """ValueError unless the store predicts ``classes`` over exactly the pool index's images (``count`` ids
+        whose :func:`ids_digest` is ``ids_sha256``); ``model`` names the store in the message."""
+        manifest = self.manifest
+        if list(manifest["classes"]) != list(classes):
+            raise ValueError(f"{self.root}: model {model!r} predicts classes {manifest['classes']}, "
+                             f"the dataset has {list(classes)}")  # fmt: skip
+        if manifest["ids_sha256"] != ids_sha256 or manifest["count"] != count:
+            raise ValueError(f"{self.root}: model {model!r}'s predictions cover other images than the pool index "
+                             f"({manifest['count']} vs {count} images); re-run its inference")  # fmt: skip
 
 
 def ids_digest(ids: Sequence[str], chunk: int = 65536) -> str:

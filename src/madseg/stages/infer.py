@@ -9,8 +9,8 @@ import shutil
 import torch
 
 from madseg import paths
+from madseg.backends import predict_model
 from madseg.config import Params
-from madseg.inference import predict_model
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 

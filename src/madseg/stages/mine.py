@@ -1,10 +1,9 @@
 """mine@<round>: candidates M^(i+1) by MAD competition (or a baseline with MAD's budget), with overlays.
 
 Reads the pool index, the target's predictions of this round (and through each view of
-``mining.self_consistency``, as competitors self_<view>), every competitor's cached predictions, S0's
-ground truth (for the default area bands only; the pool's truth is never read) and, with
-``mining.exclude_trained_on``, S^(1..i): the images the target was already fine-tuned on, which no strategy
-may then propose again. Writes
+``mining.self_consistency``, as competitors self_<view>), every competitor's cached predictions, S0's ground
+truth (for the default area bands only; the pool's truth is never read) and, with ``mining.exclude_trained_on``,
+S^(1..i): the images the target was already fine-tuned on, which no strategy may then propose again. Writes
 ``data/mining/round_<R>/{candidates.csv, M.csv, bands.csv, overlays/rater/, overlays/report/}`` and
 ``metrics/mining/round_<R>.json``.
 """
@@ -13,66 +12,44 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from madseg import paths
+from madseg.backends import propose, s0_area_bands
 from madseg.config import Params
 from madseg.io.atomic import write_bytes, write_json
 from madseg.io.images import read_rgb
 from madseg.io.store import PredictionStore, ids_digest
 from madseg.io.tables import read_csv, write_csv
-from madseg.io.voc import iter_masks
 from madseg.labels import ClassList
-from madseg.mining import NONE, area_bands, area_matrix, bands_frame, propose
+from madseg.mining import NONE, bands_frame
 from madseg.models.views import competitor_name
 from madseg.render import CandidateOverlay, candidate_pngs, drawing_workers
 
 log = logging.getLogger(__name__)
 
 
-def _open_store(path: Path, model: str, classes: ClassList, index_digest: str, count: int) -> PredictionStore:
-    store = PredictionStore(path)
-    manifest = store.manifest
-    if list(manifest["classes"]) != list(classes.names):
-        raise ValueError(f"{path}: model {model!r} predicts classes {manifest['classes']}, "
-                         f"the dataset has {list(classes.names)}")  # fmt: skip
-    if manifest["ids_sha256"] != index_digest or manifest["count"] != count:
-        raise ValueError(f"{path}: model {model!r}'s predictions cover other images than data/index/pool.csv "
-                         f"({manifest['count']} vs {count} images); re-run its inference")  # fmt: skip
-    return store
-
-
 def run(params: Params, *, round_key: str) -> None:
     if round_key not in params.rounds:
         raise ValueError(f"unknown round {round_key!r}; rounds: {list(params.rounds)}")
-    mp = params.mining
-    classes = params.dataset.class_list()
-    out = paths.mining_dir(round_key)
-
-    index = read_csv(paths.POOL_INDEX, required=["id", "path"])
-    ids = sorted(index["id"])
-    digest = ids_digest(ids)
-    target = _open_store(paths.target_predictions(round_key), "target", classes, digest, len(ids))
     if not params.models.competitors:
         raise ValueError("models.competitors is empty: MAD needs at least one competitor")
+    mp, classes, out = params.mining, params.dataset.class_list(), paths.mining_dir(round_key)
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"])
+    ids = sorted(index["id"])
+    target = PredictionStore(paths.target_predictions(round_key))
     competitors = {
-        name: _open_store(paths.competitor_predictions(name), name, classes, digest, len(ids))
-        for name in params.models.competitors
+        name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
     }
     for view in mp.self_consistency:  # the target seen through a view competes with the target itself
-        store = paths.target_view_predictions(round_key, view)
-        competitors[competitor_name(view)] = _open_store(
-            store, competitor_name(view), classes, digest, len(ids)
-        )
-
-    s0_masks = iter_masks(params.dataset.voc_root, params.dataset.train_split, classes)
-    areas = area_matrix(s0_masks, classes.num_classes)  # S0's ground truth: the default area bands
-    bands = area_bands(areas, classes, mp.area_quantiles, mp.area_overrides)
+        competitors[competitor_name(view)] = PredictionStore(paths.target_view_predictions(round_key, view))
+    digest = ids_digest(ids)
+    for name, store in [("target", target), *competitors.items()]:
+        store.check_covers(model=name, classes=classes.names, ids_sha256=digest, count=len(ids))
+    bands, areas = s0_area_bands(params.dataset, mp, classes)
     trained_on: frozenset[str] = frozenset()
     if mp.exclude_trained_on:
         previous = paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv"
@@ -81,13 +58,11 @@ def run(params: Params, *, round_key: str) -> None:
     proposal = propose(mp.strategy, target=target, competitors=competitors, bands=bands, classes=classes,
                        n3=mp.n3, distance=mp.distance, seed=mp.seed + int(round_key), exclude=trained_on,
                        backend=mp.backend, ray_params=params.ray)  # fmt: skip
-    candidates, m = proposal.candidates, proposal.m
-
+    m = proposal.m
     write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))
-    write_csv(out / "candidates.csv", candidates)
+    write_csv(out / "candidates.csv", proposal.candidates)
     write_csv(out / "M.csv", m)
     _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
-
     metrics = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids),
                "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}  # fmt: skip
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
@@ -107,29 +82,26 @@ def _write_overlays(
 ) -> None:
     # a previous run's overlays of images no longer in M must not linger beside the new ones
     shutil.rmtree(folder, ignore_errors=True)
-    wanted = set(m["image_id"])
-    if not wanted:
+    if m.empty:
         return
-    target_maps = target.read_maps(sorted(wanted))
-    comp_maps: dict[str, dict[str, np.ndarray]] = {}
-    for name, store in competitors.items():
-        mine = sorted(set(m.loc[m["competitor"] == name, "image_id"]))
-        comp_maps[name] = store.read_maps(mine) if mine else {}
+    target_maps = target.read_maps(sorted(set(m["image_id"])))
+    wanted = {name: sorted(set(m.loc[m["competitor"] == name, "image_id"])) for name in competitors}
+    comp_maps = {
+        name: store.read_maps(wanted[name]) if wanted[name] else {} for name, store in competitors.items()
+    }
     path_of = dict(zip(index["id"], index["path"], strict=True))
     records = m.to_dict("records")
 
-    def drawings() -> Iterator[CandidateOverlay]:
-        for r in records:
-            image_id, comp = r["image_id"], r["competitor"]
-            if comp != NONE and comp in comp_maps:
-                caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | "
-                           f"d={r['distance']:.3f} | rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
-                cmap = comp_maps[comp][image_id]
-            else:
-                caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
-            yield CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
+    def drawing(r: dict) -> CandidateOverlay:
+        image_id, comp = r["image_id"], r["competitor"]
+        caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
+        if comp != NONE and comp in comp_maps:
+            caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | d={r['distance']:.3f} | "
+                       f"rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
+            cmap = comp_maps[comp][image_id]
+        return CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
 
-    pngs = candidate_pngs(drawings(), classes, min_side, drawing_workers(len(records)))
+    pngs = candidate_pngs(map(drawing, records), classes, min_side, drawing_workers(len(records)))
     for r, (rater, report) in tqdm(
         zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"
     ):
