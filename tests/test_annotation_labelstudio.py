@@ -325,8 +325,13 @@ def test_a_server_for_remote_annotators_listens_on_every_interface(label_studio,
 
     exe = label_studio_executable()
     with caplog.at_level("WARNING", logger="madseg.annotation.server"):
-        handle = start_server(exe, tmp_path / "data", document_root=tmp_path, host="0.0.0.0",
-                              template_dir=shared_template_dir(exe))  # fmt: skip
+        handle = start_server(
+            exe,
+            tmp_path / "data",
+            document_root=tmp_path,
+            host="0.0.0.0",
+            template_dir=shared_template_dir(exe),
+        )
     with handle:
         assert handle.url.startswith("http://127.0.0.1:")
         assert (
@@ -369,8 +374,9 @@ def test_a_team_server_named_only_in_env_file_through_the_cli(label_studio):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")}
 
     def madseg(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "madseg.cli", *args], cwd=root, env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "madseg.cli", *args], cwd=root, env=env, capture_output=True, text=True
+        )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
         return done
 
