@@ -11,6 +11,7 @@ that ``madseg init --demo`` brings the demo back exactly as a fresh clone has it
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -38,9 +39,12 @@ VALIDITY_ONLY_DEPS = (
 )  # what the report reads of them, if there
 DEMO_OUTPUTS = (
     *("data/world", "data/index", "data/attributes", "data/slices", "data/predictions", "data/mining"),
-    *("data/labelled", "data/study", "data/compare", "models/competitors", "models/export", "metrics"),
+    *("data/study", "data/compare", "models/competitors", "models/export", "metrics"),
 )
 IMPORTED_TARGET = "models/imported/target.pt"
+CAMPAIGN_HEADER = (
+    "# madseg campaign, written by `madseg init`. Every stage reads its own section; unknown keys are errors."
+)
 DataMode = Literal["copy", "link", "external"]
 
 
@@ -78,12 +82,12 @@ def init_campaign(root: Path, spec: CampaignSpec, *, force: bool = False) -> lis
     _merge(params, _read_preset(root, spec.preset))
     del params["world"]
     changed = _fill_params(params, spec, placed, root)
-    _write_yaml(root / "params.yaml", params)
+    _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
     _write_pipeline(root, keep_validity=spec.truth is not None and spec.eval_pool is not None)
     loaded = load_params(root / "params.yaml")
+    sync_dvc_yaml(root, loaded)
     if spec.target is not None:
         _import_target(root, spec, loaded)
-    sync_dvc_yaml(root, loaded)
     if problems := check_params(loaded, root):
         raise ConfigError("the campaign's params still have problems:\n  " + "\n  ".join(problems))
     return changed
@@ -96,7 +100,7 @@ def init_demo(root: Path, *, preset: str | None = None) -> None:
     else:
         params = _read_template("params.yaml")
         _merge(params, _read_preset(root, preset))
-        _write_yaml(root / "params.yaml", params)
+        _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
     _write_pipeline(root, keep_validity=True, demo=True)
     sync_dvc_yaml(root, load_params(root / "params.yaml"))
 
@@ -165,8 +169,11 @@ def _remove_demo_outputs(root: Path) -> None:
                     _remove(child)
         else:
             _remove(path)
-    for path in (root / "annotations").glob("round_[0-9]*"):
-        _remove(path)
+    for path in [
+        *(root / "annotations").glob("round_[0-9]*"),
+        *(root / "data/labelled").glob("round_[0-9]*"),
+    ]:
+        _remove(path)  # round_init (nothing labelled yet) stays: round 0 starts from it
     _remove(root / "dvc.lock")
 
 
@@ -371,9 +378,14 @@ def _merge(base: dict, overlay: dict) -> None:
             base[key] = value
 
 
-def _write_yaml(path: Path, doc: Any) -> None:
-    with path.open("w") as f:
-        _yaml().dump(doc, f)
+def _write_yaml(path: Path, doc: Any, header: str | None = None) -> None:
+    """Write ``doc`` with its comments; ``header`` replaces the template's first line."""
+    buffer = io.StringIO()
+    _yaml().dump(doc, buffer)
+    text = buffer.getvalue()
+    if header is not None:
+        text = header + "\n" + text.partition("\n")[2]
+    path.write_text(text)
 
 
 def _write_pipeline(root: Path, *, keep_validity: bool, demo: bool = False) -> None:

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy or hard-link your folders into data/ and `dvc add` them, or keep them in place (external)",
     )
     init.add_argument(
-        "--rounds", type=int, default=3, help="mining rounds (every one but the last fine-tunes)"
+        "--rounds", type=int, default=2, help="fine-tuning rounds r: rounds 0..r are mined (default 2)"
     )
     init.add_argument(
         "--input-policy", choices=["resize", "shorter_side", "tiles"], help="default: from sizes"

@@ -310,7 +310,7 @@ class SimulatedAnnotators:
     seed: int = 0
     # the pool's truth (masks/<image id>.png, factors.csv): the demo world's, or your own fully labelled pool for a
     # dry run of the method before paying annotators
-    truth_dir: str = "data/world/pool_truth"
+    truth_dir: str | None = "data/world/pool_truth"
 
 
 @dataclass(frozen=True)

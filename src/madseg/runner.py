@@ -74,23 +74,31 @@ def configure_logging(verbose: bool = False) -> None:
 
 def exit_code(action: Callable[[], None], *, debug: bool = False) -> int:
     """Run ``action``; what a user can cause becomes one line on stderr and its exit code (see madseg.stops)."""
-    debug = debug or os.environ.get("MADSEG_DEBUG", "") not in ("", "0")
     try:
         action()
         return 0
-    except ExpectedStop as stop:  # the user's move (fix params, annotate, start the server)
-        code, message = stop.exit_code, str(stop)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        code, message = BadInput.exit_code, str(e)
-    except ValueError as e:  # public functions validate their inputs with ValueError naming what they got
-        code, message = BadInput.exit_code, str(e)
-    except KeyboardInterrupt:
-        code, message = 130, "interrupted; finished work is kept, run the same command again to resume"
-    if debug:
-        traceback.print_exc()
-    hint = "" if debug else " (--debug shows the traceback)" if code == BadInput.exit_code else ""
-    sys.stderr.write(f"madseg: {message}{hint}\n")
-    return code
+    except (ExpectedStop, OSError, ValueError, KeyboardInterrupt) as error:
+        code, message = _user_error(error)
+        if debug or os.environ.get("MADSEG_DEBUG", "") not in ("", "0"):
+            traceback.print_exception(error)
+        elif code == BadInput.exit_code and not isinstance(error, ExpectedStop):
+            message += " (--debug shows the traceback)"
+        sys.stderr.write(f"madseg: {message}\n")
+        return code
+
+
+def _user_error(error: BaseException) -> tuple[int, str]:
+    """The exit code and message of an error a user can cause; anything else is a bug and keeps its traceback."""
+    if isinstance(error, ExpectedStop):  # the user's move: fix params, annotate, start the server
+        return error.exit_code, str(error)
+    if isinstance(
+        error, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError | ValueError
+    ):
+        # public functions validate their inputs with ValueError naming what they got; missing files are the user's
+        return BadInput.exit_code, str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted; finished work is kept, run the same command again to resume"
+    raise error
 
 
 def main(argv: Sequence[str]) -> None:

@@ -4,7 +4,6 @@ f_t^(i)'s prediction, T (and both) start empty so the test truth is not anchored
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -38,7 +37,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
-        truth_dir=Path(params.annotation.simulated.truth_dir),
+        truth_dir=params.annotation.simulated.truth_dir,
         target_maps=prediction_maps(paths.target_predictions),
     )
     pre: dict[str, np.ndarray] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
@@ -29,7 +28,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
-        truth_dir=Path(params.annotation.simulated.truth_dir),
+        truth_dir=params.annotation.simulated.truth_dir,
         target_maps=prediction_maps(paths.target_predictions),
     )
     receipt = backend.export_weak(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 from madseg import paths
 from madseg.annotation.backend import make_backend, prediction_maps
@@ -27,7 +26,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=classes,
-        truth_dir=Path(params.annotation.simulated.truth_dir),
+        truth_dir=params.annotation.simulated.truth_dir,
         target_maps=prediction_maps(paths.target_predictions),
     )
     raw, table, masks = backend.import_pixel(receipt)

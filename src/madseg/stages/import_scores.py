@@ -7,7 +7,6 @@ Once it has succeeded the stage is up to date like any other; after annotators c
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from madseg import paths
 from madseg.annotation.backend import make_backend, prediction_maps
@@ -25,7 +24,7 @@ def run(params: Params, *, round_key: str) -> None:
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
-        truth_dir=Path(params.annotation.simulated.truth_dir),
+        truth_dir=params.annotation.simulated.truth_dir,
         target_maps=prediction_maps(paths.target_predictions),
     )
     # raises before anything is written if answers are missing or malformed

@@ -1,0 +1,130 @@
+"""`madseg init` turns a clone into a campaign on the user's data; `madseg init --demo` brings the demo back."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from madseg.labels import make_class_list
+from tests.project import ROOT, run
+from tests.test_cli_errors import madseg
+
+CLASSES = make_class_list(["background", "leaf", "stone"])
+
+
+def make_user_data(
+    folder: Path, size: tuple[int, int] = (500, 375), n_train: int = 4, n_pool: int = 6
+) -> None:
+    """A VOC set of ``size`` photos (w, h) with the classes above, and a pool folder of the same kind."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    voc = folder / "voc"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    for split, n in (("train", n_train), ("val", 2)):
+        names = [f"{split}{i}" for i in range(n)]
+        for name in names:
+            image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            label = np.zeros((h, w), np.uint8)
+            label[h // 4 : h // 2, w // 4 : w // 2] = rng.integers(1, 3)
+            Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=80)
+            mask = Image.fromarray(label, "P")
+            mask.putpalette(CLASSES.flat_palette())
+            mask.save(voc / "SegmentationClass" / f"{name}.png")
+        (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    (folder / "pool/sub").mkdir(parents=True)
+    for i in range(n_pool):
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "pool" / ("sub" if i % 2 else "") / f"p{i}.jpg", quality=80)
+
+
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    """A fresh clone as `madseg init` meets it: git + DVC, the demo's params.yaml, dvc.yaml and presets."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+        shutil.copy2(ROOT / name, project / name)
+    shutil.copytree(ROOT / "presets", project / "presets")
+    run(["git", "init", "-q"], project)
+    run(["dvc", "init", "-q"], project)
+    return project
+
+
+def test_init_writes_a_campaign_that_checks_clean(clone, tmp_path):
+    make_user_data(tmp_path / "mine")
+    result = madseg(
+        "init",
+        "--voc",
+        "../mine/voc",
+        "--pool",
+        "../mine/pool",
+        "--classes",
+        "background,leaf,stone",
+        cwd=clone,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Next:" in result.stdout and "madseg check" in result.stdout and "dvc repro" in result.stdout
+    assert "selection.n4: 100 -> 1" in result.stdout  # a pool of 6 images: a tenth of it
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert params["dataset"]["classes"] == ["background", "leaf", "stone"]
+    assert params["models"]["input_policy"]["kind"] == "shorter_side"  # chosen from the photos' 500x375
+    assert params["models"]["target"]["kwargs"]["encoder_weights"] == "imagenet"  # the pretrained preset
+    assert "world" not in params and params["crawl"]["reference_sets"] == ["data/voc/JPEGImages"]
+    assert (clone / "data/voc.dvc").exists() and (clone / "data/pool.dvc").exists()
+    assert sorted(p.name for p in (clone / "data/pool").rglob("*.jpg")) == [f"p{i}.jpg" for i in range(6)]
+
+    check = madseg("check", "--offline", cwd=clone)
+    assert check.returncode == 0, check.stderr
+    assert "shorter_side" in check.stderr
+    stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]
+    assert "make_world" not in stages and "validity" not in stages
+    assert "metrics/validity.json" not in stages["report"]["deps"]
+    status = run(["dvc", "status"], clone).stdout
+    assert "make_world" not in status and "validity" not in status and "data/world" not in status
+
+    again = madseg(
+        "init", "--voc", "../mine/voc", "--pool", "../mine/pool", "--classes", "background,a,b", cwd=clone
+    )
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    demo = madseg("init", "--demo", cwd=clone)
+    assert demo.returncode == 0, demo.stderr
+    assert (clone / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+    assert yaml.safe_load((clone / "dvc.yaml").read_text()) == yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_init_keeps_data_in_place_as_external_dependencies(clone, tmp_path):
+    make_user_data(tmp_path / "mine", size=(64, 64))
+    args = [
+        "--voc",
+        str(tmp_path / "mine/voc"),
+        "--pool",
+        str(tmp_path / "mine/pool"),
+        "--classes",
+        "background,a,b",
+    ]
+    result = madseg("init", *args, "--data", "external", "--rounds", "1", cwd=clone)
+    assert result.returncode == 0, result.stderr
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert params["dataset"]["voc_root"] == str(tmp_path / "mine/voc")
+    assert params["models"]["input_policy"]["kind"] == "resize" and params["models"]["input_size"] == 64
+    assert list(params["rounds"]) == ["0", "1"] and params["final_round"] == "1"
+    assert not (clone / "data/voc").exists()
+    crawl = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]["crawl_index"]["deps"]
+    assert str(tmp_path / "mine/pool") in crawl  # an external dependency DVC hashes where it lies
+
+
+def test_init_refuses_bad_arguments_before_writing(clone, tmp_path):
+    before = (clone / "params.yaml").read_text()
+    result = madseg("init", "--voc", "nowhere", "--pool", "nothere", "--classes", "background", cwd=clone)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for named in ("--voc: nowhere/JPEGImages", "--pool: nothere is no folder", "--classes:"):
+        assert named in result.stderr
+    assert (clone / "params.yaml").read_text() == before
