@@ -1,6 +1,6 @@
 """From scratch vs ImageNet-pretrained encoders at the same training budget, on the demo world.
 
-For every model of a preset whose kwargs name pretrained weights (presets/pretrained.yaml: the target and the smp
+For every model of params.yaml with a preset overlaid whose kwargs name pretrained weights (presets/pretrained.yaml: the target and the smp
 competitors), trains it twice with the demo's pretraining recipe (same steps, learning rate, seed and threads):
 once from scratch, once from the named weights. Each is scored on T0 and on the held-out D_eval (hidden truth):
 its in-domain images and its corner cases. Writes metrics/pretrained_study.json (flat keys
@@ -40,7 +40,7 @@ OUT = Path("metrics/pretrained_study.json")
 
 
 def _train_and_score(preset: str, name: str, variant: str) -> dict[str, float]:
-    params = load_params(preset)
+    params = load_params("params.yaml", overlay=preset)
     torch.set_num_threads(params.pretrain.threads)
     spec = _specs(params)[name]
     if variant == "scratch":
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    names = list(_specs(load_params(args.preset)))
+    names = list(_specs(load_params("params.yaml", overlay=args.preset)))
     jobs = [(args.preset, name, variant) for name in names for variant in ("scratch", "pretrained")]
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(_train_and_score, *zip(*jobs, strict=True)))

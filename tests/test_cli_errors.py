@@ -98,9 +98,15 @@ def test_a_target_with_other_classes_is_told_to_reimport(tmp_path):
 
     torch.manual_seed(0)
     model = build_model("smp.Unet", 3, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8])
-    meta = make_meta(arch="smp.Unet", kwargs={"encoder_name": "resnet18", "encoder_depth": 3,
-                     "decoder_channels": [8, 8, 8]}, classes=["background", "a", "b"], input_size=64,
-                     mean=[0.5] * 3, std=[0.2] * 3)  # fmt: skip
+    kwargs = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 8]}
+    meta = make_meta(
+        arch="smp.Unet",
+        kwargs=kwargs,
+        classes=["background", "a", "b"],
+        input_size=64,
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+    )
     save_checkpoint(tmp_path / "mine.pt", model, meta, provenance={"form": "test"})
     write_params(tmp_path, {"models": {"target": {"source": "checkpoint", "path": "mine.pt"}}})
     result = madseg("check", "--offline", cwd=tmp_path)

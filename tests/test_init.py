@@ -128,3 +128,62 @@ def test_init_refuses_bad_arguments_before_writing(clone, tmp_path):
     for named in ("--voc: nowhere/JPEGImages", "--pool: nothere is no folder", "--classes:"):
         assert named in result.stderr
     assert (clone / "params.yaml").read_text() == before
+
+
+def test_a_brought_target_is_a_dependency_and_writes_no_curve(clone, tmp_path):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    torch = pytest.importorskip("torch")
+    make_user_data(tmp_path / "mine", size=(75, 50))
+    torch.manual_seed(0)
+    kwargs = {
+        "encoder_name": "resnet18",
+        "encoder_weights": None,
+        "encoder_depth": 3,
+        "decoder_channels": [8, 8, 8],
+    }
+    smp.Unet(classes=3, **kwargs).save_pretrained(str(tmp_path / "unet"))
+    args = ["--voc", "../mine/voc", "--pool", "../mine/pool", "--classes", "background,leaf,stone"]
+    result = madseg("init", *args, "--target", "../unet", "--form", "smp", cwd=clone)
+    assert result.returncode == 0, result.stderr
+    stage = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]["pretrain_target"]
+    assert "models/imported/target.pt" in stage["deps"]
+    assert "plots" not in stage  # an imported model writes no loss curve
+    assert (clone / "models/imported/target.pt.dvc").exists()
+
+    smp.Unet(classes=3, **kwargs).save_pretrained(str(tmp_path / "unet2"))  # other weights, the same path
+    reimport = madseg(
+        "import-model", "../unet2", "--form", "smp", "--out", "models/imported/target.pt", cwd=clone
+    )
+    assert reimport.returncode == 0, reimport.stderr
+    assert "models/imported/target.pt" in run(["dvc", "status", "pretrain_target"], clone).stdout
+
+
+def test_params_input_policy_applies_at_prediction_time(tmp_path):
+    torch = pytest.importorskip("torch")
+    from madseg.config import InputPolicyParams
+    from madseg.models.checkpoint import make_meta, save_checkpoint
+    from madseg.models.predictors import load_predictor
+    from madseg.models.registry import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 8]}
+    meta = make_meta(
+        arch="smp.Unet",
+        kwargs=kwargs,
+        classes=list(CLASSES.names),
+        input_size=64,
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+    )
+    save_checkpoint(tmp_path / "t.pt", build_model("smp.Unet", 3, **kwargs), meta, provenance={})
+    baked = load_predictor(tmp_path / "t.pt", classes=CLASSES)
+    assert baked.policy.kind == "resize"  # what the checkpoint recorded: the default without params
+    params = InputPolicyParams(kind="shorter_side", shorter_side=96, max_side=192)
+    predictor = load_predictor(tmp_path / "t.pt", classes=CLASSES, policy=params.overrides())
+    assert (predictor.policy.kind, predictor.policy.shorter_side, predictor.policy.size) == (
+        "shorter_side",
+        96,
+        (64, 64),
+    )
+    image = np.zeros((50, 75, 3), np.uint8)
+    assert predictor.predict([image]).maps[0].shape == (50, 75)

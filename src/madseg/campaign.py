@@ -25,7 +25,7 @@ from typing import Any, Literal
 from ruamel.yaml import YAML
 
 from madseg.checks import IMAGE_SUFFIXES, SizeSummary, check_params, image_sizes, suited_policy
-from madseg.config import Params, load_params, rounds_params
+from madseg.config import Params, load_params, merge_overlay, rounds_params
 from madseg.labels import make_class_list
 from madseg.stage_code import sync_dvc_yaml
 from madseg.stops import ConfigError, ExpectedStop
@@ -79,7 +79,7 @@ def init_campaign(root: Path, spec: CampaignSpec, *, force: bool = False) -> lis
     _remove_demo_outputs(root)
     placed = _place_data(root, spec)
     params = _read_template("params.yaml")
-    _merge(params, _read_preset(root, spec.preset))
+    merge_overlay(params, _read_preset(root, spec.preset))
     del params["world"]
     changed = _fill_params(params, spec, placed, root)
     _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
@@ -99,7 +99,7 @@ def init_demo(root: Path, *, preset: str | None = None) -> None:
         (root / "params.yaml").write_text(_template_text("params.yaml"))
     else:
         params = _read_template("params.yaml")
-        _merge(params, _read_preset(root, preset))
+        merge_overlay(params, _read_preset(root, preset))
         _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
     _write_pipeline(root, keep_validity=True, demo=True)
     sync_dvc_yaml(root, load_params(root / "params.yaml"))
@@ -367,15 +367,6 @@ def _read_preset(root: Path, preset: str) -> dict:
         names = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
         raise ConfigError(f"--preset: {preset} is no preset — name one of {names} or a YAML file")
     return _yaml().load(path.read_text()) or {}
-
-
-def _merge(base: dict, overlay: dict) -> None:
-    """Deep-merge ``overlay`` into ``base``: mappings key by key, anything else replaced."""
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 def _write_yaml(path: Path, doc: Any, header: str | None = None) -> None:

@@ -417,8 +417,11 @@ class Params:
     world: WorldParams = field(default_factory=WorldParams)  # the demo world only; a campaign has none
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None = None) -> Params:
     """Read and validate params.yaml: its shape, types and the rules between keys that need no files.
+
+    ``overlay`` names a preset (a YAML file of only the keys it changes, e.g. presets/pretrained.yaml) merged in
+    key by key before validation.
 
     Raises ConfigError listing every problem, one ``key.path: what is wrong — what to do`` a line. What needs the
     files (archs, paths, checkpoints, image sizes) is checked by :func:`madseg.checks.check_params`.
@@ -428,10 +431,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(
             f"{path}: no such params file — run `madseg init` (your data) or `madseg init --demo`"
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    raw = _read_yaml(path)
+    if overlay is not None:
+        raw = merge_overlay(raw, _read_yaml(Path(overlay)))
     problems: list[str] = []
     try:
         params = _parse(Params, raw, "", problems)
@@ -446,6 +448,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems)
         )
     return params
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """Merge ``overlay`` into ``base`` in place (its comments stay), mappings key by key, anything else replaced:
+    how a preset applies. Returns ``base``."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_overlay(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def _check_device(params: Params, problems: list[str]) -> None:

@@ -35,7 +35,12 @@ def run(params: Params, *, round_key: str) -> None:
     boot = {"n_boot": params.evaluation.bootstrap, "seed": params.evaluation.seed + int(round_key)}
     for name, (model_path, store_path) in models.items():
         t0_pred, t0_truth, t0_ids = predict_voc_split(
-            load_predictor(model_path, classes=classes, device=resolve_device(params.device)),
+            load_predictor(
+                model_path,
+                classes=classes,
+                device=resolve_device(params.device),
+                policy=params.models.input_policy.overrides(),
+            ),
             params.dataset,
             classes,
             params.infer,

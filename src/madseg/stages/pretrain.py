@@ -47,8 +47,12 @@ def run(params: Params, *, model: str) -> None:
         _write_spec(params, spec)
     # an adopted model is scored on T0 like a trained one, so Table 1's first column means the same for all
     classes = params.dataset.class_list()
-    predictor = load_predictor(out if is_target else paths.competitor_dir(spec.name), classes=classes,
-                               device=resolve_device(params.device))  # fmt: skip
+    predictor = load_predictor(
+        out if is_target else paths.competitor_dir(spec.name),
+        classes=classes,
+        device=resolve_device(params.device),
+        policy=params.models.input_policy.overrides(),
+    )
     predictions, truth, ids = predict_voc_split(predictor, params.dataset, classes, params.infer)
     t0_miou = mean_iou(sum(confusion_matrix(truth[i], predictions[i], classes.num_classes) for i in ids))
     write_json(

@@ -109,7 +109,12 @@ def _eval_pool_scores(params: Params, classes, factors_of_pool: pd.Series) -> No
     rows, metrics = [], {}
     device, k = resolve_device(params.device), classes.num_classes
     for key in params.rounds:
-        predictor = load_predictor(paths.target_checkpoint(key), classes=classes, device=device)
+        predictor = load_predictor(
+            paths.target_checkpoint(key),
+            classes=classes,
+            device=device,
+            policy=params.models.input_policy.overrides(),
+        )
         pred = predict_images(predictor, images, factors["image_id"].tolist()).maps
         cms = np.stack([confusion_matrix(t, p, k) for t, p in zip(truth, pred, strict=True)])
         for group, (images_in, score) in group_scores(cms, factors).items():
