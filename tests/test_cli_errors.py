@@ -80,9 +80,7 @@ def test_bad_params_are_named_without_a_traceback(tmp_path, over, named):
     result = madseg("check", "--offline", cwd=tmp_path)
     assert_short(result, *named)
     assert result.returncode == 2
-    assert "selection:" not in result.stderr.replace(
-        "selection.", ""
-    )  # no class problem filed under selection
+    assert "selection:" not in result.stderr.replace("selection.", "")  # no class problem filed under selection
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -110,9 +108,7 @@ def test_a_target_with_other_classes_is_told_to_reimport(tmp_path):
     save_checkpoint(tmp_path / "mine.pt", model, meta, provenance={"form": "test"})
     write_params(tmp_path, {"models": {"target": {"source": "checkpoint", "path": "mine.pt"}}})
     result = madseg("check", "--offline", cwd=tmp_path)
-    assert_short(
-        result, "models.target.path: the model predicts ['background', 'a', 'b']", "import the target again"
-    )
+    assert_short(result, "models.target.path: the model predicts ['background', 'a', 'b']", "import the target again")
     assert "class_map" not in result.stderr
 
 

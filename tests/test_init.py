@@ -17,9 +17,7 @@ from tests.test_cli_errors import madseg
 CLASSES = make_class_list(["background", "leaf", "stone"])
 
 
-def make_user_data(
-    folder: Path, size: tuple[int, int] = (500, 375), n_train: int = 4, n_pool: int = 6
-) -> None:
+def make_user_data(folder: Path, size: tuple[int, int] = (500, 375), n_train: int = 4, n_pool: int = 6) -> None:
     """A VOC set of ``size`` photos (w, h) with the classes above, and a pool folder of the same kind."""
     rng = np.random.default_rng(0)
     w, h = size
@@ -89,9 +87,7 @@ def test_init_writes_a_campaign_that_checks_clean(clone, tmp_path):
     status = run(["dvc", "status"], clone).stdout
     assert "make_world" not in status and "validity" not in status and "data/world" not in status
 
-    again = madseg(
-        "init", "--voc", "../mine/voc", "--pool", "../mine/pool", "--classes", "background,a,b", cwd=clone
-    )
+    again = madseg("init", "--voc", "../mine/voc", "--pool", "../mine/pool", "--classes", "background,a,b", cwd=clone)
     assert again.returncode == 2 and "--force" in again.stderr
 
     demo = madseg("init", "--demo", cwd=clone)
@@ -151,9 +147,7 @@ def test_a_brought_target_is_a_dependency_and_writes_no_curve(clone, tmp_path):
     assert (clone / "models/imported/target.pt.dvc").exists()
 
     smp.Unet(classes=3, **kwargs).save_pretrained(str(tmp_path / "unet2"))  # other weights, the same path
-    reimport = madseg(
-        "import-model", "../unet2", "--form", "smp", "--out", "models/imported/target.pt", cwd=clone
-    )
+    reimport = madseg("import-model", "../unet2", "--form", "smp", "--out", "models/imported/target.pt", cwd=clone)
     assert reimport.returncode == 0, reimport.stderr
     assert "models/imported/target.pt" in run(["dvc", "status", "pretrain_target"], clone).stdout
 

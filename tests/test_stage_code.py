@@ -40,17 +40,11 @@ def test_dvc_yaml_lists_each_stages_import_closure_and_the_data_params_name():
 def test_data_that_params_name_is_declared_or_the_stage_refuses_to_run(tmp_path):
     shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     params = load_params(ROOT / "params.yaml")
-    more = dataclasses.replace(
-        params.crawl, folders=(*params.crawl.folders, "data/more"), url_list="urls.txt"
-    )
+    more = dataclasses.replace(params.crawl, folders=(*params.crawl.folders, "data/more"), url_list="urls.txt")
     moved = dataclasses.replace(params, crawl=more)
-    with pytest.raises(
-        PipelineOutOfDate, match=r"\['data/more', 'urls.txt'\] as dependencies of crawl_index"
-    ):
+    with pytest.raises(PipelineOutOfDate, match=r"\['data/more', 'urls.txt'\] as dependencies of crawl_index"):
         check_declared("crawl_index", moved, tmp_path)
-    labelstudio = dataclasses.replace(
-        moved, annotation=dataclasses.replace(params.annotation, backend="labelstudio")
-    )
+    labelstudio = dataclasses.replace(moved, annotation=dataclasses.replace(params.annotation, backend="labelstudio"))
     assert set(sync_dvc_yaml(tmp_path, labelstudio)) == {"crawl_index", *TRUTH_READERS}
     check_declared("crawl_index", labelstudio, tmp_path)
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
@@ -67,8 +61,11 @@ def test_the_closure_follows_lazy_relative_and_package_imports():
 
     # a planted known answer: which stages run the simulated annotators, the store, select_S's module
     def runs(file):
-        return {s for s in ("import_scores", "import_masks", "mine", "pretrain", "select_S", "finetune")
-                if file in stage_code(s)}  # fmt: skip
+        return {
+            s
+            for s in ("import_scores", "import_masks", "mine", "pretrain", "select_S", "finetune")
+            if file in stage_code(s)
+        }
 
     assert {"import_scores", "import_masks"} <= runs("src/madseg/annotation/simulated.py")
     assert runs("src/madseg/annotation/simulated.py").isdisjoint({"mine", "pretrain", "finetune", "select_S"})
@@ -90,7 +87,8 @@ def test_editing_a_library_file_makes_exactly_its_stages_stale(tiny_project, tmp
         f.write("# an edit\n")
     stale = set(yaml.safe_load(run(["dvc", "status", "--json"], copy).stdout))
     rounds = yaml.safe_load((copy / "params.yaml").read_text())["rounds"]
-    expected = {f"{s}@{r}" for s in ("export_weak_tasks", "import_scores", "export_pixel_tasks", "import_masks")
-                for r in rounds}  # fmt: skip
+    expected = {
+        f"{s}@{r}" for s in ("export_weak_tasks", "import_scores", "export_pixel_tasks", "import_masks") for r in rounds
+    }
     expected.add("validity")  # it fits the rater model to the simulated annotators, by their names
     assert stale == expected

@@ -196,9 +196,7 @@ class _Placed:
 def _place_data(root: Path, spec: CampaignSpec) -> _Placed:
     """Copy or hard-link the user's folders into data/ and `dvc add` them, or name them in place (external)."""
     if spec.data == "external":
-        absolute = [
-            str(p.resolve()) if p else None for p in (spec.voc, spec.urls, spec.truth, spec.eval_pool)
-        ]
+        absolute = [str(p.resolve()) if p else None for p in (spec.voc, spec.urls, spec.truth, spec.eval_pool)]
         return _Placed(absolute[0], [str(p.resolve()) for p in spec.pools], *absolute[1:])
     named = {"data/voc": spec.voc, "data/truth": spec.truth, "data/eval_pool": spec.eval_pool}
     several = len(spec.pools) > 1
@@ -246,10 +244,7 @@ def _dvc(root: Path, *args: str) -> None:
 
 def _count_images(folders: list[Path]) -> int:
     return sum(
-        name.lower().endswith(IMAGE_SUFFIXES)
-        for folder in folders
-        for _, _, names in os.walk(folder)
-        for name in names
+        name.lower().endswith(IMAGE_SUFFIXES) for folder in folders for _, _, names in os.walk(folder) for name in names
     )
 
 
@@ -258,9 +253,7 @@ def _fill_params(params: dict, spec: CampaignSpec, placed: _Placed, root: Path) 
     """Write the user's data, classes, input policy, target and annotation into ``params``; returns the changes
     made so that the data can satisfy them."""
     classes = make_class_list(spec.classes)
-    params["dataset"].update(
-        classes=list(classes.names), voc_root=placed.voc, train_split="train", val_split="val"
-    )
+    params["dataset"].update(classes=list(classes.names), voc_root=placed.voc, train_split="train", val_split="val")
     crawl = params["crawl"]
     crawl.update(folders=placed.pools, url_list=placed.urls, reference_sets=[f"{placed.voc}/JPEGImages"])
     models = params["models"]

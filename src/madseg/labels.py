@@ -14,9 +14,28 @@ import numpy as np
 IGNORE_INDEX = 255
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 DEMO_CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross", "star")
 
@@ -84,18 +103,14 @@ class ClassList:
         return self.palette.reshape(-1).tolist()
 
 
-def make_class_list(
-    classes: str | Sequence[str], palette: Sequence[Sequence[int]] | None = None
-) -> ClassList:
+def make_class_list(classes: str | Sequence[str], palette: Sequence[Sequence[int]] | None = None) -> ClassList:
     """Build a ClassList from a preset name or an explicit list of names, with an optional palette."""
     if isinstance(classes, str):
         if classes not in PRESETS:
             if "," in classes:  # `classes: background, cat, dog` is one string in YAML
                 names = ", ".join(c.strip() for c in classes.split(","))
                 raise ValueError(f"{classes!r} is one text, not a list — write it as a list: [{names}]")
-            raise ValueError(
-                f"unknown class preset {classes!r} — name one of {sorted(PRESETS)} or list your classes"
-            )
+            raise ValueError(f"unknown class preset {classes!r} — name one of {sorted(PRESETS)} or list your classes")
         names = PRESETS[classes]
     else:
         names = tuple(str(c) for c in classes)
@@ -103,9 +118,7 @@ def make_class_list(
     if palette is not None:
         given = np.asarray(palette, dtype=np.int64)
         if given.ndim != 2 or given.shape[1] != 3 or given.shape[0] != len(names):
-            raise ValueError(
-                f"palette must list one [r, g, b] per class ({len(names)}), got shape {given.shape}"
-            )
+            raise ValueError(f"palette must list one [r, g, b] per class ({len(names)}), got shape {given.shape}")
         if given.min() < 0 or given.max() > 255:
             raise ValueError("palette entries must lie in 0..255")
         full[: len(names)] = given.astype(np.uint8)

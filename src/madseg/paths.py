@@ -18,9 +18,7 @@ POOL_REJECTS = INDEX / "rejects.csv"
 
 # models
 MODELS = Path("models")
-COMPETITORS = (
-    MODELS / "competitors"
-)  # one folder per competitor: model.pt | model.ts | model.onnx | predictions/
+COMPETITORS = MODELS / "competitors"  # one folder per competitor: model.pt | model.ts | model.onnx | predictions/
 
 
 def competitor_dir(name: str) -> Path:

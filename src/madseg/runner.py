@@ -49,9 +49,7 @@ def run_stage(
     wanted = inspect.signature(module.run).parameters
     needed = [name for name, p in wanted.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if lacking := [STAGE_ARGUMENTS[name] for name in needed if given.get(name) is None]:
-        raise ConfigError(
-            f"{stage}: needs {' and '.join(lacking)} — e.g. `madseg run {stage} {lacking[0]} 0`"
-        )
+        raise ConfigError(f"{stage}: needs {' and '.join(lacking)} — e.g. `madseg run {stage} {lacking[0]} 0`")
     if extra := [STAGE_ARGUMENTS[k] for k, v in given.items() if v is not None and k not in wanted]:
         raise ConfigError(f"{stage}: takes no {' or '.join(extra)} — drop it")
     params = load_params(params_path)
@@ -91,9 +89,7 @@ def _user_error(error: BaseException) -> tuple[int, str]:
     """The exit code and message of an error a user can cause; anything else is a bug and keeps its traceback."""
     if isinstance(error, ExpectedStop):  # the user's move: fix params, annotate, start the server
         return error.exit_code, str(error)
-    if isinstance(
-        error, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError | ValueError
-    ):
+    if isinstance(error, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError | ValueError):
         # public functions validate their inputs with ValueError naming what they got; missing files are the user's
         return BadInput.exit_code, str(error)
     if isinstance(error, KeyboardInterrupt):

@@ -127,9 +127,7 @@ def _curve_declared(body) -> bool:
 
 
 def _declare_curve(body, declared: bool) -> None:
-    plots = [
-        p for p in body.get("plots") or [] if TARGET_CURVE not in (p if isinstance(p, dict) else {p: None})
-    ]
+    plots = [p for p in body.get("plots") or [] if TARGET_CURVE not in (p if isinstance(p, dict) else {p: None})]
     if declared:
         plots.append({TARGET_CURVE: {"cache": False, "x": "step", "y": "loss"}})
     if plots:

@@ -59,6 +59,4 @@ def competitor_spec(spec: ModelSpec, models: ModelsParams) -> dict:
 
 def _check_path(spec: ModelSpec) -> None:
     if spec.path is None or not Path(spec.path).exists():
-        raise FileNotFoundError(
-            f"model {spec.name}: source {spec.source!r} needs an existing path, got {spec.path!r}"
-        )
+        raise FileNotFoundError(f"model {spec.name}: source {spec.source!r} needs an existing path, got {spec.path!r}")

@@ -32,17 +32,29 @@ def weights_origin(provenance: dict) -> dict:
 
 
 def make_meta(
-    *, arch: str, kwargs: dict, classes: list[str], input_size: int | list[int], mean, std,
+    *,
+    arch: str,
+    kwargs: dict,
+    classes: list[str],
+    input_size: int | list[int],
+    mean,
+    std,
     input_policy: InputPolicy | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """The checkpoint fields other than weights and provenance.
 
     A plain ``resize`` policy is not written, so that checkpoints stay byte-identical to those made before
     input policies existed.
     """
     size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
-    meta = {"arch": arch, "kwargs": dict(kwargs), "classes": list(classes), "input_size": size,
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}  # fmt: skip
+    meta = {
+        "arch": arch,
+        "kwargs": dict(kwargs),
+        "classes": list(classes),
+        "input_size": size,
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+    }
     if input_policy is not None and input_policy.kind != "resize":
         meta["input_policy"] = input_policy.to_meta()
     return meta
@@ -75,9 +87,7 @@ def read_checkpoint(path: str | Path) -> dict:
         missing = [k for k in REQUIRED if not isinstance(payload, dict) or k not in payload]
         raise ValueError(f"{path}: not a madseg checkpoint (missing fields {missing})")
     if payload["format"] != FORMAT:
-        raise ValueError(
-            f"{path}: checkpoint format {payload['format']} is not supported (expected {FORMAT})"
-        )
+        raise ValueError(f"{path}: checkpoint format {payload['format']} is not supported (expected {FORMAT})")
     return payload
 
 

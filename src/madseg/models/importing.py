@@ -80,10 +80,23 @@ def import_model(
     if unused:
         raise ValueError(f"{source}: keys the network {arch} does not have: {unused[:10]}")
     net.load_state_dict(mapped, strict=True)
-    meta = make_meta(arch=arch, kwargs=kwargs, classes=list(classes), input_size=list(policy.size),
-                     mean=mean, std=std, input_policy=policy)  # fmt: skip
-    provenance = {"imported": {"form": form, "file": weights_file.name, "file_sha256": sha256_file(weights_file),
-                               "tensors_sha256": tensors_sha256(net.state_dict())}}  # fmt: skip
+    meta = make_meta(
+        arch=arch,
+        kwargs=kwargs,
+        classes=list(classes),
+        input_size=list(policy.size),
+        mean=mean,
+        std=std,
+        input_policy=policy,
+    )
+    provenance = {
+        "imported": {
+            "form": form,
+            "file": weights_file.name,
+            "file_sha256": sha256_file(weights_file),
+            "tensors_sha256": tensors_sha256(net.state_dict()),
+        }
+    }
     return model.eval(), meta, provenance
 
 
@@ -108,9 +121,7 @@ def _check_outputs(
     """A ClassMismatch when the file's final layer has another number of outputs than the class list."""
     for key, tensor in target.items():
         other = state.get(key)
-        head_differs = (
-            other is not None and other.shape != tensor.shape and other.shape[1:] == tensor.shape[1:]
-        )
+        head_differs = other is not None and other.shape != tensor.shape and other.shape[1:] == tensor.shape[1:]
         if head_differs and tensor.shape[0] == k:
             raise ClassMismatch(
                 f"{source}: the model predicts {other.shape[0]} classes ({key}), dataset.classes has {k}: "

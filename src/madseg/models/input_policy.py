@@ -26,9 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 POLICIES = ("resize", "shorter_side", "tiles")
-RESIZE_FINGERPRINT = (
-    "resize-bilinear-to-input/argmax/nearest-back-v1"  # what stores made before policies hold
-)
+RESIZE_FINGERPRINT = "resize-bilinear-to-input/argmax/nearest-back-v1"  # what stores made before policies hold
 
 
 @dataclass(frozen=True)

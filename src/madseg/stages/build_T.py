@@ -16,9 +16,7 @@ log = logging.getLogger(__name__)
 def run(params: Params, *, round_key: str) -> None:
     here = paths.annotations_dir(round_key)
     mos = read_csv(here / "mos.csv", required=["image_id", "mos", "vetoed"])
-    trained_on = read_csv(
-        paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv", required=["image_id"]
-    )
+    trained_on = read_csv(paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv", required=["image_id"])
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
     stats = stats[stats["id"].isin(set(mos["image_id"]))]
     classes = params.dataset.class_list()

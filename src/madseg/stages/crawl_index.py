@@ -38,9 +38,7 @@ def run(params: Params, **_: object) -> None:
     ):
         summary = result.summary()
         if not summary["indexed"]:
-            raise ValueError(
-                f"crawl: no image was indexed from {list(p.folders)} / {p.url_list}; see the rejects"
-            )
+            raise ValueError(f"crawl: no image was indexed from {list(p.folders)} / {p.url_list}; see the rejects")
         result.write(paths.POOL_INDEX, paths.POOL_REJECTS)
     write_json(paths.INDEX / "summary.json", summary)
     log.info("crawl_index: %s", ", ".join(f"{k} {v}" for k, v in summary.items()))

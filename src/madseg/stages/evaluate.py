@@ -24,9 +24,7 @@ def run(params: Params, *, round_key: str) -> None:
     test_ids = read_csv(here / "T.csv", required=["image_id"])["image_id"].tolist()
     test_truth = {i: read_mask(here / "masks" / f"{i}.png", classes) for i in test_ids}
 
-    models = {
-        params.models.target.name: (paths.target_checkpoint(round_key), paths.target_predictions(round_key))
-    }
+    models = {params.models.target.name: (paths.target_checkpoint(round_key), paths.target_predictions(round_key))}
     for name in params.models.competitors:
         models[name] = (paths.competitor_dir(name), paths.competitor_predictions(name))
 
@@ -45,9 +43,7 @@ def run(params: Params, *, round_key: str) -> None:
             classes,
             params.infer,
         )
-        t0 = score_set(
-            per_image_confusions(t0_pred, t0_truth, t0_ids, classes.num_classes), classes.names, **boot
-        )
+        t0 = score_set(per_image_confusions(t0_pred, t0_truth, t0_ids, classes.num_classes), classes.names, **boot)
         test_pred = PredictionStore(store_path).read_maps(test_ids)
         test_cms[name] = per_image_confusions(test_pred, test_truth, test_ids, classes.num_classes)
         test = score_set(test_cms[name], classes.names, **boot)

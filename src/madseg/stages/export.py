@@ -24,14 +24,14 @@ def run(params: Params) -> None:
     example = torch.zeros(1, 3, *meta["input_size"])
     traced = torch.jit.trace(model.eval(), example)
     save_torchscript(traced, paths.EXPORT / "target.ts")
-    card = {
-        k: meta[k]
-        for k in ("arch", "kwargs", "classes", "input_size", "mean", "std", "input_policy")
-        if k in meta
-    }
+    card = {k: meta[k] for k in ("arch", "kwargs", "classes", "input_size", "mean", "std", "input_policy") if k in meta}
     card |= weights_origin(meta["provenance"])
-    card |= {"round": int(final), "checkpoint_sha256": sha256_file(source), "logits": "N x K x H x W",
-             "usage": "torch.jit.load('target.ts')(normalised NCHW float) -> logits; "
-                      "or madseg.models.checkpoint.load_checkpoint('target.pt')"}  # fmt: skip
+    card |= {
+        "round": int(final),
+        "checkpoint_sha256": sha256_file(source),
+        "logits": "N x K x H x W",
+        "usage": "torch.jit.load('target.ts')(normalised NCHW float) -> logits; "
+        "or madseg.models.checkpoint.load_checkpoint('target.pt')",
+    }
     write_json(paths.EXPORT / "model_card.json", card)
     log.info("exported f_t^(%s) to %s (checkpoint, TorchScript, model card)", final, paths.EXPORT)

@@ -22,17 +22,13 @@ def run(params: Params, *, round_key: str) -> None:
     overlays = [mining / "overlays" / "rater" / f"{i}.png" for i in ids]
     missing = [str(p) for p in overlays if not p.exists()]
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} rater overlays missing, e.g. {missing[:3]}; re-run mine@{round_key}"
-        )
+        raise FileNotFoundError(f"{len(missing)} rater overlays missing, e.g. {missing[:3]}; re-run mine@{round_key}")
     backend = make_backend(
         params.annotation,
         classes=params.dataset.class_list(),
         truth_dir=params.annotation.simulated.truth_dir,
         target_maps=prediction_maps(paths.target_predictions),
     )
-    receipt = backend.export_weak(
-        round_key, pd.DataFrame({"image_id": ids, "path": [str(p) for p in overlays]})
-    )
+    receipt = backend.export_weak(round_key, pd.DataFrame({"image_id": ids, "path": [str(p) for p in overlays]}))
     write_json(paths.annotations_dir(round_key) / "weak_export.json", receipt)
     log.info("round %s: %d rating tasks exported to %s", round_key, len(ids), backend.name)

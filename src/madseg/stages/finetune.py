@@ -32,8 +32,13 @@ def run(params: Params, *, round_key: str) -> None:
     prev_dir = paths.labelled_dir(spec.prev)
     previous = read_csv(prev_dir / "index.csv", required=["image_id", "round", "mask"])
     here_dir = paths.labelled_dir(round_key)
-    labelled = labelled_set(s_all, previous, round_key, new_masks=paths.annotations_dir(round_key) / "masks",
-                            previous_masks=prev_dir)  # fmt: skip
+    labelled = labelled_set(
+        s_all,
+        previous,
+        round_key,
+        new_masks=paths.annotations_dir(round_key) / "masks",
+        previous_masks=prev_dir,
+    )
     rows = labelled.to_dict("records")
     missing = [str(row["source"]) for row in rows if not row["source"].exists()]
     if missing:

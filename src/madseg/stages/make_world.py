@@ -65,9 +65,7 @@ def run(params: Params) -> None:
             write_file(image_dir / f"{item.name}.jpg", item.jpeg)
             ident = image_id(item.jpeg)
             write_label(truth_dir / "masks" / f"{ident}.png", item.label)
-            rows.append(
-                {"image_id": ident, "name": item.name, "kind": item.kind, "factors": ";".join(item.factors)}
-            )
+            rows.append({"image_id": ident, "name": item.name, "kind": item.kind, "factors": ";".join(item.factors)})
             if split == "pool":
                 pool_items[item.name] = (item.jpeg, item.label)
         if split == "pool":
@@ -82,12 +80,16 @@ def run(params: Params) -> None:
         write_file(pool / f"{copy.name}.jpg", copy.jpeg)
         write_label(truth / "masks" / f"{image_id(copy.jpeg)}.png", copy.label)
         original = by_name.get(copy.of_name, {"kind": "normal", "factors": ""})  # benchmark leaks are normal
-        pool_rows.append({"image_id": image_id(copy.jpeg), "name": copy.name, "kind": original["kind"],
-                          "factors": original["factors"]})  # fmt: skip
+        pool_rows.append(
+            {
+                "image_id": image_id(copy.jpeg),
+                "name": copy.name,
+                "kind": original["kind"],
+                "factors": original["factors"],
+            }
+        )
     counts |= _write_truth_table(truth, pool_rows, "pool")
-    duplicates = pd.DataFrame(
-        [(c.name, c.of_name, c.kind) for c in planted], columns=["name", "of_name", "kind"]
-    )
+    duplicates = pd.DataFrame([(c.name, c.of_name, c.kind) for c in planted], columns=["name", "of_name", "kind"])
     write_csv(truth / "duplicates.csv", duplicates)
     write_json(
         root / "manifest.json",

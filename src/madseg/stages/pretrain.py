@@ -55,9 +55,7 @@ def run(params: Params, *, model: str) -> None:
     )
     predictions, truth, ids = predict_voc_split(predictor, params.dataset, classes, params.infer)
     t0_miou = mean_iou(sum(confusion_matrix(truth[i], predictions[i], classes.num_classes) for i in ids))
-    write_json(
-        paths.METRICS / "pretrain" / f"{name}.json", {"t0_miou": t0_miou, "source": spec.source, "steps": 0}
-    )
+    write_json(paths.METRICS / "pretrain" / f"{name}.json", {"t0_miou": t0_miou, "source": spec.source, "steps": 0})
     log.info("%s: adopted %s from %s, T0 mIoU %.3f", name, spec.source, spec.path, t0_miou)
 
 
@@ -67,30 +65,46 @@ def _train(params: Params, spec: ModelSpec, out: Path, name: str) -> None:
     classes = params.dataset.class_list()
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
-    fit = pretrain_spec(spec, images=s0.images, masks=s0.masks, classes=classes, models=params.models,
-                        recipe=params.pretrain, seed=params.seed, device=device)  # fmt: skip
-    t0_miou = evaluate_model(fit.model, t0.images, t0.masks, meta=fit.meta, num_classes=classes.num_classes,
-                             device=device)  # fmt: skip
-    provenance = {"trained_on": f"{params.dataset.voc_root}:{params.dataset.train_split}", "images": len(s0.images),
-                  "steps": fit.steps, "seed": params.seed, "t0_miou": t0_miou}  # fmt: skip
+    fit = pretrain_spec(
+        spec,
+        images=s0.images,
+        masks=s0.masks,
+        classes=classes,
+        models=params.models,
+        recipe=params.pretrain,
+        seed=params.seed,
+        device=device,
+    )
+    t0_miou = evaluate_model(
+        fit.model, t0.images, t0.masks, meta=fit.meta, num_classes=classes.num_classes, device=device
+    )
+    provenance = {
+        "trained_on": f"{params.dataset.voc_root}:{params.dataset.train_split}",
+        "images": len(s0.images),
+        "steps": fit.steps,
+        "seed": params.seed,
+        "t0_miou": t0_miou,
+    }
     if fit.weights:  # only then, so that from-scratch checkpoints keep their bytes
         provenance["pretrained"] = fit.weights
     save_checkpoint(out, fit.model.cpu(), fit.meta, provenance=provenance)
     described = "; ".join(f"{w['part']}: {w.get('weights') or w['file']}" for w in fit.weights)
     write_json(
         paths.METRICS / "pretrain" / f"{name}.json",
-        {"t0_miou": t0_miou, "steps": fit.steps, "lr": fit.lr, "input_size": fit.meta["input_size"],
-         "augment": spec.augment, "train_s": round(fit.seconds, 1),
-         **({"pretrained": described} if fit.weights else {})},
-    )  # fmt: skip
-    write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(fit.curve))
-    log.info(
-        "%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, fit.steps, fit.seconds
+        {
+            "t0_miou": t0_miou,
+            "steps": fit.steps,
+            "lr": fit.lr,
+            "input_size": fit.meta["input_size"],
+            "augment": spec.augment,
+            "train_s": round(fit.seconds, 1),
+            **({"pretrained": described} if fit.weights else {}),
+        },
     )
+    write_csv(paths.METRICS / "pretrain" / f"{name}_curve.csv", pd.DataFrame(fit.curve))
+    log.info("%s (%s): T0 mIoU %.3f after %d steps in %.0f s", name, spec.arch, t0_miou, fit.steps, fit.seconds)
 
 
 def _write_spec(params: Params, spec: ModelSpec) -> None:
     write_json(paths.competitor_dir(spec.name) / "spec.json", competitor_spec(spec, params.models))
-    load_predictor(
-        paths.competitor_dir(spec.name), classes=params.dataset.class_list()
-    )  # fail now, not at infer
+    load_predictor(paths.competitor_dir(spec.name), classes=params.dataset.class_list())  # fail now, not at infer

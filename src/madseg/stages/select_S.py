@@ -26,10 +26,13 @@ def run(params: Params, *, round_key: str) -> None:
     # the last round only measures (ratings and T's masks): it fine-tunes nothing, so it selects no S
     n4 = params.selection.n4 if spec.finetune else 0
     if params.selection.method == "round_robin":
-        groups = read_csv(paths.mining_dir(round_key) / "candidates.csv",
-                          required=["image_id", "competitor", "class", "direction"])  # fmt: skip
-        chosen = select_round_robin(mos, groups, n4, exclude=previous["image_id"],
-                                    pool_factor=params.selection.pool_factor)  # fmt: skip
+        groups = read_csv(
+            paths.mining_dir(round_key) / "candidates.csv",
+            required=["image_id", "competitor", "class", "direction"],
+        )
+        chosen = select_round_robin(
+            mos, groups, n4, exclude=previous["image_id"], pool_factor=params.selection.pool_factor
+        )
     else:
         chosen = select_lowest(mos, n4, exclude=previous["image_id"])
     s_all = pd.concat(

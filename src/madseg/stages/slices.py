@@ -49,6 +49,4 @@ def run(params: Params, *, round_key: str) -> None:
         "top_group_share": None if top is None else float(top["group_share"]),
     }
     write_json(paths.METRICS / "slices" / f"round_{round_key}.json", summary)
-    log.info(
-        "round %s: %d slices of M; first: %s", round_key, len(slices), None if top is None else top["rule"]
-    )
+    log.info("round %s: %d slices of M; first: %s", round_key, len(slices), None if top is None else top["rule"])

@@ -14,13 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
-    rounds = {
-        key: read_json(paths.round_metrics(key)) for key in params.rounds if paths.round_metrics(key).exists()
-    }
+    rounds = {key: read_json(paths.round_metrics(key)) for key in params.rounds if paths.round_metrics(key).exists()}
     if not rounds:
-        raise FileNotFoundError(
-            f"no round metrics under {paths.round_metrics('0').parent}: run evaluate first"
-        )
+        raise FileNotFoundError(f"no round metrics under {paths.round_metrics('0').parent}: run evaluate first")
     models = [params.models.target.name, *params.models.competitors]
     table = table1(rounds, models)
     write_csv(paths.METRICS / "table1.csv", table)

@@ -65,9 +65,7 @@ def read_pool_factors(truth_dir: str | Path) -> pd.Series:
 def _disagreement(params: Params, classes, kinds: pd.Series) -> None:
     """Mean pairwise 1 - mIoU between all pretrained models on normal vs corner-case pool images."""
     stores = {"target": PredictionStore(paths.target_predictions("0"))}
-    stores |= {
-        name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
-    }
+    stores |= {name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors}
     aligned = zip(*(s.iter_shards() for s in stores.values()), strict=True)
     out: dict = pairwise_disagreement(aligned, list(stores), kinds, classes.num_classes)
     out["models"] = list(stores)
@@ -193,7 +191,5 @@ def _t0(params: Params, round_key: str) -> float:
         return float(read_json(paths.finetune_metrics(round_key))["t0_miou_before"])
     before = [key for key, spec in params.finetunes.items() if spec.next == round_key]
     if not before:
-        raise ValueError(
-            "validity measures what fine-tuning changed, and params.yaml has no fine-tuning round"
-        )
+        raise ValueError("validity measures what fine-tuning changed, and params.yaml has no fine-tuning round")
     return float(read_json(paths.finetune_metrics(before[0]))["t0_miou_after"])
