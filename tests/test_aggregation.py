@@ -17,8 +17,13 @@ def _ratings(bias: dict, spread: dict, n: int = 300, seed: int = 0, rounded: boo
     for j, q in enumerate(quality):
         for rater in bias:
             score = q + bias[rater] + spread[rater] * rng.normal()
-            rows.append({"image_id": f"{j:04d}", "annotator": rater,
-                         "score": float(np.clip(np.round(score), 1, 5)) if rounded else score})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": f"{j:04d}",
+                    "annotator": rater,
+                    "score": float(np.clip(np.round(score), 1, 5)) if rounded else score,
+                }
+            )
     return pd.DataFrame(rows), quality
 
 
@@ -74,11 +79,16 @@ def test_same_biases_as_sureal():
     scores, _ = _ratings(bias, {"a": 0.5, "b": 0.6, "c": 0.4}, n=120, seed=2)
     table = scores.pivot(index="image_id", columns="annotator", values="score")
     dataset = SimpleNamespace(
-        dataset_name="madseg", yuv_fmt="yuv420p", width=1, height=1,
+        dataset_name="madseg",
+        yuv_fmt="yuv420p",
+        width=1,
+        height=1,
         ref_videos=[{"content_id": 0, "content_name": "pool", "path": "ref"}],
-        dis_videos=[{"content_id": 0, "asset_id": n, "path": image, "os": row.to_dict()}
-                    for n, (image, row) in enumerate(table.iterrows())],
-    )  # fmt: skip
+        dis_videos=[
+            {"content_id": 0, "asset_id": n, "path": image, "os": row.to_dict()}
+            for n, (image, row) in enumerate(table.iterrows())
+        ],
+    )
     theirs = sureal.MaximumLikelihoodEstimationModelContentOblivious(RawDatasetReader(dataset)).run_modeling()
     ours = estimate(scores)
     assert np.allclose(ours.bias[list(table.columns)].to_numpy(), theirs["observer_bias"], atol=0.02)

@@ -62,8 +62,10 @@ def test_paired_bootstrap_of_a_difference_cancels_shared_difficulty():
 
 
 def test_table1_shape_and_markdown():
-    rounds = {"0": {"target.T0.miou": 0.8, "target.T.miou": 0.5, "unet.T0.miou": 0.7, "unet.T.miou": 0.4},
-              "1": {"target.T0.miou": 0.81, "target.T.miou": 0.6, "unet.T0.miou": 0.7, "unet.T.miou": 0.3}}  # fmt: skip
+    rounds = {
+        "0": {"target.T0.miou": 0.8, "target.T.miou": 0.5, "unet.T0.miou": 0.7, "unet.T.miou": 0.4},
+        "1": {"target.T0.miou": 0.81, "target.T.miou": 0.6, "unet.T0.miou": 0.7, "unet.T.miou": 0.3},
+    }
     table = table1(rounds, ["target", "unet"])
     assert list(table.columns) == ["model", "round 0 T0", "round 0 T1", "round 1 T0", "round 1 T2"]
     assert table.loc[0, "round 1 T2"] == 0.6

@@ -1,4 +1,5 @@
-"""The one confusion matrix and everything derived from it: properties, hand-computed cases, a naive reference."""
+"""The one confusion matrix and everything derived from it: properties, hand-computed cases, a naive
+reference."""
 
 import numpy as np
 import pytest

@@ -84,9 +84,13 @@ def test_build_T_errors_when_cap_cannot_fill():
 
 def test_main_class_is_largest_foreground_area():
     area = pd.DataFrame(
-        {"id": ["a", "b", "c"], "area_background": [0.9, 0.5, 1.0], "area_disc": [0.02, 0.3, 0.0],
-         "area_ring": [0.08, 0.2, 0.0]}
-    )  # fmt: skip
+        {
+            "id": ["a", "b", "c"],
+            "area_background": [0.9, 0.5, 1.0],
+            "area_disc": [0.02, 0.3, 0.0],
+            "area_ring": [0.08, 0.2, 0.0],
+        }
+    )
     got = main_class(area, ["background", "disc", "ring"])
     assert got.to_dict() == {"a": "ring", "b": "disc", "c": "background"}
 
@@ -121,11 +125,15 @@ def test_rater_model_scores_undo_a_lenient_raters_bias():
     rows = []
     for i in range(60):
         q = 1 + (i % 5)
-        rows += [{"image_id": f"{i:02d}", "annotator": "fair", "score": q, "out_of_domain": False},
-                 {"image_id": f"{i:02d}", "annotator": "lenient", "score": min(q + 1, 5), "out_of_domain": False}]  # fmt: skip
-    rows += [{"image_id": "b", "annotator": "lenient", "score": 3, "out_of_domain": False},
-             {"image_id": "a", "annotator": "fair", "score": 3, "out_of_domain": False},
-             {"image_id": "v", "annotator": "fair", "score": 1, "out_of_domain": True}]  # fmt: skip
+        rows += [
+            {"image_id": f"{i:02d}", "annotator": "fair", "score": q, "out_of_domain": False},
+            {"image_id": f"{i:02d}", "annotator": "lenient", "score": min(q + 1, 5), "out_of_domain": False},
+        ]
+    rows += [
+        {"image_id": "b", "annotator": "lenient", "score": 3, "out_of_domain": False},
+        {"image_id": "a", "annotator": "fair", "score": 3, "out_of_domain": False},
+        {"image_id": "v", "annotator": "fair", "score": 1, "out_of_domain": True},
+    ]
     scores = pd.DataFrame(rows)
     candidates = sorted(set(scores["image_id"]))
     mean = opinion_scores(scores, candidates).set_index("image_id")
@@ -144,8 +152,12 @@ def test_round_robin_spreads_s_over_the_groups_within_its_quota():
 
     # group A holds the 8 worst images, B and C milder ones, D only good ones beyond the pool
     rows, mos = [], []
-    for group, ids, base in (("A", range(8), 1.0), ("B", range(8, 12), 2.0), ("C", range(12, 16), 2.5),
-                             ("D", range(16, 20), 4.5)):  # fmt: skip
+    for group, ids, base in (
+        ("A", range(8), 1.0),
+        ("B", range(8, 12), 2.0),
+        ("C", range(12, 16), 2.5),
+        ("D", range(16, 20), 4.5),
+    ):
         for i in ids:
             rows.append({"image_id": f"{i:02d}", "competitor": group, "class": "disc", "direction": "t"})
             mos.append({"image_id": f"{i:02d}", "mos": base + i / 100, "vetoed": False})

@@ -1,4 +1,5 @@
-"""The validity study's recipes: each names the params it documents, and the per-recipe summary plants known answers."""
+"""The validity study's recipes: each names the params it documents, and the per-recipe summary plants known
+answers."""
 
 from __future__ import annotations
 
@@ -39,14 +40,25 @@ def test_recipes_produce_the_documented_params():
 
 def test_recipe_summary_means_spread_and_margins():
     def row(option, strategy, seed, corner, final, low_before, low_after):
-        return {"option": option, "strategy": strategy, "seed": seed, "corner_miou_gain": corner, "t0_drop": 0.1,
-                "target_2.all_in_domain": final, "target_0.factor.low_contrast": low_before,
-                "target_2.factor.low_contrast": low_after}  # fmt: skip
+        return {
+            "option": option,
+            "strategy": strategy,
+            "seed": seed,
+            "corner_miou_gain": corner,
+            "t0_drop": 0.1,
+            "target_2.all_in_domain": final,
+            "target_0.factor.low_contrast": low_before,
+            "target_2.factor.low_contrast": low_after,
+        }
 
-    table = pd.DataFrame([
-        row("paper", "mad", 0, 6.0, 0.78, 0.10, 0.10), row("paper", "mad", 1, 8.0, 0.80, 0.10, 0.12),
-        row("views", "mad", 0, 5.0, 0.79, 0.10, 0.30), row("views", "entropy", 0, 4.0, 0.77, 0.10, 0.10),
-    ])  # fmt: skip
+    table = pd.DataFrame(
+        [
+            row("paper", "mad", 0, 6.0, 0.78, 0.10, 0.10),
+            row("paper", "mad", 1, 8.0, 0.80, 0.10, 0.12),
+            row("views", "mad", 0, 5.0, 0.79, 0.10, 0.30),
+            row("views", "entropy", 0, 4.0, 0.77, 0.10, 0.10),
+        ]
+    )
     summary = study.summarize_options(table, "2")
     assert summary["paper.corner_miou_gain"] == 7.0 and summary["paper.corner_miou_gain_sd"] == pytest.approx(
         1.41

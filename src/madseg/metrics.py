@@ -45,7 +45,8 @@ def iou_per_class(cm: np.ndarray) -> np.ndarray:
 
 
 def mean_iou(cm: np.ndarray) -> float:
-    """mIoU over classes present in truth or prediction; 1.0 when the matrix is empty (nothing to disagree on)."""
+    """mIoU over classes present in truth or prediction; 1.0 when the matrix is empty (nothing to disagree
+    on)."""
     iou = iou_per_class(cm)
     present = ~np.isnan(iou)
     return float(iou[present].mean()) if present.any() else 1.0
@@ -105,7 +106,8 @@ def pixel_accuracy_from_batch(cms: np.ndarray) -> np.ndarray:
 
 
 def srcc(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two score vectors (scipy.stats.spearmanr); 1.0 for constant equal inputs."""
+    """Spearman rank correlation of two score vectors (scipy.stats.spearmanr); 1.0 for constant equal
+    inputs."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
         raise ValueError(f"score vectors differ in shape: {a.shape} vs {b.shape}")

@@ -1,6 +1,6 @@
 """Rating aggregation that models the raters: each rater's bias and inconsistency and each image's quality,
-estimated jointly by maximum likelihood (ITU-T P.910 Annex E; Netflix sureal's MLE model, solved by alternating
-projections as in sureal's ``MaximumLikelihoodEstimationModel``).
+estimated jointly by maximum likelihood (ITU-T P.910 Annex E; Netflix sureal's MLE model, solved by
+alternating projections as in sureal's ``MaximumLikelihoodEstimationModel``).
 
 The model: rater i's score of image j is ``u_ij = psi_j + delta_i + nu_i * X``, X ~ N(0, 1). psi_j is the
 image's quality, delta_i the rater's bias (a lenient rater scores above the others), nu_i > 0 their
@@ -8,9 +8,9 @@ inconsistency (the spread of their scores around psi_j + delta_i). The biases su
 is the raters' average). Every image need not be rated by every rater: missing scores are simply absent.
 
 Plain maximum likelihood degenerates: it can explain the most consistent rater's scores exactly (nu_i -> 0,
-likelihood -> infinity, psi_j = that rater's scores; sureal's estimate collapses the same way). So each rater's
-inconsistency is measured against the quality the *other* raters give the image, less that estimate's own
-variance: a rater cannot vouch for themself.
+likelihood -> infinity, psi_j = that rater's scores; sureal's estimate collapses the same way). So each
+rater's inconsistency is measured against the quality the *other* raters give the image, less that estimate's
+own variance: a rater cannot vouch for themself.
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def estimate(scores: pd.DataFrame, *, max_iterations: int = 500, tolerance: floa
         counted = np.bincount(rat, ~alone, n_rat)
         variance = np.bincount(rat, excess, n_rat) / np.maximum(counted, 1)
         new_spread = np.where(counted > 0, np.sqrt(np.maximum(variance, MIN_INCONSISTENCY**2)), spread)
-        change = max(np.abs(new_quality - quality).max(), np.abs(new_bias - bias).max(),
-                     np.abs(new_spread - spread).max())  # fmt: skip
+        change = max(
+            np.abs(new_quality - quality).max(),
+            np.abs(new_bias - bias).max(),
+            np.abs(new_spread - spread).max(),
+        )
         quality, bias, spread = new_quality, new_bias, new_spread
         if change < tolerance:
             break

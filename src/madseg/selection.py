@@ -94,10 +94,10 @@ def select_round_robin(
     exclude: Iterable[str] = (),
     pool_factor: float = 2.0,
 ) -> pd.DataFrame:
-    """S^(i+1) spread over MAD's groups: among the ``pool_factor * n4`` lowest-MOS eligible images (never vetoed,
-    none already in S^(1..i)), each (competitor, class, direction) group in turn gives its lowest-MOS image not
-    yet taken, until ``n4``. Taking only the lowest MOS piles S onto the factor the raters find worst; the
-    groups are what makes MAD's candidates diverse (see the README's recipe notes).
+    """S^(i+1) spread over MAD's groups: among the ``pool_factor * n4`` lowest-MOS eligible images (never
+    vetoed, none already in S^(1..i)), each (competitor, class, direction) group in turn gives its lowest-MOS
+    image not yet taken, until ``n4``. Taking only the lowest MOS piles S onto the factor the raters find
+    worst; the groups are what makes MAD's candidates diverse (see the README's recipe notes).
 
     Args:
         mos: :func:`opinion_scores`' table.
@@ -184,8 +184,9 @@ def build_test_set(
             break
     if len(taken) < size:
         raise ValueError(
-            f"T needs {size} images but only {len(taken)} of {len(eligible)} eligible candidates fit the cap of "
-            f"{t_cap} per main class (per class: {dict(sorted(per_class.items()))}); mine more (n3) or raise t_cap"
+            f"T needs {size} images but only {len(taken)} of {len(eligible)} eligible candidates fit the "
+            f"cap of {t_cap} per main class (per class: {dict(sorted(per_class.items()))}); mine more (n3) "
+            "or raise t_cap"
         )
     chosen = eligible.iloc[taken]
     return pd.DataFrame(
@@ -246,10 +247,14 @@ def labelled_set(
             f"the labelled set of the previous round holds images that S_all.csv of round {round_key} lacks"
         )
     rounds = s_all["round"].astype(str)
-    return pd.DataFrame({
-        "image_id": s_all["image_id"].tolist(),
-        "round": rounds.tolist(),
-        "mask": [f"{i}.png" for i in s_all["image_id"]],
-        "source": [(new_masks if r == round_key else previous_masks) / f"{i}.png"
-                   for i, r in zip(s_all["image_id"], rounds, strict=True)],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image_id": s_all["image_id"].tolist(),
+            "round": rounds.tolist(),
+            "mask": [f"{i}.png" for i in s_all["image_id"]],
+            "source": [
+                (new_masks if r == round_key else previous_masks) / f"{i}.png"
+                for i, r in zip(s_all["image_id"], rounds, strict=True)
+            ],
+        }
+    )

@@ -19,11 +19,25 @@ from madseg.slices import factors_recovered, hindsight_bound
 
 OOD = "ood"
 # what validity folds in from scripts/validity_study.py's metrics/study.json
-STUDY_KEYS = ("seeds", "mad_minus_entropy", "mad_minus_random", "mad_minus_entropy_sd", "mad_minus_random_sd",
-              "competition.mad_minus_entropy", "competition.mad_minus_random")  # fmt: skip
+STUDY_KEYS = (
+    "seeds",
+    "mad_minus_entropy",
+    "mad_minus_random",
+    "mad_minus_entropy_sd",
+    "mad_minus_random_sd",
+    "competition.mad_minus_entropy",
+    "competition.mad_minus_random",
+)
 # and from its metrics/study_options.json (--options): the recipes beyond the paper's, side by side
-OPTION_FIGURES = ("corner_miou_gain", "t0_drop", "d_eval_miou", "gain.low_contrast", "gain.colour_shift",
-                  "mad_minus_entropy", "mad_minus_random")  # fmt: skip
+OPTION_FIGURES = (
+    "corner_miou_gain",
+    "t0_drop",
+    "d_eval_miou",
+    "gain.low_contrast",
+    "gain.colour_shift",
+    "mad_minus_entropy",
+    "mad_minus_random",
+)
 
 
 def truly_wrong_fraction(
@@ -87,8 +101,8 @@ def pairwise_disagreement(
     """Mean pairwise 1 - mIoU between models per kind of image (normal, corner, ood).
 
     ``aligned`` yields, per shard, one prediction Shard (``ids`` and (n, H, W) maps, as the prediction store
-    reads them) per model of ``names``, with the same ids; ``kinds`` maps an image id to its kind (ids it lacks
-    count as unknown).
+    reads them) per model of ``names``, with the same ids; ``kinds`` maps an image id to its kind (ids it
+    lacks count as unknown).
     """
     sums: dict[str, list[float]] = {"normal": [], "corner": [], "ood": []}
     for shards in aligned:
@@ -125,8 +139,8 @@ def candidate_precision(
 
 
 def pool_factors(truth: pd.DataFrame) -> pd.Series:
-    """A pool's truth factors (its factors.csv: image_id, factors) as image id -> ';'-joined factor names ('' for
-    none)."""
+    """A pool's truth factors (its factors.csv: image_id, factors) as image id -> ';'-joined factor names (''
+    for none)."""
     return truth.set_index("image_id")["factors"].fillna("").astype(str)
 
 
@@ -136,10 +150,13 @@ def factor_names(named: pd.Series) -> list[str]:
 
 
 def factor_shares(named: pd.Series, ids: Sequence[str]) -> dict[str, float]:
-    """Per factor of ``named`` (image id -> ';'-joined factors), the share of ``ids`` carrying it (0 if none)."""
+    """Per factor of ``named`` (image id -> ';'-joined factors), the share of ``ids`` carrying it (0 if
+    none)."""
     carried = named.reindex(list(ids)).fillna("").str.split(";")
-    return {f: float(carried.map(lambda fs, f=f: f in fs).mean()) if len(carried) else 0.0
-            for f in factor_names(named)}  # fmt: skip
+    return {
+        f: float(carried.map(lambda fs, f=f: f in fs).mean()) if len(carried) else 0.0
+        for f in factor_names(named)
+    }
 
 
 def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int, float]]:
@@ -164,8 +181,8 @@ def round_gains(scores: Mapping[str, float], first: str, last: str) -> dict[str,
     Args:
         scores: target_<round>.<group> -> mIoU for both rounds (groups from :func:`group_scores`, plus T0).
     Returns:
-        corner_miou_gain, normal_miou_change, t0_drop (T0's fall: > 0 is forgetting) and gain.<factor> for each
-        factor the last round was scored on.
+        corner_miou_gain, normal_miou_change, t0_drop (T0's fall: > 0 is forgetting) and gain.<factor> for
+        each factor the last round was scored on.
     """
     gains = {
         "corner_miou_gain": 100 * (scores[f"target_{last}.corner"] - scores[f"target_{first}.corner"]),
@@ -206,14 +223,15 @@ def slice_recovery(
 ) -> dict:
     """How many of the pool's truth factors the 10 top ``slices`` of M recover, beside how many a rule of the
     slices' own vocabulary could isolate when chosen with the truth (the gap to that is the finder's), and how
-    many such a search finds for the same factors shuffled among M's images (its chance level: with thousands of
-    rules, small slices fit labels that mean nothing).
+    many such a search finds for the same factors shuffled among M's images (its chance level: with thousands
+    of rules, small slices fit labels that mean nothing).
 
     Args:
         slices: the round's slices (find_slices' columns); table: slice_table of the pool (index = image id).
         m_ids: the images of M; factors_of_pool: image id -> ';'-joined truth factors (:func:`pool_factors`).
     Returns:
-        factors, factors_recovered_top10, recovered (their names) and :func:`madseg.slices.hindsight_bound`'s keys.
+        factors, factors_recovered_top10, recovered (their names) and :func:`madseg.slices.hindsight_bound`'s
+        keys.
     """
     factors = factor_names(factors_of_pool)
     m_factors = factors_of_pool.reindex(m_ids).fillna("")

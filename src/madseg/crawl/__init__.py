@@ -16,14 +16,16 @@ Every candidate goes through the same checks, whatever its origin:
    representative, the lexicographically first source (the same rule as for exact duplicates).
 
 Nothing is dropped silently: every candidate ends either in the index or in the rejects with a reason from
-:data:`REASONS`. Near-duplicate search is an exact multi-index-hashing join (4 bands of 16 bits) in compiled code, and the
-crawl's working set is spooled to a scratch SQLite file, so a pool of 10^6 images fits in little memory.
+:data:`REASONS`. Near-duplicate search is an exact multi-index-hashing join (4 bands of 16 bits) in compiled
+code, and the crawl's working set is spooled to a scratch SQLite file, so a pool of 10^6 images fits in little
+memory.
 
-The package, one module per concept: :mod:`~madseg.crawl.records` (limits, records, rejects and their reasons),
-:mod:`~madseg.crawl.hashing` (perceptual hashes), :mod:`~madseg.crawl.near_search` (all pairs within a Hamming
-threshold), :mod:`~madseg.crawl.spool` (the working set on disk), :mod:`~madseg.crawl.inspection` (one candidate's
-checks), :mod:`~madseg.crawl.sources` (local folders, URL fetching), :mod:`~madseg.crawl.dedup` and
-:mod:`~madseg.crawl.driver` (the whole crawl). The names below are its public interface.
+The package, one module per concept: :mod:`~madseg.crawl.records` (limits, records, rejects and their
+reasons), :mod:`~madseg.crawl.hashing` (perceptual hashes), :mod:`~madseg.crawl.near_search` (all pairs within
+a Hamming threshold), :mod:`~madseg.crawl.spool` (the working set on disk), :mod:`~madseg.crawl.inspection`
+(one candidate's checks), :mod:`~madseg.crawl.sources` (local folders, URL fetching),
+:mod:`~madseg.crawl.dedup` and :mod:`~madseg.crawl.driver` (the whole crawl). The names below are its public
+interface.
 """
 
 from madseg.crawl.dedup import deduplicate, deduplicate_spool
@@ -74,4 +76,4 @@ __all__ = [
     "phash_hex",
     "read_candidate",
     "store_path",
-]  # fmt: skip
+]

@@ -1,4 +1,5 @@
-"""Exact and near-duplicates: collapse to the lexicographically first source, exclude copies of reference sets."""
+"""Exact and near-duplicates: collapse to the lexicographically first source, exclude copies of reference
+sets."""
 
 from __future__ import annotations
 
@@ -44,21 +45,22 @@ def deduplicate_spool(
 
     Two images are near duplicates when their pHashes differ in at most ``threshold`` bits AND their colour
     layouts differ by at most ``max_color_diff`` (mean absolute, 0..255): the hash finds candidates fast
-    (an exact multi-index join, :func:`near_pairs`), the layout vetoes different scenes whose luminance happens
-    to hash alike. A record that is a near duplicate of a ``references`` image (e.g. S0/T0) is rejected as
-    ``near_duplicate_of_reference``. Exact duplicates (same id) keep the lexicographically first source.
-    Near duplicates: records are visited in order of source, and one that is a near duplicate of an already
-    kept record is rejected in favour of it, so every rejected image names the kept one it copies, and no
-    chain of small steps can merge two distant images. Why the first source and not, say, the largest copy:
+    (an exact multi-index join, :func:`near_pairs`), the layout vetoes different scenes whose luminance
+    happens to hash alike. A record that is a near duplicate of a ``references`` image (e.g. S0/T0) is
+    rejected as ``near_duplicate_of_reference``. Exact duplicates (same id) keep the lexicographically first
+    source. Near duplicates: records are visited in order of source, and one that is a near duplicate of an
+    already kept record is rejected in favour of it, so every rejected image names the kept one it copies, and
+    no chain of small steps can merge two distant images. Why the first source and not, say, the largest copy:
     one rule for exact and near duplicates, predictable from a sorted listing, and an original whose name
     sorts first (as the demo world's do) keeps the ground truth recorded for it.
     """
     if max_color_diff < 0:
         raise ValueError(f"max_color_diff must be >= 0, got {max_color_diff}")
     exact = list(spool.exact_duplicates())
-    spool.reject([row for row, *_ in exact],
-                 [Reject(src, "exact_duplicate", f"same bytes as {first} (id {iid})")
-                  for _, src, iid, first in exact])  # fmt: skip
+    spool.reject(
+        [row for row, *_ in exact],
+        [Reject(src, "exact_duplicate", f"same bytes as {first} (id {iid})") for _, src, iid, first in exact],
+    )
 
     refs = sorted(references, key=lambda r: r.source)
     rowids, hashes = spool.hashes()
@@ -72,8 +74,13 @@ def deduplicate_spool(
             if hit is not None:
                 ref, d, c = hit
                 gone.append(i)
-                rejects.append(Reject(rec.source, "near_duplicate_of_reference",
-                                      f"of {ref.source}, hamming {d}, colour {c:.1f}"))  # fmt: skip
+                rejects.append(
+                    Reject(
+                        rec.source,
+                        "near_duplicate_of_reference",
+                        f"of {ref.source}, hamming {d}, colour {c:.1f}",
+                    )
+                )
         spool.reject(rowids[gone], rejects)
         keep = np.ones(len(rowids), dtype=bool)
         keep[gone] = False
@@ -91,8 +98,13 @@ def deduplicate_spool(
             other, d, c = hit
             is_kept[j] = False
             gone.append(j)
-            rejects.append(Reject(rec.source, "near_duplicate",
-                                  f"of {other.id} ({other.source}), hamming {d}, colour {c:.1f}"))  # fmt: skip
+            rejects.append(
+                Reject(
+                    rec.source,
+                    "near_duplicate",
+                    f"of {other.id} ({other.source}), hamming {d}, colour {c:.1f}",
+                )
+            )
     spool.reject(rowids[gone], rejects)
 
 

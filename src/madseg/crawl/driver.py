@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class CrawlResult:
-    """A finished crawl: its index and rejects, held in the crawl's spool until :meth:`close` (or ``with``)."""
+    """A finished crawl: its index and rejects, held in the crawl's spool until :meth:`close` (or
+    ``with``)."""
 
     def __init__(self, spool: RecordSpool, references: int, reference_failures: int) -> None:
         self._spool = spool
@@ -44,8 +45,12 @@ class CrawlResult:
 
     def summary(self) -> dict[str, int]:
         counts = self._spool.reason_counts()
-        out = {"indexed": len(self._spool), "rejected": sum(counts.values()), "references": self.references,
-               "reference_failures": self.reference_failures}  # fmt: skip
+        out = {
+            "indexed": len(self._spool),
+            "rejected": sum(counts.values()),
+            "references": self.references,
+            "reference_failures": self.reference_failures,
+        }
         out.update({f"rejected_{k}": v for k, v in counts.items()})
         return out
 
@@ -98,8 +103,15 @@ def crawl(
         n_urls, queued = spool.urls()
         if n_urls:
             spool.load_journal(Journal(Path(store_dir) / "journal.jsonl").entries())
-            fetched = fetch_urls(queued, store_dir=store_dir, limits=limits, config=fetch, client=client,
-                                 done=spool.journal_entry, total=n_urls)  # fmt: skip
+            fetched = fetch_urls(
+                queued,
+                store_dir=store_dir,
+                limits=limits,
+                config=fetch,
+                client=client,
+                done=spool.journal_entry,
+                total=n_urls,
+            )
             with contextlib.closing(fetched):
                 for url, e in fetched:
                     if on_fetched is not None:
@@ -115,19 +127,32 @@ def crawl(
         references = [r for r in ref_results if isinstance(r, ImageRecord)]
         failures = [r for r in ref_results if isinstance(r, Reject)]
         if failures:
-            log.warning("%d reference files could not be hashed, e.g. %s: %s", len(failures), failures[0].source,
-                        failures[0].reason)  # fmt: skip
+            log.warning(
+                "%d reference files could not be hashed, e.g. %s: %s",
+                len(failures),
+                failures[0].source,
+                failures[0].reason,
+            )
 
         total, listed = spool.listed()
         for batch in iter_inspect(listed, limits, workers=decode_workers, total=total):
             spool.add(batch)
-        deduplicate_spool(spool, threshold=threshold, max_color_diff=max_color_diff, references=references,
-                          workers=decode_workers)  # fmt: skip
+        deduplicate_spool(
+            spool,
+            threshold=threshold,
+            max_color_diff=max_color_diff,
+            references=references,
+            workers=decode_workers,
+        )
     except BaseException:
         spool.close()
         raise
     result = CrawlResult(spool, len(references), len(failures))
     summary = result.summary()
-    log.info("crawl: %d indexed, %d rejected, %d reference images", summary["indexed"], summary["rejected"],
-             len(references))  # fmt: skip
+    log.info(
+        "crawl: %d indexed, %d rejected, %d reference images",
+        summary["indexed"],
+        summary["rejected"],
+        len(references),
+    )
     return result

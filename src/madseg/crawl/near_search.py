@@ -4,8 +4,8 @@ Split each hash into 4 bands of 16 bits, and let r = t // 4, s = t - 4r. Two has
 differ in at most r - 1 bits in some band, or in at least r bits in every band; then at most s bands differ in
 more than r bits, so one of bands 0..s differs in exactly r (pigeonhole, Norouzi et al.'s multi-index hashing
 sharpened). So every such pair meets in some band as (bucket v, bucket v ^ f), f a 16-bit mask with fewer than
-r set bits, or exactly r in bands 0..s: at t = 12, 4 * 137 + 560 masks instead of 4 * 697. Per band, the hashes
-are sorted by band value (a CSR table of 65,536 buckets), and the join walks every bucket against its
+r set bits, or exactly r in bands 0..s: at t = 12, 4 * 137 + 560 masks instead of 4 * 697. Per band, the
+hashes are sorted by band value (a CSR table of 65,536 buckets), and the join walks every bucket against its
 neighbours' buckets, verifying each candidate pair's full distance.
 
 The work is ~ N^2 * masks / 2^17 popcounts (8.5e9 at 10^6 hashes and t = 12), so it runs as compiled code
@@ -41,7 +41,8 @@ def _popcount(typingctx, x):
 
 @numba.njit(cache=True, nogil=True)
 def _join_band(a_sorted, a_order, a_offsets, b_sorted, b_order, b_offsets, flips, threshold, self_join, out):
-    """Pairs within ``threshold`` that meet in one band; written to ``out`` (K, 3) as (a index, b index, distance).
+    """Pairs within ``threshold`` that meet in one band; written to ``out`` (K, 3) as (a index, b index,
+    distance).
 
     Returns how many pairs there are; if that exceeds len(out), only the first len(out) were written and the
     caller retries with room for all. In a self-join (a is b), each unordered pair is reported once.
@@ -72,7 +73,8 @@ def _join_band(a_sorted, a_order, a_offsets, b_sorted, b_order, b_offsets, flips
 
 
 def _band_table(hashes: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hashes sorted by band value (N,) uint64, their original indices (N,) int64, bucket offsets (65537,))."""
+    """(hashes sorted by band value (N,) uint64, their original indices (N,) int64, bucket offsets
+    (65537,))."""
     sub = ((hashes >> np.uint64(BAND_BITS * band)) & np.uint64(_BUCKETS - 1)).astype(np.int64)
     order = np.argsort(sub, kind="stable")
     offsets = np.zeros(_BUCKETS + 1, dtype=np.int64)

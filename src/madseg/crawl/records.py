@@ -1,4 +1,5 @@
-"""What a crawl produces and why a candidate is refused: limits, accepted records, rejects and their reasons."""
+"""What a crawl produces and why a candidate is refused: limits, accepted records, rejects and their
+reasons."""
 
 from __future__ import annotations
 

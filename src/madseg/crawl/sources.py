@@ -23,8 +23,16 @@ from madseg.io.images import image_id
 
 log = logging.getLogger(__name__)
 
-_STORE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
-              "TIFF": "tif", "PPM": "ppm"}  # fmt: skip
+_STORE_EXT = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "PPM": "ppm",
+}
 
 
 def iter_local(folders: Iterable[str | Path]) -> Iterator[str | Reject]:
@@ -72,9 +80,9 @@ def list_local(folders: Iterable[str | Path]) -> tuple[list[tuple[str, str]], li
 
 # ------------------------------------------------------------------------------------------------- URLs
 def iter_url_list(lines: str | Iterable[str]) -> Iterator[str | Reject]:
-    """URLs from a text (or its lines, e.g. an open file, read as they come), streamed: one per line, blank lines
-    and ``#`` comments skipped, a line that is not an http(s) URL as a ``bad_url`` Reject. A URL listed twice
-    comes twice: the crawl's spool rejects the second as a ``duplicate_source``."""
+    """URLs from a text (or its lines, e.g. an open file, read as they come), streamed: one per line, blank
+    lines and ``#`` comments skipped, a line that is not an http(s) URL as a ``bad_url`` Reject. A URL listed
+    twice comes twice: the crawl's spool rejects the second as a ``duplicate_source``."""
     for line in lines.splitlines() if isinstance(lines, str) else lines:
         url = line.strip()
         if not url or url.startswith("#"):
@@ -221,11 +229,11 @@ def fetch_urls(
 ) -> Iterator[tuple[str, dict]]:
     """Download ``urls`` into the content-addressed store; yield (url, outcome entry) for each, streamed.
 
-    An outcome already in the store's journal (``<store_dir>/journal.jsonl``; ``done`` looks one up, by default
-    in the journal loaded into memory) is reused and not fetched again, unless the stored file has vanished. Each
-    worker thread journals its own outcome as soon as it has one, so an exception in the caller while it
-    consumes the outcomes loses nothing already downloaded. Fetched outcomes come in the order they finish.
-    ``client`` is an ``httpx.Client`` (one is made from ``config`` if None).
+    An outcome already in the store's journal (``<store_dir>/journal.jsonl``; ``done`` looks one up, by
+    default in the journal loaded into memory) is reused and not fetched again, unless the stored file has
+    vanished. Each worker thread journals its own outcome as soon as it has one, so an exception in the caller
+    while it consumes the outcomes loses nothing already downloaded. Fetched outcomes come in the order they
+    finish. ``client`` is an ``httpx.Client`` (one is made from ``config`` if None).
     """
     import httpx
 

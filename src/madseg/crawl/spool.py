@@ -1,8 +1,9 @@
 """The crawl's working set on disk: candidates, accepted records and rejects in a scratch SQLite file.
 
-A crawl of 10^6 images would hold ~3 KB of Python objects per image in lists; here only what deduplication needs
-at once (a hash and a row id per image, 16 bytes) is in memory. SQLite sorts (by source, by id) and groups (exact
-duplicates) on disk with a bounded cache, and the index and the rejects are written from it in chunks.
+A crawl of 10^6 images would hold ~3 KB of Python objects per image in lists; here only what deduplication
+needs at once (a hash and a row id per image, 16 bytes) is in memory. SQLite sorts (by source, by id) and
+groups (exact duplicates) on disk with a bounded cache, and the index and the rejects are written from it in
+chunks.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class RecordSpool:
     def load_journal(self, entries: Iterable[dict]) -> None:
         """Index a fetch journal's entries by URL (a later entry replaces an earlier one)."""
         with self.transaction():
-            self._db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?)",
-                                 ((e["url"], json.dumps(e)) for e in entries))  # fmt: skip
+            self._db.executemany(
+                "INSERT OR REPLACE INTO journal VALUES (?, ?)", ((e["url"], json.dumps(e)) for e in entries)
+            )
 
     def list(self, source: str, path: str) -> bool:
         """List a candidate; False (and nothing listed) if ``source`` is listed already."""
@@ -108,8 +110,9 @@ class RecordSpool:
         """Move records (by row id) out of the index, into the rejects."""
         with self.transaction():
             self._db.executemany("DELETE FROM rec WHERE rowid = ?", ((int(r),) for r in rowids))
-            self._db.executemany("INSERT INTO rej VALUES (?, ?, ?)",
-                                 ((r.source, r.reason, r.detail) for r in rejects))  # fmt: skip
+            self._db.executemany(
+                "INSERT INTO rej VALUES (?, ?, ?)", ((r.source, r.reason, r.detail) for r in rejects)
+            )
 
     # ------------------------------------------------------------------------------------------ reading
     def urls(self) -> tuple[int, Iterator[str]]:
@@ -170,8 +173,9 @@ class RecordSpool:
     def index_frames(self) -> Iterator[pd.DataFrame]:
         """pool.csv's rows (INDEX_COLUMNS, sorted by id, ``phash`` as 16 hex characters), in chunks."""
         cur = self._db.execute("SELECT id, source, path, width, height, phash, bytes FROM rec ORDER BY id")
-        yield from self._frames(cur, INDEX_COLUMNS, lambda df: df.assign(phash=df["phash"].map(
-            lambda v: phash_hex(_from_sql(v)))))  # fmt: skip
+        yield from self._frames(
+            cur, INDEX_COLUMNS, lambda df: df.assign(phash=df["phash"].map(lambda v: phash_hex(_from_sql(v))))
+        )
 
     def reject_frames(self) -> Iterator[pd.DataFrame]:
         """rejects.csv's rows (REJECT_COLUMNS, sorted by all three), in chunks."""

@@ -1,9 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename over the target.
 
 A reader (or a resumed stage) therefore sees either the old file or the complete new one, never a torn write.
-``durable=False`` skips the fsync (the rename stays atomic for a killed process, not for a power cut): for stages
-that delete and rebuild their whole output on every run, where a file-by-file fsync costs most of the run and an
-interrupted run is simply run again.
+``durable=False`` skips the fsync (the rename stays atomic for a killed process, not for a power cut): for
+stages that delete and rebuild their whole output on every run, where a file-by-file fsync costs most of the
+run and an interrupted run is simply run again.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = True) -> 
 
 
 def remove_interrupted_writes(folder: str | Path) -> int:
-    """Delete the temporary files that writes killed mid-way (SIGKILL skips the cleanup) left below ``folder``;
-    only for a folder no other process is writing to. Returns how many were removed."""
+    """Delete the temporary files that writes killed mid-way (SIGKILL skips the cleanup) left below
+    ``folder``; only for a folder no other process is writing to. Returns how many were removed."""
     leftovers = sorted(Path(folder).rglob(".*.tmp"))
     for tmp in leftovers:
         tmp.unlink(missing_ok=True)
