@@ -22,9 +22,7 @@ from madseg.labels import make_class_list
 from madseg.mining import area_bands
 from tests.project import files, infer_project
 
-ray = pytest.importorskip(
-    "ray", reason="the Ray backends need pip install -e '.[ray]' (make test installs it)"
-)
+ray = pytest.importorskip("ray", reason="the Ray backends need pip install -e '.[ray]' (make test installs it)")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -42,9 +40,14 @@ def cluster():
 
 
 def _infer(cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
 
 
 def _with_view(project: Path, **changes) -> Path:
@@ -97,9 +100,7 @@ def test_two_node_ray_inference_writes_the_local_bytes(cluster, local_store, tmp
 
 def _actor_pids() -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [
-        int(line.split()[0]) for line in out.splitlines() if "_PredictBatch" in line and "ps -eo" not in line
-    ]
+    return [int(line.split()[0]) for line in out.splitlines() if "_PredictBatch" in line and "ps -eo" not in line]
 
 
 def test_a_killed_worker_still_leaves_a_complete_correct_store(cluster, local_store, tmp_path):
@@ -141,10 +142,20 @@ def _mining_stores(root: Path, n_images: int = 300, shard_size: int = 64) -> tup
         for s, start in enumerate(range(0, n_images, shard_size)):
             part = maps[name][start : start + shard_size]
             n = len(part)
-            store.write_shard(s, Shard(ids[start : start + n], list(part), np.zeros((n, k), np.float32),
-                                       np.zeros(n, np.float32), np.ones(n, np.float32)), "fp")  # fmt: skip
-        store.finalize(model=name, classes=make_class_list("demo").names, shard_size=shard_size, ids=ids,
-                       fingerprint="fp")  # fmt: skip
+            store.write_shard(
+                s,
+                Shard(
+                    ids[start : start + n],
+                    list(part),
+                    np.zeros((n, k), np.float32),
+                    np.zeros(n, np.float32),
+                    np.ones(n, np.float32),
+                ),
+                "fp",
+            )
+        store.finalize(
+            model=name, classes=make_class_list("demo").names, shard_size=shard_size, ids=ids, fingerprint="fp"
+        )
     return stores.pop("target"), stores
 
 
@@ -155,8 +166,16 @@ def test_ray_mining_equals_local_mining(cluster, tmp_path):
     target, competitors = _mining_stores(tmp_path)
     bands = area_bands(target.read_shard(0).maps, classes)
     exclude = frozenset(target.ids()[::7])
-    kwargs = dict(target=target, competitors=competitors, bands=bands, classes=classes, n3=5, distance="miou",
-                  seed=0, exclude=exclude)  # fmt: skip
+    kwargs = dict(
+        target=target,
+        competitors=competitors,
+        bands=bands,
+        classes=classes,
+        n3=5,
+        distance="miou",
+        seed=0,
+        exclude=exclude,
+    )
     local = propose("mad", **kwargs)
     on_ray = propose("mad", **kwargs, backend="ray", ray_params=RayParams(address=cluster.address))
     assert len(local.m) > 20
@@ -171,8 +190,18 @@ def test_ray_mining_refuses_stores_over_other_pools(cluster, tmp_path):
     _, others = _mining_stores(tmp_path / "b", n_images=100)
     bands = np.tile([[0.0, 1.0]], (classes.num_classes, 1))
     with pytest.raises(ValueError, match="has fewer shards than the target"):
-        propose("mad", target=target, competitors={"c1": others["c1"]}, bands=bands, classes=classes, n3=3,
-                distance="miou", seed=0, backend="ray", ray_params=RayParams(address=cluster.address))  # fmt: skip
+        propose(
+            "mad",
+            target=target,
+            competitors={"c1": others["c1"]},
+            bands=bands,
+            classes=classes,
+            n3=3,
+            distance="miou",
+            seed=0,
+            backend="ray",
+            ray_params=RayParams(address=cluster.address),
+        )
 
 
 def test_an_unreachable_address_fails_in_seconds_with_exit_8(tmp_path):
@@ -212,12 +241,19 @@ def test_a_corrupt_image_fails_with_its_own_error_and_leaves_only_whole_shards(c
     bad.write_bytes(b"not a jpeg")
     store = PredictionStore(tmp_path / "store")
     with pytest.raises(ValueError, match=rf"{bad.name}"):
-        predict_model(project / "models/target_0.pt", index, store, model_name="t", classes=make_class_list("demo"),
-                      infer_params=InferParams(backend="ray", shard_size=16, batch_size=8, workers=0),
-                      ray_params=RayParams(address=cluster.address))  # fmt: skip
+        predict_model(
+            project / "models/target_0.pt",
+            index,
+            store,
+            model_name="t",
+            classes=make_class_list("demo"),
+            infer_params=InferParams(backend="ray", shard_size=16, batch_size=8, workers=0),
+            ray_params=RayParams(address=cluster.address),
+        )
     ids = index["id"].tolist()
     for shard in (store.root / "shards").glob("*.npz"):
         s = int(shard.stem)
-        assert store.shard_is_done(s, json.loads(shard.with_suffix(".json").read_text())["fingerprint"],
-                                   ids[s * 16 : (s + 1) * 16])  # fmt: skip
+        assert store.shard_is_done(
+            s, json.loads(shard.with_suffix(".json").read_text())["fingerprint"], ids[s * 16 : (s + 1) * 16]
+        )
     assert not list((store.root / "shards").glob("*.tmp")) and not (store.root / "manifest.json").exists()

@@ -15,9 +15,9 @@ from madseg.mining import area_bands
 from tests.project import run
 from tests.test_mining import CLASSES, DISC, SQUARE, _ids, make_store
 
-ALL_BANDS = area_bands(np.ones((1, CLASSES.num_classes)) * 0.1, CLASSES, overrides={
-    name: [0.0, 1.0] for name in CLASSES.names[1:]
-})  # fmt: skip
+ALL_BANDS = area_bands(
+    np.ones((1, CLASSES.num_classes)) * 0.1, CLASSES, overrides={name: [0.0, 1.0] for name in CLASSES.names[1:]}
+)
 
 
 def _square(cls: int, lo: int = 2, hi: int = 6) -> np.ndarray:
@@ -83,18 +83,33 @@ def test_bad_input_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_command_compares_two_rounds_of_the_target(tiny_project, tmp_path):
     """The real command on the tiny demo: f_t^(0) against f_t^(1) on D_eval, simulated annotators, resumable."""
-    for rel in ("params.yaml", "models/target_0.pt", "models/target_1.pt", "data/world/voc",
-                "data/world/eval_pool"):  # fmt: skip
+    for rel in ("params.yaml", "models/target_0.pt", "models/target_1.pt", "data/world/voc", "data/world/eval_pool"):
         src = tiny_project / rel
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / rel)
     eval_pool = tmp_path / "data/world/eval_pool"
     factors = pd.read_csv(eval_pool / "truth" / "factors.csv")
-    pd.DataFrame({"id": factors["image_id"], "path": [f"data/world/eval_pool/images/{n}.jpg" for n in
-                                                      factors["name"]]}).to_csv(tmp_path / "eval.csv", index=False)  # fmt: skip
-    cmd = ["madseg", "compare", "models/target_0.pt", "models/target_1.pt", "--pool", "eval.csv",
-           "--truth", "data/world/eval_pool/truth", "--name", "r0-vs-r1", "--name-a", "round0",
-           "--name-b", "round1", "--n", "2"]  # fmt: skip
+    pd.DataFrame(
+        {"id": factors["image_id"], "path": [f"data/world/eval_pool/images/{n}.jpg" for n in factors["name"]]}
+    ).to_csv(tmp_path / "eval.csv", index=False)
+    cmd = [
+        "madseg",
+        "compare",
+        "models/target_0.pt",
+        "models/target_1.pt",
+        "--pool",
+        "eval.csv",
+        "--truth",
+        "data/world/eval_pool/truth",
+        "--name",
+        "r0-vs-r1",
+        "--name-a",
+        "round0",
+        "--name-b",
+        "round1",
+        "--n",
+        "2",
+    ]
     run(cmd, tmp_path)
     scores = json.loads((tmp_path / "metrics/compare/r0-vs-r1.json").read_text())
     m = pd.read_csv(tmp_path / "data/compare/r0-vs-r1/M.csv")

@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shard(ids, rng, k=3):
-    maps = [
-        rng.integers(0, k, size=(int(rng.integers(4, 9)), int(rng.integers(4, 9))), dtype=np.uint8)
-        for _ in ids
-    ]
+    maps = [rng.integers(0, k, size=(int(rng.integers(4, 9)), int(rng.integers(4, 9))), dtype=np.uint8) for _ in ids]
     area = rng.random((len(ids), k)).astype(np.float32)
-    return Shard(ids=list(ids), maps=maps, area=area, entropy=rng.random(len(ids)).astype(np.float32),
-                 maxprob=rng.random(len(ids)).astype(np.float32))  # fmt: skip
+    return Shard(
+        ids=list(ids),
+        maps=maps,
+        area=area,
+        entropy=rng.random(len(ids)).astype(np.float32),
+        maxprob=rng.random(len(ids)).astype(np.float32),
+    )
 
 
 def test_store_round_trip_is_exact_and_sharded(tmp_path):
@@ -39,9 +41,7 @@ def test_store_round_trip_is_exact_and_sharded(tmp_path):
     assert len(list((tmp_path / "s/shards").glob("*.npz"))) == 3 and len(store) == 10
     for written, read in zip(shards, store.iter_shards(), strict=True):
         assert read.ids == written.ids
-        assert all(
-            (a == b).all() and a.dtype == b.dtype for a, b in zip(read.maps, written.maps, strict=True)
-        )
+        assert all((a == b).all() and a.dtype == b.dtype for a, b in zip(read.maps, written.maps, strict=True))
         assert (read.area == written.area).all() and (read.entropy == written.entropy).all()
     assert store.ids() == ids
     assert (store.read_maps(["0005"])["0005"] == shards[1].maps[1]).all()
@@ -63,8 +63,13 @@ def test_truncated_or_modified_shard_is_detected(tmp_path):
 
 
 def _infer(cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
 
 
 @pytest.mark.slow
@@ -81,12 +86,16 @@ def test_inference_resumes_after_sigkill_with_identical_output(tmp_path):
     proc.wait()
     done_before = len(list(shards.glob("*.json")))
     assert 3 <= done_before < 15, "the kill must land mid-run"
-    rerun = subprocess.run([sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"], cwd=killed,
-                           capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+    rerun = subprocess.run(
+        [sys.executable, "-m", "madseg.cli", "run", "infer", "--round", "0"],
+        cwd=killed,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert (
-        f"{15 - done_before} shards computed" in rerun.stderr
-        or f"{16 - done_before} shards computed" in rerun.stderr
+        f"{15 - done_before} shards computed" in rerun.stderr or f"{16 - done_before} shards computed" in rerun.stderr
     )
     assert files(straight / "data/predictions") == files(killed / "data/predictions")
 

@@ -73,9 +73,7 @@ def import_graph() -> tuple[Edges, dict[str, Path]]:
                     base = ".".join(parts[: len(parts) - node.level + 1])
                     source = f"{base}.{source}" if source else base
                 # `from pkg import sub` imports the submodule; `from pkg import name` only the package
-                names = [
-                    f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names
-                ]
+                names = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
             elif isinstance(node, ast.Call) and _is_import_module(node.func) and node.args:
                 names = _dynamic(node.args[0], modules)
             for name in names:

@@ -77,8 +77,10 @@ def test_planted_disagreement_ranks_first_in_both_directions(tmp_path):
     comp[5] = box(y=5, x=6, h=3, w=3)  # a small shift: some disagreement
     planted = 7
     comp[planted] = box(y=7, x=7, cls=SQUARE)  # the competitor sees a square where the target sees a disc
-    stores = {"target": make_store(tmp_path / "t", "target", ids, target),
-              "g": make_store(tmp_path / "g", "g", ids, comp)}  # fmt: skip
+    stores = {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "g": make_store(tmp_path / "g", "g", ids, comp),
+    }
     cands = mine(stores, WIDE, n3=3)
     t_disc = cands[(cands["class"] == "disc") & (cands["direction"] == "t")]
     assert t_disc.iloc[0]["image_id"] == ids[planted] and t_disc.iloc[0]["rank"] == 1
@@ -97,8 +99,10 @@ def test_area_filter_excludes_too_small_and_too_large(tmp_path):
     ids = _ids(3)
     target = [box(h=1, w=2), box(h=12, w=12), box(h=4, w=4)]  # disc area 2/256, 144/256, 16/256
     comp = [np.zeros((16, 16), np.uint8)] * 2 + [box(h=2, w=4)]  # the competitor misses the first two discs
-    stores = {"target": make_store(tmp_path / "t", "target", ids, target),
-              "g": make_store(tmp_path / "g", "g", ids, comp)}  # fmt: skip
+    stores = {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "g": make_store(tmp_path / "g", "g", ids, comp),
+    }
     bands = WIDE.copy()
     bands[DISC] = (0.03, 0.3)
     cands = mine(stores, bands, n3=5)
@@ -113,8 +117,10 @@ def test_pixel_accuracy_distance(tmp_path):
     ids = _ids(2)
     target = [box(h=8, w=8), box(h=8, w=8)]
     comp = [box(h=8, w=4), box(h=8, w=6)]  # 32 and 16 wrong pixels of 256
-    stores = {"target": make_store(tmp_path / "t", "target", ids, target),
-              "g": make_store(tmp_path / "g", "g", ids, comp)}  # fmt: skip
+    stores = {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "g": make_store(tmp_path / "g", "g", ids, comp),
+    }
     cands = mine(stores, WIDE, n3=2, distance="pixel_accuracy")
     grp = cands[(cands["class"] == "disc") & (cands["direction"] == "t")]
     assert grp["image_id"].tolist() == ids and grp["distance"].tolist() == pytest.approx([32 / 256, 16 / 256])
@@ -181,9 +187,9 @@ def with_ignore(rng, maps):
 
 
 @pytest.mark.parametrize(
-    "seed,distance,ignore", [(0, "miou", False), (1, "miou", True), (2, "pixel_accuracy", False),
-                             (3, "pixel_accuracy", True)]
-)  # fmt: skip
+    "seed,distance,ignore",
+    [(0, "miou", False), (1, "miou", True), (2, "pixel_accuracy", False), (3, "pixel_accuracy", True)],
+)
 def test_equals_brute_force_on_random_pools(tmp_path, seed, distance, ignore):
     rng = np.random.default_rng(seed)
     n = 60
@@ -211,13 +217,17 @@ def test_excluded_images_are_as_if_absent_from_the_pool(tmp_path):
     comp = perturb(rng, target)
     comp[4] = box(shape=target[4].shape, cls=TRIANGLE)  # a planted, maximal disagreement
     bands = area_bands(target, CLASSES)
-    full = {"target": make_store(tmp_path / "t", "target", ids, target),
-            "g": make_store(tmp_path / "g", "g", ids, comp)}  # fmt: skip
+    full = {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "g": make_store(tmp_path / "g", "g", ids, comp),
+    }
     assert ids[4] in set(mine(full, bands, n3=3)["image_id"])
     excluded = {ids[4], ids[9], ids[17]}
     kept = [i for i, image in enumerate(ids) if image not in excluded]
-    rest = {"target": make_store(tmp_path / "t2", "target", [ids[i] for i in kept], [target[i] for i in kept]),
-            "g": make_store(tmp_path / "g2", "g", [ids[i] for i in kept], [comp[i] for i in kept])}  # fmt: skip
+    rest = {
+        "target": make_store(tmp_path / "t2", "target", [ids[i] for i in kept], [target[i] for i in kept]),
+        "g": make_store(tmp_path / "g2", "g", [ids[i] for i in kept], [comp[i] for i in kept]),
+    }
     got = mine(full, bands, n3=3, exclude=frozenset(excluded))
     assert not excluded & set(got["image_id"]) and len(got) > 10
     pd.testing.assert_frame_equal(got, mine(rest, bands, n3=3))
@@ -231,8 +241,12 @@ def test_baselines_skip_excluded_images_and_keep_their_budget():
         cands = select_candidates(strategy, **kw, exclude=excluded)
         assert len(cands) == 30 and not excluded & set(cands["image_id"])
     rest = stats[~stats["id"].isin(excluded)]
-    assert (select_candidates("entropy", classes=CLASSES, budget=30, target_stats=stats, exclude=excluded)
-            ["image_id"].tolist() == entropy_candidates(rest, 30, CLASSES)["image_id"].tolist())  # fmt: skip
+    assert (
+        select_candidates("entropy", classes=CLASSES, budget=30, target_stats=stats, exclude=excluded)[
+            "image_id"
+        ].tolist()
+        == entropy_candidates(rest, 30, CLASSES)["image_id"].tolist()
+    )
 
 
 # -------------------------------------------------------------------------------------- M, determinism
@@ -241,9 +255,11 @@ def test_dedup_union_across_groups(tmp_path):
     target = [box(), box(cls=SQUARE), box(), box(cls=TRIANGLE)]
     g1 = [box(cls=SQUARE), box(cls=SQUARE), box(), box(cls=TRIANGLE)]  # image 0 differs
     g2 = [box(cls=TRIANGLE), box(cls=DISC), box(), box(cls=TRIANGLE)]  # images 0 and 1 differ
-    stores = {"target": make_store(tmp_path / "t", "target", ids, target),
-              "g1": make_store(tmp_path / "g1", "g1", ids, g1),
-              "g2": make_store(tmp_path / "g2", "g2", ids, g2)}  # fmt: skip
+    stores = {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "g1": make_store(tmp_path / "g1", "g1", ids, g1),
+        "g2": make_store(tmp_path / "g2", "g2", ids, g2),
+    }
     cands = mine(stores, WIDE, n3=1)
     m = summarize_m(cands)
     assert list(m.columns) == list(M_COLUMNS)
@@ -263,8 +279,10 @@ def test_deterministic_and_independent_of_shard_size(tmp_path):
     runs = []
     for size in (3, 40, 3):
         d = tmp_path / f"s{size}_{len(runs)}"
-        stores = {"target": make_store(d / "t", "target", ids, target, size),
-                  "g": make_store(d / "g", "g", ids, comp, size)}  # fmt: skip
+        stores = {
+            "target": make_store(d / "t", "target", ids, target, size),
+            "g": make_store(d / "g", "g", ids, comp, size),
+        }
         runs.append(mine(stores, area_bands(target, CLASSES), n3=4))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     pd.testing.assert_frame_equal(runs[0], runs[2])
@@ -273,8 +291,10 @@ def test_deterministic_and_independent_of_shard_size(tmp_path):
 # ------------------------------------------------------------------------------------------ bad inputs
 def _pair(tmp_path, target, comp, ids=None, comp_ids=None):
     ids = ids or _ids(len(target))
-    return {"target": make_store(tmp_path / "t", "target", ids, target),
-            "fpn": make_store(tmp_path / "g", "fpn", comp_ids or ids, comp)}  # fmt: skip
+    return {
+        "target": make_store(tmp_path / "t", "target", ids, target),
+        "fpn": make_store(tmp_path / "g", "fpn", comp_ids or ids, comp),
+    }
 
 
 def test_shape_mismatch_names_image_and_model(tmp_path):
@@ -293,8 +313,10 @@ def test_missing_image_names_image_and_model(tmp_path):
 
 def test_fewer_shards_is_an_error(tmp_path):
     ids = _ids(6)
-    stores = {"target": make_store(tmp_path / "t", "target", ids, [box()] * 6),
-              "fpn": make_store(tmp_path / "g", "fpn", ids[:4], [box()] * 4)}  # fmt: skip
+    stores = {
+        "target": make_store(tmp_path / "t", "target", ids, [box()] * 6),
+        "fpn": make_store(tmp_path / "g", "fpn", ids[:4], [box()] * 4),
+    }
     with pytest.raises(ValueError, match=r"competitor 'fpn' has fewer shards"):
         mine(stores, WIDE)
 
@@ -302,9 +324,7 @@ def test_fewer_shards_is_an_error(tmp_path):
 @pytest.mark.parametrize("who", ["target", "fpn"])
 def test_class_id_outside_list_names_image_and_model(tmp_path, who):
     bad = box(cls=9)
-    stores = _pair(
-        tmp_path, [box(), bad if who == "target" else box()], [box(), bad if who == "fpn" else box()]
-    )
+    stores = _pair(tmp_path, [box(), bad if who == "target" else box()], [box(), bad if who == "fpn" else box()])
     with pytest.raises(ValueError, match=rf"image {_ids(2)[1]}: model '{who}' predicts class ids \[9\]"):
         mine(stores, WIDE)
 
@@ -392,9 +412,7 @@ def tiny_project(tmp_path, monkeypatch):
     voc = tmp_path / "data/world/voc"
     names = [f"s{i}" for i in range(8)]
     for i, n in enumerate(names):
-        write_mask(
-            voc / "SegmentationClass" / f"{n}.png", box(y=i, x=i, h=3 + i % 3, w=4, cls=1 + i % 3), CLASSES
-        )
+        write_mask(voc / "SegmentationClass" / f"{n}.png", box(y=i, x=i, h=3 + i % 3, w=4, cls=1 + i % 3), CLASSES)
     (voc / "ImageSets/Segmentation").mkdir(parents=True)
     (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(names) + "\n")
     write_csv(paths.annotations_dir("init") / "S_all.csv", pd.DataFrame({"image_id": [], "round": []}))
@@ -404,8 +422,17 @@ def tiny_project(tmp_path, monkeypatch):
         p = tmp_path / f"data/world/pool/images/p{i}.jpg"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
-        rows.append({"id": image_id(data), "source": "folder", "path": str(p.relative_to(tmp_path)),
-                     "width": 16, "height": 16, "phash": "0", "bytes": len(data)})  # fmt: skip
+        rows.append(
+            {
+                "id": image_id(data),
+                "source": "folder",
+                "path": str(p.relative_to(tmp_path)),
+                "width": 16,
+                "height": 16,
+                "phash": "0",
+                "bytes": len(data),
+            }
+        )
     index = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
     write_csv(paths.POOL_INDEX, index)
     ids = index["id"].tolist()
@@ -414,9 +441,7 @@ def tiny_project(tmp_path, monkeypatch):
     for name in ("unet", "fpn"):
         make_store(paths.competitor_predictions(name), name, ids, perturb(rng, target))
     params = load_params(ROOT / "params.yaml")
-    models = dataclasses.replace(
-        params.models, competitors={n: params.models.competitors[n] for n in ("unet", "fpn")}
-    )
+    models = dataclasses.replace(params.models, competitors={n: params.models.competitors[n] for n in ("unet", "fpn")})
     return dataclasses.replace(params, models=models), ids
 
 
@@ -497,8 +522,10 @@ def test_the_local_backends_need_nothing_of_ray():
     import subprocess
     import sys
 
-    code = ("import sys, madseg.backends, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, "
-            "madseg.stages.infer, madseg.compare; sys.exit('ray' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, madseg.backends, madseg.cluster, madseg.inference, madseg.mining, madseg.stages.mine, "
+        "madseg.stages.infer, madseg.compare; sys.exit('ray' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

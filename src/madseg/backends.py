@@ -31,9 +31,7 @@ from madseg.mining import (
 )
 
 
-def _predict_local(
-    predictor, source, index, store, *, model_name, classes, infer_params, view, pin_memory, **_
-) -> int:
+def _predict_local(predictor, source, index, store, *, model_name, classes, infer_params, view, pin_memory, **_) -> int:
     policy = getattr(predictor, "policy", None)  # precomputed predictions have none
     return predict_pool(
         predictor,
@@ -53,9 +51,7 @@ def _predict_ray(predictor, source, index, store, *, pin_memory: bool, **kw) -> 
     return predict_pool_ray(predictor, source, index, store, **kw)  # actors pin memory on their own nodes
 
 
-def _mine_local(
-    target, competitors, bands, classes, *, n3, distance, exclude, ray_params=None
-) -> pd.DataFrame:
+def _mine_local(target, competitors, bands, classes, *, n3, distance, exclude, ray_params=None) -> pd.DataFrame:
     target_shards, total = target.iter_shards(), len(target.manifest["shards"])
     competitor_shards = {name: store.iter_shards() for name, store in competitors.items()}
     return mine_mad(
@@ -100,9 +96,7 @@ def predict_model(
     nodes. ``view``: see every image through it (:mod:`madseg.models.views`). Returns shards computed."""
     backend = infer_params.backend
     here = resolve_device("cpu" if backend == "ray" else device)  # a Ray driver only reads the model's policy
-    predictor = load_pool_predictor(
-        source, classes=classes, device=here, batch_size=infer_params.batch_size, view=view
-    )
+    predictor = load_pool_predictor(source, classes=classes, device=here, batch_size=infer_params.batch_size, view=view)
     if not predictor.needs_pixels:  # precomputed predictions are read, not predicted: no cluster needed
         backend = "local"
     return _backend(PREDICT, backend, "infer")(
@@ -141,16 +135,12 @@ def propose(
     mine = _backend(MINE, backend, "mining")
     exclude = frozenset(exclude)
     check_mad_args(competitors, bands, classes, n3, distance)
-    mad = mine(
-        target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, ray_params=ray_params
-    )
+    mad = mine(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, ray_params=ray_params)
     stats = None if strategy == "mad" else target.stats()
     return proposal(strategy, mad, classes=classes, target_stats=stats, seed=seed, exclude=exclude)
 
 
-def s0_area_bands(
-    dataset: DatasetParams, mining: MiningParams, classes: ClassList
-) -> tuple[np.ndarray, np.ndarray]:
+def s0_area_bands(dataset: DatasetParams, mining: MiningParams, classes: ClassList) -> tuple[np.ndarray, np.ndarray]:
     """The area bands of mining and of `madseg compare`: quantiles of S0's ground-truth area fractions with the
     params' overrides. Returns bands (K, 2) float64 and S0's area fractions (N, K) float64."""
     areas = area_matrix(iter_masks(dataset.voc_root, dataset.train_split, classes), classes.num_classes)

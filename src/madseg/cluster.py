@@ -80,8 +80,13 @@ def ray_session(address: str | None = None, connect_timeout_s: float = 5.0) -> I
     if address not in (None, "auto"):
         _probe(address, connect_timeout_s)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=False)  # fmt: skip
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
     except (ConnectionError, RuntimeError) as e:
         raise ClusterUnreachable(f"cannot join the Ray cluster at {address}: {e}") from None
     try:
@@ -128,16 +133,19 @@ def _decode_batch(row: dict, *, policy, mean, std, view: str | None = None) -> d
     images = [read_rgb(p) for p in row["paths"]]
     seen = images if view is None else [apply_view(view, im) for im in images]
     pixels, dims = _ragged([policy.prepare(im, mean, std).numpy() for im in seen])
-    return {"shard": row["shard"], "batch": row["batch"], "pixels": pixels, "dims": dims,
-            "shapes": np.array([im.shape[:2] for im in images], np.int64)}  # fmt: skip
+    return {
+        "shard": row["shard"],
+        "batch": row["batch"],
+        "pixels": pixels,
+        "dims": dims,
+        "shapes": np.array([im.shape[:2] for im in images], np.int64),
+    }
 
 
 class _PredictBatch:
     """Ray Data actor: the model, loaded once per actor, predicting prepared batches."""
 
-    def __init__(
-        self, source: str, classes: ClassList, device: str, threads: int, batch_size: int, view: str | None
-    ):
+    def __init__(self, source: str, classes: ClassList, device: str, threads: int, batch_size: int, view: str | None):
         import torch
 
         from madseg.device import resolve_device
@@ -153,12 +161,16 @@ class _PredictBatch:
 
         tensors = [torch.from_numpy(t) for t in _unragged(row["pixels"], row["dims"])]
         same = all(t.shape == tensors[0].shape for t in tensors)
-        pred = self.predictor.infer(
-            torch.stack(tensors) if same else tensors, [tuple(s) for s in row["shapes"]]
-        )
+        pred = self.predictor.infer(torch.stack(tensors) if same else tensors, [tuple(s) for s in row["shapes"]])
         maps, map_shapes = _ragged(pred.maps)
-        return {"shard": row["shard"], "batch": row["batch"], "maps": maps, "map_shapes": map_shapes,
-                "entropy": pred.entropy, "maxprob": pred.maxprob}  # fmt: skip
+        return {
+            "shard": row["shard"],
+            "batch": row["batch"],
+            "maps": maps,
+            "map_shapes": map_shapes,
+            "entropy": pred.entropy,
+            "maxprob": pred.maxprob,
+        }
 
 
 def predict_pool_ray(
@@ -192,31 +204,42 @@ def predict_pool_ray(
         stop = min((s + 1) * size, len(ids))
         starts = range(s * size, stop, batch)
         batches_of[s] = len(starts)
-        rows += [
-            {"shard": s, "batch": b, "paths": paths[i : min(i + batch, stop)]} for b, i in enumerate(starts)
-        ]
+        rows += [{"shard": s, "batch": b, "paths": paths[i : min(i + batch, stop)]} for b, i in enumerate(starts)]
     if rows:
         with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
             _quiet_data_context(ray)
-            n_actors, gpus = actor_plan(ray, actors=ray_params.actors, threads=infer_params.threads,
-                                        cpus_per_actor=ray_params.cpus_per_actor, use_gpus=device != "cpu")  # fmt: skip
-            log.info("%s: %d shards in %d batches on %d Ray actors (%g GPU each)", model_name, len(todo),
-                     len(rows), n_actors, gpus)  # fmt: skip
+            n_actors, gpus = actor_plan(
+                ray,
+                actors=ray_params.actors,
+                threads=infer_params.threads,
+                cpus_per_actor=ray_params.cpus_per_actor,
+                use_gpus=device != "cpu",
+            )
+            log.info(
+                "%s: %d shards in %d batches on %d Ray actors (%g GPU each)",
+                model_name,
+                len(todo),
+                len(rows),
+                n_actors,
+                gpus,
+            )
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             # decoding asks for half a CPU: it mostly waits on reads, and resources unlike the actors' keep Ray
             # Data from fusing it into them (decoding then runs in tasks, in parallel, on any node)
-            ds = ds.map(_decode_batch, fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std,
-                                                  "view": view},
-                        num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25)  # fmt: skip
             ds = ds.map(
-                _PredictBatch, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus,
+                _decode_batch,
+                fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std, "view": view},
+                num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25,
+            )
+            ds = ds.map(
+                _PredictBatch,
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                num_gpus=gpus,
                 num_cpus=ray_params.cpus_per_actor,
                 fn_constructor_args=(os.path.abspath(source), classes, device, infer_params.threads, batch, view),
-            )  # fmt: skip
+            )
             done: dict[int, dict[int, Prediction]] = {}
-            for row in tqdm(
-                _rows_or_cause(ds), total=len(rows), desc=f"infer {model_name} (ray)", unit="batch"
-            ):
+            for row in tqdm(_rows_or_cause(ds), total=len(rows), desc=f"infer {model_name} (ray)", unit="batch"):
                 s = int(row["shard"])
                 done.setdefault(s, {})[int(row["batch"])] = Prediction(
                     _unragged(row["maps"], row["map_shapes"]), row["entropy"], row["maxprob"]
@@ -224,9 +247,7 @@ def predict_pool_ray(
                 if len(done[s]) == batches_of[s]:
                     parts = done.pop(s)
                     predictions = [parts[b] for b in range(batches_of[s])]
-                    store.write_shard(
-                        s, build_shard(ids[s * size : (s + 1) * size], predictions, classes), fp
-                    )
+                    store.write_shard(s, build_shard(ids[s * size : (s + 1) * size], predictions, classes), fp)
     store.finalize(model=model_name, classes=classes.names, shard_size=size, ids=ids, fingerprint=fp)
     return len(todo)
 
@@ -261,8 +282,10 @@ def check_aligned(target: PredictionStore, competitors: Mapping[str, PredictionS
     for name, store in competitors.items():
         m = len(store.manifest["shards"])
         if m != n:
-            raise ValueError(f"competitor {name!r} has {'fewer' if m < n else 'more'} shards than the target "
-                             f"({m} vs {n}): its predictions are over another pool")  # fmt: skip
+            raise ValueError(
+                f"competitor {name!r} has {'fewer' if m < n else 'more'} shards than the target "
+                f"({m} vs {n}): its predictions are over another pool"
+            )
     return n
 
 
@@ -279,11 +302,10 @@ def mine_store_shard(
 ) -> GroupTops:
     """:func:`madseg.mining.shard_tops` of shard ``shard_index`` read from stores by path (a Ray task's work)."""
     target = PredictionStore(target_root).read_shard(shard_index)
-    competitors = (
-        (name, PredictionStore(root).read_shard(shard_index)) for name, root in competitor_roots.items()
+    competitors = ((name, PredictionStore(root).read_shard(shard_index)) for name, root in competitor_roots.items())
+    return shard_tops(
+        target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, shard_index=shard_index
     )
-    return shard_tops(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
-                      shard_index=shard_index)  # fmt: skip
 
 
 def mine_mad_ray(
@@ -305,8 +327,10 @@ def mine_mad_ray(
     with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
         task = ray.remote(mine_store_shard)
         excluded = ray.put(exclude)
-        pending = [task.remote(str(target.root), roots, s, bands, classes, n3=n3, distance=distance,
-                               exclude=excluded) for s in range(n_shards)]  # fmt: skip
+        pending = [
+            task.remote(str(target.root), roots, s, bands, classes, n3=n3, distance=distance, exclude=excluded)
+            for s in range(n_shards)
+        ]
         with tqdm(total=n_shards, desc="mine (ray)", unit="shard") as bar:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)

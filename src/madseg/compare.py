@@ -110,9 +110,12 @@ def score_competition(
         s = score_set(cm, classes.names, n_boot=n_boot, seed=seed)
         scores |= {f"{name}.{key}": s[key] for key in ("miou", "image_miou", "miou_ci_low", "miou_ci_high")}
     per_image = pd.DataFrame(
-        {"image_id": list(ids), f"miou_{names[0]}": miou_from_batch(cms[names[0]]),
-         f"miou_{names[1]}": miou_from_batch(cms[names[1]])}
-    )  # fmt: skip
+        {
+            "image_id": list(ids),
+            f"miou_{names[0]}": miou_from_batch(cms[names[0]]),
+            f"miou_{names[1]}": miou_from_batch(cms[names[1]]),
+        }
+    )
     diff = per_image[f"miou_{names[0]}"] - per_image[f"miou_{names[1]}"]
     scores[f"wins.{names[0]}"] = int((diff > 0).sum())
     scores[f"wins.{names[1]}"] = int((diff < 0).sum())
@@ -134,8 +137,9 @@ def pool_index(pool: Path) -> pd.DataFrame:
         files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{pool}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        index = pd.DataFrame({"id": [str(p.relative_to(pool).with_suffix("")) for p in files],
-                              "path": [str(p) for p in files]})  # fmt: skip
+        index = pd.DataFrame(
+            {"id": [str(p.relative_to(pool).with_suffix("")) for p in files], "path": [str(p) for p in files]}
+        )
     else:
         raise FileNotFoundError(f"{pool}: no such pool (an index CSV with id,path or a folder of images)")
     if index["id"].duplicated().any():
@@ -164,22 +168,37 @@ def run(
     stores = {}
     for label, source in zip(names, (model_a, model_b), strict=True):
         stores[label] = PredictionStore(out / label)
-        predict_model(source, index, stores[label], model_name=label, classes=classes, infer_params=params.infer,
-                      device=params.device, ray_params=params.ray)  # fmt: skip
+        predict_model(
+            source,
+            index,
+            stores[label],
+            model_name=label,
+            classes=classes,
+            infer_params=params.infer,
+            device=params.device,
+            ray_params=params.ray,
+        )
     bands, _ = s0_area_bands(params.dataset, params.mining, classes)  # the same area bands as mining
     m = competition_set(
-        stores[names[0]].iter_shards(), stores[names[1]].iter_shards(), bands, classes, n=n,
-        distance=params.mining.distance, b_name=names[1],
-    )  # fmt: skip
+        stores[names[0]].iter_shards(),
+        stores[names[1]].iter_shards(),
+        bands,
+        classes,
+        n=n,
+        distance=params.mining.distance,
+        b_name=names[1],
+    )
     write_csv(out / "M.csv", m)
     log.info("%s: %d images where %s and %s disagree most", name, len(m), *names)
     wanted = m["image_id"].tolist()
     maps_a, maps_b = stores[names[0]].read_maps(wanted), stores[names[1]].read_maps(wanted)
 
     backend = make_backend(
-        params.annotation, classes=classes, truth_dir=truth_dir,
+        params.annotation,
+        classes=classes,
+        truth_dir=truth_dir,
         target_maps=lambda _round, ids: stores[names[0]].read_maps(list(ids)),
-    )  # fmt: skip
+    )
     receipt_path = out / "pixel_export.json"
     # predicted maps have each image's own size (pool inference resizes back), so nothing is decoded again
     items = m[["image_id"]].assign(
@@ -196,17 +215,35 @@ def run(
     try:
         _, _, labels = backend.import_pixel(receipt)
     except AnnotationIncomplete as err:  # an expected stop: a message and exit code 3, not a traceback
-        raise AnswersIncomplete(f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
-                                "label them, then run the same command again.") from None  # fmt: skip
+        raise AnswersIncomplete(
+            f"{name}: {err.remaining} of {len(m)} images still need labels at {err.url}; "
+            "label them, then run the same command again."
+        ) from None
     result = score_competition(
-        wanted, maps_a, maps_b, labels, classes, names=names,
-        n_boot=params.evaluation.bootstrap, seed=params.evaluation.seed,
-    )  # fmt: skip
+        wanted,
+        maps_a,
+        maps_b,
+        labels,
+        classes,
+        names=names,
+        n_boot=params.evaluation.bootstrap,
+        seed=params.evaluation.seed,
+    )
     write_csv(out / "per_image.csv", result.per_image)
-    scores = {**result.scores, "models": {names[0]: str(model_a), names[1]: str(model_b)},
-              "pool": str(pool), "n_per_group": n}  # fmt: skip
+    scores = {
+        **result.scores,
+        "models": {names[0]: str(model_a), names[1]: str(model_b)},
+        "pool": str(pool),
+        "n_per_group": n,
+    }
     write_json(paths.METRICS / "compare" / f"{name}.json", scores)
-    log.info("%s: mIoU on the competition set %s %.3f vs %s %.3f -> %s",
-             name, names[0], scores[f"{names[0]}.miou"], names[1], scores[f"{names[1]}.miou"],
-             scores["winner"])  # fmt: skip
+    log.info(
+        "%s: mIoU on the competition set %s %.3f vs %s %.3f -> %s",
+        name,
+        names[0],
+        scores[f"{names[0]}.miou"],
+        names[1],
+        scores[f"{names[1]}.miou"],
+        scores["winner"],
+    )
     return scores

@@ -79,13 +79,14 @@ def check_index(index: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def pending_shards(
-    store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int
-) -> list[int]:
+def pending_shards(store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int) -> list[int]:
     """The shards of ``index`` that ``store`` does not hold finished (same fingerprint, intact bytes)."""
     ids = index["id"]
-    return [s for s in range(-(-len(index) // shard_size))
-            if not store.shard_is_done(s, fingerprint, ids.iloc[s * shard_size : (s + 1) * shard_size].tolist())]  # fmt: skip
+    return [
+        s
+        for s in range(-(-len(index) // shard_size))
+        if not store.shard_is_done(s, fingerprint, ids.iloc[s * shard_size : (s + 1) * shard_size].tolist())
+    ]
 
 
 def build_shard(ids: Sequence[str], predictions: Sequence[Prediction], classes: ClassList) -> Shard:
@@ -139,9 +140,7 @@ def predict_pool(
             else:
                 predictions.append(predictor.predict([None] * len(batch_ids), batch_ids))
         store.write_shard(s, build_shard(rows["id"].tolist(), predictions, classes), fingerprint)
-    store.finalize(
-        model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint
-    )
+    store.finalize(model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint)
     return len(todo)
 
 
@@ -154,9 +153,7 @@ def load_pool_predictor(
     return predictor if view is None else ViewPredictor(predictor, view)
 
 
-def predict_images(
-    predictor, images: Sequence[np.ndarray], ids: Sequence[str], batch_size: int = 64
-) -> Prediction:
+def predict_images(predictor, images: Sequence[np.ndarray], ids: Sequence[str], batch_size: int = 64) -> Prediction:
     """Predict a list of in-memory images (any sizes) in batches."""
     maps, entropy, maxprob = [], [], []
     for start in range(0, len(images), batch_size):
@@ -171,15 +168,18 @@ def predict_images(
     )
 
 
-def evaluate_model(
-    model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None
-) -> float:
+def evaluate_model(model: torch.nn.Module, images, masks, *, meta: dict, num_classes: int, device=None) -> float:
     """Dataset mIoU of a torch model on (images, masks), with the checkpoint's input policy as in pool inference."""
     from madseg.labels import make_class_list
 
-    predictor = TorchPredictor(model, policy=InputPolicy.from_meta(meta), mean=meta["mean"], std=meta["std"],
-                               lut=class_lut(meta["classes"], make_class_list(meta["classes"]), None),
-                               device=device)  # fmt: skip
+    predictor = TorchPredictor(
+        model,
+        policy=InputPolicy.from_meta(meta),
+        mean=meta["mean"],
+        std=meta["std"],
+        lut=class_lut(meta["classes"], make_class_list(meta["classes"]), None),
+        device=device,
+    )
     pred = predict_images(predictor, images, [""] * len(images))
     cm = sum(confusion_matrix(t, p, num_classes) for t, p in zip(masks, pred.maps, strict=True))
     return mean_iou(cm)

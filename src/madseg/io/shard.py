@@ -52,12 +52,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        if (
-            len(self.maps) != n
-            or self.area.shape[0] != n
-            or self.entropy.shape != (n,)
-            or self.maxprob.shape != (n,)
-        ):
+        if len(self.maps) != n or self.area.shape[0] != n or self.entropy.shape != (n,) or self.maxprob.shape != (n,):
             raise ValueError(
                 f"shard fields disagree on the image count: ids {n}, maps {len(self.maps)}, "
                 f"area {self.area.shape}, entropy {self.entropy.shape}, maxprob {self.maxprob.shape}"

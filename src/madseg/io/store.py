@@ -57,8 +57,14 @@ def _decode(data: bytes, what: str) -> Shard:
             ids = z["ids"].tolist()
             shapes, offsets, flat = z["shapes"], z["offsets"], z["maps"]
             maps = [flat[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(ids))]
-            return Shard(ids=ids, maps=maps, area=z["area"], entropy=z["entropy"], maxprob=z["maxprob"],
-                         _pixels=(flat, offsets.astype(np.int64)))  # fmt: skip
+            return Shard(
+                ids=ids,
+                maps=maps,
+                area=z["area"],
+                entropy=z["entropy"],
+                maxprob=z["maxprob"],
+                _pixels=(flat, offsets.astype(np.int64)),
+            )
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise CorruptShardError(f"{what}: cannot decode shard ({e})") from None
 
@@ -212,9 +218,7 @@ class PredictionStore:
             out.update((i, m) for i, m in zip(shard.ids, shard.maps, strict=True) if i in wanted_set)
         missing = [w for w in wanted if w not in out]
         if missing:
-            raise KeyError(
-                f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}"
-            )
+            raise KeyError(f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}")
         return out
 
     def _shard_ids(self, s: int) -> list[str]:
@@ -229,11 +233,14 @@ class PredictionStore:
         whose :func:`ids_digest` is ``ids_sha256``); ``model`` names the store in the message."""
         manifest = self.manifest
         if list(manifest["classes"]) != list(classes):
-            raise ValueError(f"{self.root}: model {model!r} predicts classes {manifest['classes']}, "
-                             f"the dataset has {list(classes)}")  # fmt: skip
+            raise ValueError(
+                f"{self.root}: model {model!r} predicts classes {manifest['classes']}, the dataset has {list(classes)}"
+            )
         if manifest["ids_sha256"] != ids_sha256 or manifest["count"] != count:
-            raise ValueError(f"{self.root}: model {model!r}'s predictions cover other images than the pool index "
-                             f"({manifest['count']} vs {count} images); re-run its inference")  # fmt: skip
+            raise ValueError(
+                f"{self.root}: model {model!r}'s predictions cover other images than the pool index "
+                f"({manifest['count']} vs {count} images); re-run its inference"
+            )
 
 
 def ids_digest(ids: Sequence[str], chunk: int = 65536) -> str:

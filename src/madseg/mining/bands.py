@@ -93,8 +93,7 @@ def bands_frame(
         name = classes.names[c]
         n_s0 = int((areas[:, c] > 0).sum()) if areas is not None else -1
         source = "override" if name in (overrides or {}) else ("quantile" if n_s0 != 0 else "default")
-        rows.append({"class": name, "p": float(bands[c, 0]), "q": float(bands[c, 1]), "source": source,
-                     "n_s0": n_s0})  # fmt: skip
+        rows.append({"class": name, "p": float(bands[c, 0]), "q": float(bands[c, 1]), "source": source, "n_s0": n_s0})
     return pd.DataFrame(rows)
 
 

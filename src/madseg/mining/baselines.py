@@ -25,14 +25,20 @@ def check_stats(target_stats: pd.DataFrame, classes: ClassList) -> pd.DataFrame:
     return target_stats
 
 
-def _baseline_frame(
-    strategy: str, picked: pd.DataFrame, score: np.ndarray, classes: ClassList
-) -> pd.DataFrame:
+def _baseline_frame(strategy: str, picked: pd.DataFrame, score: np.ndarray, classes: ClassList) -> pd.DataFrame:
     cols = [f"area_{c}" for c in classes.names]
-    df = pd.DataFrame({
-        "strategy": strategy, "image_id": picked["id"].to_numpy(), "competitor": NONE, "class": NONE,
-        "direction": NONE, "distance": np.nan, "score": score, "rank": np.arange(1, len(picked) + 1),
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "strategy": strategy,
+            "image_id": picked["id"].to_numpy(),
+            "competitor": NONE,
+            "class": NONE,
+            "direction": NONE,
+            "distance": np.nan,
+            "score": score,
+            "rank": np.arange(1, len(picked) + 1),
+        }
+    )
     return pd.concat([df, picked[cols].reset_index(drop=True).astype(np.float64)], axis=1)
 
 
@@ -53,9 +59,7 @@ def entropy_candidates(target_stats: pd.DataFrame, budget: int, classes: ClassLi
 def random_candidates(target_stats: pd.DataFrame, budget: int, classes: ClassList, seed: int) -> pd.DataFrame:
     """A seeded uniform sample of ``budget`` images from all of D (score NaN, rank = draw order)."""
     stats = check_stats(target_stats, classes)
-    stats = stats.sort_values("id", kind="stable").reset_index(
-        drop=True
-    )  # the draw must not follow row order
+    stats = stats.sort_values("id", kind="stable").reset_index(drop=True)  # the draw must not follow row order
     rng = np.random.default_rng(seed)
     draw = rng.choice(len(stats), size=min(budget, len(stats)), replace=False)
     return _baseline_frame("random", stats.iloc[draw], np.full(len(draw), np.nan), classes)

@@ -58,8 +58,17 @@ def select_candidates(
         if target_shards is None or competitor_shards is None or bands is None or n3 is None:
             raise ValueError("strategy 'mad' needs target_shards, competitor_shards, bands and n3")
         excluded = frozenset(exclude)
-        return mine_mad(target_shards, competitor_shards, bands, classes, n3=n3, distance=distance,
-                        progress=progress, total=total, exclude=excluded)  # fmt: skip
+        return mine_mad(
+            target_shards,
+            competitor_shards,
+            bands,
+            classes,
+            n3=n3,
+            distance=distance,
+            progress=progress,
+            total=total,
+            exclude=excluded,
+        )
     if target_stats is None or budget is None:
         raise ValueError(f"strategy {strategy!r} needs target_stats and budget")
     if budget < 0:
@@ -85,13 +94,20 @@ def summarize_m(candidates: pd.DataFrame) -> pd.DataFrame:
     g = candidates.groupby("image_id", sort=True)
     # the first row of each image (groupby.first() would skip NaN fields and could mix rows)
     first = candidates.drop_duplicates("image_id", keep="first").set_index("image_id").sort_index()
-    m = pd.DataFrame({
-        "image_id": first.index.to_numpy(), "strategy": first["strategy"].to_numpy(),
-        "n_groups": g.size().to_numpy(), "best_distance": g["distance"].max().to_numpy(),
-        "best_score": g["score"].max().to_numpy(), "competitor": first["competitor"].to_numpy(),
-        "class": first["class"].to_numpy(), "direction": first["direction"].to_numpy(),
-        "distance": first["distance"].to_numpy(), "rank": first["rank"].to_numpy(),
-    })  # fmt: skip
+    m = pd.DataFrame(
+        {
+            "image_id": first.index.to_numpy(),
+            "strategy": first["strategy"].to_numpy(),
+            "n_groups": g.size().to_numpy(),
+            "best_distance": g["distance"].max().to_numpy(),
+            "best_score": g["score"].max().to_numpy(),
+            "competitor": first["competitor"].to_numpy(),
+            "class": first["class"].to_numpy(),
+            "direction": first["direction"].to_numpy(),
+            "distance": first["distance"].to_numpy(),
+            "rank": first["rank"].to_numpy(),
+        }
+    )
     return m.reset_index(drop=True)
 
 
@@ -140,6 +156,7 @@ def proposal(
     mad_m = summarize_m(mad)
     if strategy == "mad":
         return Proposal(mad, mad_m, mad, mad_m)
-    candidates = select_candidates(strategy, classes=classes, budget=len(mad_m), target_stats=target_stats,
-                                   seed=seed, exclude=exclude)  # fmt: skip
+    candidates = select_candidates(
+        strategy, classes=classes, budget=len(mad_m), target_stats=target_stats, seed=seed, exclude=exclude
+    )
     return Proposal(candidates, summarize_m(candidates), mad, mad_m)

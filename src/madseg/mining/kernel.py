@@ -62,9 +62,7 @@ def image_histograms(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def disagreements(
-    a: np.ndarray, b: np.ndarray, offsets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def disagreements(a: np.ndarray, b: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pixels where two models' maps differ.
 
     Compared eight pixels at a time as uint64 words; only the words that differ are opened, so the cost follows
@@ -112,11 +110,15 @@ def _check_ids(target: Shard, other: Shard, name: str, s: int) -> None:
         return
     t, o = set(target.ids), set(other.ids)
     if t - o:
-        raise ValueError(f"image {sorted(t - o)[0]} (shard {s}) is in the target's predictions but missing "
-                         f"from competitor {name!r}'s")  # fmt: skip
+        raise ValueError(
+            f"image {sorted(t - o)[0]} (shard {s}) is in the target's predictions but missing "
+            f"from competitor {name!r}'s"
+        )
     if o - t:
-        raise ValueError(f"image {sorted(o - t)[0]} (shard {s}) is in competitor {name!r}'s predictions but "
-                         "missing from the target's")  # fmt: skip
+        raise ValueError(
+            f"image {sorted(o - t)[0]} (shard {s}) is in competitor {name!r}'s predictions but "
+            "missing from the target's"
+        )
     raise ValueError(f"shard {s}: competitor {name!r} holds the target's images in another order")
 
 

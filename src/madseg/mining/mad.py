@@ -94,8 +94,10 @@ def _lockstep(
         for name in names:
             c = next(iterators[name], missing)
             if c is missing:
-                raise ValueError(f"competitor {name!r} has fewer shards than the target: missing shard {s} "
-                                 f"(images from {t.ids[0] if t.ids else '?'})")  # fmt: skip
+                raise ValueError(
+                    f"competitor {name!r} has fewer shards than the target: missing shard {s} "
+                    f"(images from {t.ids[0] if t.ids else '?'})"
+                )
             yield name, c
 
     s = -1
@@ -143,8 +145,7 @@ def mine_mad(
     shards = _lockstep(target_shards, competitor_shards)
     for s, t, competitors in tqdm(shards, total=total, disable=not progress, desc="mine", unit="shard"):
         seen += len(t.ids)
-        part = shard_tops(t, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude,
-                          shard_index=s)  # fmt: skip
+        part = shard_tops(t, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, shard_index=s)
         merge_tops(tops, part, n3)
         del t, competitors  # before the next shard is read, so one shard's maps are in memory at a time
     log.info("mined %d images x %d competitors", seen, len(competitor_shards))

@@ -41,6 +41,15 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
     for view in views:
         store = PredictionStore(out if view is None else paths.target_view_predictions(round_key, view))
         label = name if view is None else f"{name} seen through {view}"
-        computed = predict_model(source, index, store, model_name=name, classes=classes, infer_params=params.infer,
-                                 device=params.device, ray_params=params.ray, view=view)  # fmt: skip
+        computed = predict_model(
+            source,
+            index,
+            store,
+            model_name=name,
+            classes=classes,
+            infer_params=params.infer,
+            device=params.device,
+            ray_params=params.ray,
+            view=view,
+        )
         log.info("%s: %d images, %d shards computed (the rest resumed)", label, len(index), computed)

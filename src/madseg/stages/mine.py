@@ -41,9 +41,7 @@ def run(params: Params, *, round_key: str) -> None:
     index = read_csv(paths.POOL_INDEX, required=["id", "path"])
     ids = sorted(index["id"])
     target = PredictionStore(paths.target_predictions(round_key))
-    competitors = {
-        name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors
-    }
+    competitors = {name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors}
     for view in mp.self_consistency:  # the target seen through a view competes with the target itself
         competitors[competitor_name(view)] = PredictionStore(paths.target_view_predictions(round_key, view))
     digest = ids_digest(ids)
@@ -55,20 +53,34 @@ def run(params: Params, *, round_key: str) -> None:
         previous = paths.annotations_dir(params.rounds[round_key].prev) / "S_all.csv"
         trained_on = frozenset(read_csv(previous, required=["image_id"])["image_id"])
 
-    proposal = propose(mp.strategy, target=target, competitors=competitors, bands=bands, classes=classes,
-                       n3=mp.n3, distance=mp.distance, seed=mp.seed + int(round_key), exclude=trained_on,
-                       backend=mp.backend, ray_params=params.ray)  # fmt: skip
+    proposal = propose(
+        mp.strategy,
+        target=target,
+        competitors=competitors,
+        bands=bands,
+        classes=classes,
+        n3=mp.n3,
+        distance=mp.distance,
+        seed=mp.seed + int(round_key),
+        exclude=trained_on,
+        backend=mp.backend,
+        ray_params=params.ray,
+    )
     m = proposal.m
     write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))
     write_csv(out / "candidates.csv", proposal.candidates)
     write_csv(out / "M.csv", m)
     _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
-    metrics = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids),
-               "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}  # fmt: skip
+    metrics = {
+        "strategy": mp.strategy,
+        "n3": mp.n3,
+        "distance": mp.distance,
+        "pool_size": len(ids),
+        "excluded_trained_on": len(trained_on),
+        **proposal.summary(mp.strategy),
+    }
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
-    log.info(
-        "round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m)
-    )
+    log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m))
 
 
 def _write_overlays(
@@ -86,9 +98,7 @@ def _write_overlays(
         return
     target_maps = target.read_maps(sorted(set(m["image_id"])))
     wanted = {name: sorted(set(m.loc[m["competitor"] == name, "image_id"])) for name in competitors}
-    comp_maps = {
-        name: store.read_maps(wanted[name]) if wanted[name] else {} for name, store in competitors.items()
-    }
+    comp_maps = {name: store.read_maps(wanted[name]) if wanted[name] else {} for name, store in competitors.items()}
     path_of = dict(zip(index["id"], index["path"], strict=True))
     records = m.to_dict("records")
 
@@ -96,14 +106,14 @@ def _write_overlays(
         image_id, comp = r["image_id"], r["competitor"]
         caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
         if comp != NONE and comp in comp_maps:
-            caption = (f"target vs {comp} | class {r['class']} | dir {r['direction']} | d={r['distance']:.3f} | "
-                       f"rank {r['rank']} | {r['n_groups']} group(s)")  # fmt: skip
+            caption = (
+                f"target vs {comp} | class {r['class']} | dir {r['direction']} | d={r['distance']:.3f} | "
+                f"rank {r['rank']} | {r['n_groups']} group(s)"
+            )
             cmap = comp_maps[comp][image_id]
         return CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
 
     pngs = candidate_pngs(map(drawing, records), classes, min_side, drawing_workers(len(records)))
-    for r, (rater, report) in tqdm(
-        zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"
-    ):
+    for r, (rater, report) in tqdm(zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"):
         write_bytes(folder / "rater" / f"{r['image_id']}.png", rater, durable=False)  # rebuilt on every run
         write_bytes(folder / "report" / f"{r['image_id']}.png", report, durable=False)
