@@ -47,9 +47,17 @@ def test_dvc_plots_page_renders_offline(tiny_project):
 def test_study_table_shows_each_strategy_and_mads_margins():
     from madseg.report.sections import study_table_html
 
-    study = {"seeds": [0, 1, 2], "d_eval_miou.mad": 80.0, "d_eval_miou.entropy": 78.5, "d_eval_miou.random": 79.0,
-             "mad_minus_entropy": 1.5, "mad_minus_entropy_sd": 0.25, "mad_minus_random": 1.0,
-             "mad_minus_random_sd": None, "competition.mad_minus_entropy": 4.0}  # fmt: skip
+    study = {
+        "seeds": [0, 1, 2],
+        "d_eval_miou.mad": 80.0,
+        "d_eval_miou.entropy": 78.5,
+        "d_eval_miou.random": 79.0,
+        "mad_minus_entropy": 1.5,
+        "mad_minus_entropy_sd": 0.25,
+        "mad_minus_random": 1.0,
+        "mad_minus_random_sd": None,
+        "competition.mad_minus_entropy": 4.0,
+    }
     html = study_table_html(study)
     assert html.count("<tr>") == 4  # a header and three strategies
     assert "+1.50 ± 0.25" in html and "+1.00<" in html and "+4.0" in html and "[0, 1, 2]" in html
@@ -72,8 +80,14 @@ def test_metrics_are_shown_with_at_most_three_decimals():
 def test_the_fine_tuning_chart_has_one_series_per_grid_candidate():
     from madseg.report.sections import finetune_loss_html
 
-    curve = pd.DataFrame({"candidate_lr": [0.003] * 3 + [0.01] * 3, "epoch": [1, 2, 3] * 2,
-                          "loss": [0.3, 0.2, 0.1, 0.4, 0.2, 0.1], "lr": [0.002, 0.001, 0.0] * 2})  # fmt: skip
+    curve = pd.DataFrame(
+        {
+            "candidate_lr": [0.003] * 3 + [0.01] * 3,
+            "epoch": [1, 2, 3] * 2,
+            "loss": [0.3, 0.2, 0.1, 0.4, 0.2, 0.1],
+            "lr": [0.002, 0.001, 0.0] * 2,
+        }
+    )
     svg = finetune_loss_html(curve)
     assert svg.count("<polyline") == 2 and ">lr 0.003<" in svg and ">lr 0.01<" in svg and ">lr 0<" not in svg
 
@@ -81,8 +95,12 @@ def test_the_fine_tuning_chart_has_one_series_per_grid_candidate():
 def test_triage_gallery_filters_and_enlarges_in_chromium(tiny_project):
     rounds = sorted((tiny_project / "data/mining").glob("round_*/M.csv"))
     m = pd.concat([pd.read_csv(p, dtype={"image_id": str}).assign(round=p.parent.name[6:]) for p in rounds])
-    mos = pd.concat([pd.read_csv(p, dtype={"image_id": str}).assign(round=p.parent.name[6:])
-                     for p in sorted((tiny_project / "annotations").glob("round_*/mos.csv"))])  # fmt: skip
+    mos = pd.concat(
+        [
+            pd.read_csv(p, dtype={"image_id": str}).assign(round=p.parent.name[6:])
+            for p in sorted((tiny_project / "annotations").glob("round_*/mos.csv"))
+        ]
+    )
     rated = m.merge(mos[~mos["vetoed"]], on=["image_id", "round"])
     cls = m["class"].value_counts().index[0]
     with offline_page(tiny_project / "metrics/report/index.html") as (page, external, errors):
@@ -115,8 +133,11 @@ def test_rater_table_recovers_planted_biases_and_inconsistencies():
     rng = np.random.default_rng(0)
     quality = rng.uniform(1.5, 4.5, 400)
     planted = {"a": (0.0, 0.3), "b": (0.5, 0.6), "c": (-0.5, 0.4)}
-    rows = [{"image_id": f"{i:04d}", "annotator": name, "score": q + bias + rng.normal(0, sd)}
-            for i, q in enumerate(quality) for name, (bias, sd) in planted.items()]  # fmt: skip
+    rows = [
+        {"image_id": f"{i:04d}", "annotator": name, "score": q + bias + rng.normal(0, sd)}
+        for i, q in enumerate(quality)
+        for name, (bias, sd) in planted.items()
+    ]
     rows.append({"image_id": "veto", "annotator": "a", "score": float("nan")})
     stats = rater_stats(pd.DataFrame(rows)).set_index("annotator")
     for name, (bias, sd) in planted.items():

@@ -55,11 +55,17 @@ def test_attributes_measure_contrast_noise_sharpness_and_colour():
 def _pool(n=2000, seed=0):
     """A pool whose attributes scatter around a bulk, with a planted tail: 50 low-contrast images."""
     rng = np.random.default_rng(seed)
-    table = pd.DataFrame({
-        "brightness": rng.normal(0.5, 0.1, n), "contrast": rng.normal(0.5, 0.1, n),
-        "colourfulness": rng.normal(0.3, 0.1, n), "sharpness": rng.normal(0.1, 0.03, n),
-        "noise": rng.normal(0.02, 0.005, n), "main_class": rng.choice(["disc", "square"], n),
-    }, index=[f"{i:04d}" for i in range(n)])  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "brightness": rng.normal(0.5, 0.1, n),
+            "contrast": rng.normal(0.5, 0.1, n),
+            "colourfulness": rng.normal(0.3, 0.1, n),
+            "sharpness": rng.normal(0.1, 0.03, n),
+            "noise": rng.normal(0.02, 0.005, n),
+            "main_class": rng.choice(["disc", "square"], n),
+        },
+        index=[f"{i:04d}" for i in range(n)],
+    )
     planted = table.index[:50]
     table.loc[planted, "contrast"] = rng.uniform(0.0, 0.1, 50)  # a low-contrast group ...
     in_m = table.index.isin(planted[:40]) | (rng.random(n) < 0.02)  # ... where failures concentrate
@@ -109,8 +115,15 @@ def test_kmeans_separates_planted_blobs_and_keeps_tails_far():
 def test_a_truthless_pool_gives_slices_and_factors_validate_them():
     table, in_m, planted = _pool(seed=1)
     attributes = table.drop(columns=["main_class"])
-    stats = pd.DataFrame({"id": table.index, "area_background": 0.8, "area_disc": 0.2, "area_square": 0.0,
-                          "entropy": np.random.default_rng(2).uniform(0, 1, len(table))})  # fmt: skip
+    stats = pd.DataFrame(
+        {
+            "id": table.index,
+            "area_background": 0.8,
+            "area_disc": 0.2,
+            "area_square": 0.0,
+            "entropy": np.random.default_rng(2).uniform(0, 1, len(table)),
+        }
+    )
     m_ids = table.index[in_m].tolist()
     mos = pd.DataFrame(
         {"image_id": m_ids, "mos": np.where(np.isin(m_ids, planted), 1.0, 4.0), "vetoed": False}

@@ -175,8 +175,8 @@ def report_overlay(
 def png_bytes(im: Image.Image) -> bytes:
     """Deterministic PNG bytes of a PIL image.
 
-    zlib level 1: overlays are flat colour, so it is 2.6x faster to encode than the default 6 for 10 % more bytes
-    (a round writes hundreds of them).
+    zlib level 1: overlays are flat colour, so it is 2.6x faster to encode than the default 6 for 10 % more
+    bytes (a round writes hundreds of them).
     """
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=1)
@@ -190,7 +190,8 @@ def comparison_overlay(
     caption: str,
     min_side: int = 192,
 ) -> Image.Image:
-    """The image beside any number of titled label maps (e.g. before | after | truth), a caption and a legend."""
+    """The image beside any number of titled label maps (e.g. before | after | truth), a caption and a
+    legend."""
     size = (image.shape[1], image.shape[0])
     fitted = []
     for title, label in maps:
@@ -216,8 +217,8 @@ class CandidateOverlay:
 
 
 def drawing_workers(count: int) -> int:
-    """Processes worth starting to draw ``count`` candidates: drawing and PNG encoding are most of a mining stage's
-    time, but a process costs about a second to start, so a few, and none for a handful."""
+    """Processes worth starting to draw ``count`` candidates: drawing and PNG encoding are most of a mining
+    stage's time, but a process costs about a second to start, so a few, and none for a handful."""
     return min(4, os.cpu_count() or 1) if count >= 100 else 1
 
 

@@ -3,13 +3,14 @@
 Each pool image is described by cheap attributes, from its pixels and the target's prediction, never from any
 truth (:mod:`madseg.attributes`). :func:`find_slices` then follows Domino's recipe
 (Eyuboglu et al., ICLR 2022) with these attributes in place of embeddings: it clusters the whole pool in
-attribute space with membership in the group (e.g. M) as one more coordinate, so that a cluster is both one kind
-of image and one fate, keeps the clusters where the group concentrates and describes each by the rule of one or
-two conditions ("oblique_edges >= 0.628 and noise < 0.0323") that best matches its group images.
+attribute space with membership in the group (e.g. M) as one more coordinate, so that a cluster is both one
+kind of image and one fate, keeps the clusters where the group concentrates and describes each by the rule of
+one or two conditions ("oblique_edges >= 0.628 and noise < 0.0323") that best matches its group images.
 
-Why clusters rather than a search over rules ranked by lift: MAD's candidates are a mixture of failure kinds, and
-the rules on which the mixture as a whole concentrates are the broad ones ("entropy >= 0.114" holds most of M).
-A kind of image that is a small, clean part of M (huge objects, blur) is found as a cluster and then named.
+Why clusters rather than a search over rules ranked by lift: MAD's candidates are a mixture of failure kinds,
+and the rules on which the mixture as a whole concentrates are the broad ones ("entropy >= 0.114" holds most
+of M). A kind of image that is a small, clean part of M (huge objects, blur) is found as a cluster and then
+named.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ CATEGORICAL = ("main_class",)
 QUANTILES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 FIT_ROWS = 100_000  # pool images beside the group that the cluster centres are fitted on
 JOIN_F1 = 0.8  # clusters are joined only when one rule names their union this well (F1 over the group images)
-# a slice recovers a truth factor when at least RECOVERY_PURITY of its group images carry the factor and it holds
-# at least RECOVERY_COVERAGE of the group's images that carry it: mostly the factor, and a fair part of it
+# a slice recovers a truth factor when at least RECOVERY_PURITY of its group images carry the factor and it
+# holds at least RECOVERY_COVERAGE of the group's images that carry it: mostly the factor, and a fair part
+# of it
 RECOVERY_PURITY = 0.5
 RECOVERY_COVERAGE = 0.2
 
@@ -53,8 +55,20 @@ class Condition:
         return f"{self.attribute} {self.op} {float(self.value):.3g}"
 
 
-COLUMNS = ["rule", "rule_precision", "rule_recall", "pool_size", "pool_share", "group_size", "group_share", "lift",
-           "worst_share", "excess", "examples", "group_ids"]  # fmt: skip
+COLUMNS = [
+    "rule",
+    "rule_precision",
+    "rule_recall",
+    "pool_size",
+    "pool_share",
+    "group_size",
+    "group_share",
+    "lift",
+    "worst_share",
+    "excess",
+    "examples",
+    "group_ids",
+]
 
 
 def find_slices(
@@ -70,25 +84,26 @@ def find_slices(
 ) -> pd.DataFrame:
     """Slices of ``table`` (one row per pool image, index = image id): the kinds of image ``in_group`` holds.
 
-    1. The NUMERIC attributes in robust units (minus the pool's median, over its interquartile range, clipped to
-       +-5: a tail stays far from the bulk without one extreme image stretching the axis), plus membership in
-       the group as one more coordinate (Domino's error-aware clustering).
+    1. The NUMERIC attributes in robust units (minus the pool's median, over its interquartile range, clipped
+       to +-5: a tail stays far from the bulk without one extreme image stretching the axis), plus membership
+       in the group as one more coordinate (Domino's error-aware clustering).
     2. k-means (k-means++ seeded by ``seed``, the best of 10 starts) into ``clusters`` clusters of the pool
        (fitted on the group and at most FIT_ROWS other images, so that it scales to any pool).
     3. Each cluster is described by the condition, or pair of conditions on two attributes, whose group images
-       best match the cluster's (F1): thresholds at pool quantiles, class values for the CATEGORICAL attributes.
-       Clusters that one rule describes together at least as well as each alone are joined (one kind of image
-       cut in two by k-means is one finding).
-    4. A kind holding at least ``min_group`` group images is a slice, whatever its lift: a kind of image can be a
-       clean part of the group without being commoner there than in the pool (the lift column says which).
+       best match the cluster's (F1): thresholds at pool quantiles, class values for the CATEGORICAL
+       attributes. Clusters that one rule describes together at least as well as each alone are joined (one
+       kind of image cut in two by k-means is one finding).
+    4. A kind holding at least ``min_group`` group images is a slice, whatever its lift: a kind of image can
+       be a clean part of the group without being commoner there than in the pool (the lift column says
+       which).
     Ranked by the slice's group size (support), then lift.
 
     Args:
         in_group: (N,) bool, e.g. membership in M.
         worst: (N,) bool, e.g. among the lowest-rated images of S (optional).
     Returns:
-        COLUMNS: rule, how well it matches the slice's group images (rule_precision, rule_recall), pool_size and
-        pool_share (the cluster), group_size, group_share, lift, worst_share, excess (group share - pool
+        COLUMNS: rule, how well it matches the slice's group images (rule_precision, rule_recall), pool_size
+        and pool_share (the cluster), group_size, group_share, lift, worst_share, excess (group share - pool
         share), examples (the first ``examples`` of the slice's group images) and group_ids (all of them); ids
         ';'-joined.
     """
@@ -118,20 +133,24 @@ def find_slices(
         if group_size < min_group:
             continue
         slice_ids = sorted(ids[members & in_group])
-        rows.append({
-            "rule": " and ".join(c.words() for c in conditions) or "(no rule separates it)",
-            "rule_precision": precision,
-            "rule_recall": recall,
-            "pool_size": size,
-            "pool_share": size / n,
-            "group_size": group_size,
-            "group_share": group_size / n_group,
-            "lift": (group_size / size) / (n_group / n),
-            "worst_share": float(worst[members].sum() / max(int(worst.sum()), 1)) if worst is not None else None,
-            "excess": group_size / n_group - size / n,
-            "examples": ";".join(slice_ids[:examples]),
-            "group_ids": ";".join(slice_ids),
-        })  # fmt: skip
+        rows.append(
+            {
+                "rule": " and ".join(c.words() for c in conditions) or "(no rule separates it)",
+                "rule_precision": precision,
+                "rule_recall": recall,
+                "pool_size": size,
+                "pool_share": size / n,
+                "group_size": group_size,
+                "group_share": group_size / n_group,
+                "lift": (group_size / size) / (n_group / n),
+                "worst_share": float(worst[members].sum() / max(int(worst.sum()), 1))
+                if worst is not None
+                else None,
+                "excess": group_size / n_group - size / n,
+                "examples": ";".join(slice_ids[:examples]),
+                "group_ids": ";".join(slice_ids),
+            }
+        )
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     ranked = pd.DataFrame(rows, columns=COLUMNS).sort_values(
@@ -179,8 +198,9 @@ def robust_units(values: pd.DataFrame, clip: float = 5.0) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, starts: int = 10, iterations: int = 100) -> np.ndarray:
-    """Lloyd's k-means of (N, D) points from k-means++ starts drawn with ``seed``: the (k, D) centres of the start
-    with the least inertia. Deterministic for the same input and seed; distances are taken in chunks of rows."""
+    """Lloyd's k-means of (N, D) points from k-means++ starts drawn with ``seed``: the (k, D) centres of the
+    start with the least inertia. Deterministic for the same input and seed; distances are taken in chunks of
+    rows."""
     rng = np.random.default_rng(seed)
     best_inertia, best = np.inf, np.zeros((k, x.shape[1]))
     for _ in range(starts):
@@ -213,7 +233,8 @@ def _kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
 
 
 def nearest(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Each of the (N, D) points' nearest of the (k, D) centres: labels (N,) int64 and squared distances (N,)."""
+    """Each of the (N, D) points' nearest of the (k, D) centres: labels (N,) int64 and squared distances
+    (N,)."""
     labels, distance = np.empty(len(x), np.int64), np.empty(len(x))
     c2 = (centres**2).sum(1)
     for start in range(0, len(x), chunk):
@@ -268,8 +289,9 @@ def _conditions(table: pd.DataFrame) -> list[Condition]:
 def slice_table(
     attributes: pd.DataFrame, target_stats: pd.DataFrame, class_names: Sequence[str]
 ) -> pd.DataFrame:
-    """The pool's attributes (index = image id) joined with the target's predicted main class, its area and the
-    target's entropy (from PredictionStore.stats(): id, area_<class>..., entropy): what slices are found in."""
+    """The pool's attributes (index = image id) joined with the target's predicted main class, its area and
+    the target's entropy (from PredictionStore.stats(): id, area_<class>..., entropy): what slices are found
+    in."""
     stats = target_stats.set_index("id")
     return attributes.join(prediction_attributes(stats, class_names)).join(stats["entropy"])
 
@@ -311,8 +333,9 @@ def factors_recovered(
 ) -> list[str]:
     """Which hidden-truth ``factors`` the ``top`` slices recover (for validating slices on a labelled pool).
 
-    A factor is recovered when one slice has at least half (RECOVERY_PURITY) of its M images carrying the factor
-    and holds at least a fifth (RECOVERY_COVERAGE) of M's images with it. ``m_factors``: image id of M -> ';'-joined factors.
+    A factor is recovered when one slice has at least half (RECOVERY_PURITY) of its M images carrying the
+    factor and holds at least a fifth (RECOVERY_COVERAGE) of M's images with it. ``m_factors``: image id of M
+    -> ';'-joined factors.
     """
     got = []
     members = [set(str(g).split(";")) - {""} for g in slices["group_ids"].head(top)]
@@ -324,9 +347,9 @@ def factors_recovered(
 
 
 def _recovers(hits: int | np.ndarray, size: int | np.ndarray, carrying: int) -> bool | np.ndarray:
-    """Whether a slice of ``size`` group images, ``hits`` of them carrying a factor that ``carrying`` group images
-    carry, recovers it (ints, or arrays of them elementwise): the one test of :func:`factors_recovered` and
-    :func:`hindsight_rules`."""
+    """Whether a slice of ``size`` group images, ``hits`` of them carrying a factor that ``carrying`` group
+    images carry, recovers it (ints, or arrays of them elementwise): the one test of :func:`factors_recovered`
+    and :func:`hindsight_rules`."""
     return (hits >= RECOVERY_PURITY * size) & (hits >= RECOVERY_COVERAGE * carrying)
 
 
@@ -337,10 +360,11 @@ def hindsight_rules(
     factors: Sequence[str],
     min_group: int = 5,
 ) -> dict[str, str | None]:
-    """For each hidden-truth factor, the rule of one or two conditions, from the vocabulary :func:`find_slices`
-    names its slices with, whose group images would recover the factor (:func:`factors_recovered`'s test), or
-    None. Found by searching with the truth, so it is no finding: it bounds what a finder whose slices such
-    rules describe could recover. The purest single condition wins, else the purest pair (then the largest).
+    """For each hidden-truth factor, the rule of one or two conditions, from the vocabulary
+    :func:`find_slices` names its slices with, whose group images would recover the factor
+    (:func:`factors_recovered`'s test), or None. Found by searching with the truth, so it is no finding: it
+    bounds what a finder whose slices such rules describe could recover. The purest single condition wins,
+    else the purest pair (then the largest).
 
     Args:
         table: one row per pool image (index = image id), as for find_slices.
@@ -362,8 +386,11 @@ def hindsight_rules(
             """(purity, size, rule) of the purest recovering candidate (then the largest), or None."""
             size, hits = candidates.sum(1), (candidates & y).sum(1)
             ok = (size >= min_group) & _recovers(hits, size, y.sum()) & (hits > 0)
-            return max(((hits[i] / size[i], int(size[i]), rules[i]) for i in np.flatnonzero(ok)),
-                       key=lambda t: t[:2], default=None)  # fmt: skip
+            return max(
+                ((hits[i] / size[i], int(size[i]), rules[i]) for i in np.flatnonzero(ok)),
+                key=lambda t: t[:2],
+                default=None,
+            )
 
         best = purest(masks, [(c,) for c in conditions])
         for first in range(len(conditions) if best is None else 0):  # pairs on two attributes, each once
@@ -390,10 +417,10 @@ def hindsight_bound(
 ) -> dict:
     """What a finder whose slices are named by rules could recover at best, and its chance level.
 
-    Returns ``hindsight_rules`` (:func:`hindsight_rules`' rule per factor), ``factors_describable_in_hindsight``
-    (how many have one) and ``factors_describable_shuffled``: the mean of that count with the factors shuffled
-    among the group's images (``shuffles`` permutations seeded by ``seed``), since among thousands of rules some
-    small slice fits even labels that mean nothing.
+    Returns ``hindsight_rules`` (:func:`hindsight_rules`' rule per factor),
+    ``factors_describable_in_hindsight`` (how many have one) and ``factors_describable_shuffled``: the mean of
+    that count with the factors shuffled among the group's images (``shuffles`` permutations seeded by
+    ``seed``), since among thousands of rules some small slice fits even labels that mean nothing.
     """
     rules = hindsight_rules(table, in_group, group_factors, factors)
     rng = np.random.default_rng(seed)
@@ -403,5 +430,8 @@ def hindsight_bound(
         shuffled.append(
             sum(r is not None for r in hindsight_rules(table, in_group, permuted, factors).values())
         )
-    return {"factors_describable_in_hindsight": sum(r is not None for r in rules.values()),
-            "factors_describable_shuffled": float(np.mean(shuffled)), "hindsight_rules": rules}  # fmt: skip
+    return {
+        "factors_describable_in_hindsight": sum(r is not None for r in rules.values()),
+        "factors_describable_shuffled": float(np.mean(shuffled)),
+        "hindsight_rules": rules,
+    }

@@ -1,5 +1,6 @@
-"""The report's pages: the index (Table 1, curves, triage, science) and one page per round (scores, candidates,
-ratings, S and T, failures before and after fine-tuning), written under the report folder with their assets."""
+"""The report's pages: the index (Table 1, curves, triage, science) and one page per round (scores,
+candidates, ratings, S and T, failures before and after fine-tuning), written under the report folder with
+their assets."""
 
 from __future__ import annotations
 
@@ -90,10 +91,13 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
             .head(GALLERY_SIZE)
         )
         items = [
-            GalleryItem(copy_asset(mining / "overlays" / "report" / f"{r.image_id}.png", out, key, "candidates"),
-                        f"{r.competitor} · {r['class']} · dir {r.direction} · d={r.distance:.2f} · rank {r['rank']}")
-            for _, r in top.iterrows() if (mining / "overlays" / "report" / f"{r.image_id}.png").exists()
-        ]  # fmt: skip
+            GalleryItem(
+                copy_asset(mining / "overlays" / "report" / f"{r.image_id}.png", out, key, "candidates"),
+                f"{r.competitor} · {r['class']} · dir {r.direction} · d={r.distance:.2f} · rank {r['rank']}",
+            )
+            for _, r in top.iterrows()
+            if (mining / "overlays" / "report" / f"{r.image_id}.png").exists()
+        ]
         sections.append(
             Section("Candidates from M (image | target | competitor)", "candidates", gallery=items)
         )
@@ -124,9 +128,12 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
         if (ann / table_name).exists():
             ids = read_csv(ann / table_name)["image_id"].head(GALLERY_SIZE)
             items = [
-                GalleryItem(copy_asset(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i)
-                for i in ids if (mining / "overlays" / "rater" / f"{i}.png").exists()
-            ]  # fmt: skip
+                GalleryItem(
+                    copy_asset(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i
+                )
+                for i in ids
+                if (mining / "overlays" / "rater" / f"{i}.png").exists()
+            ]
             sections.append(
                 Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items)
             )
@@ -137,7 +144,8 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
 
 def _before_after(params: Params, key: str, out: Path) -> list[Section]:
     """Fig. 4/5 of the paper: T images before/after fine-tuning (with their labels), unseen pool images where
-    the fine-tune changed the prediction most, and the worst remaining failures of this round's target on T."""
+    the fine-tune changed the prediction most, and the worst remaining failures of this round's target on
+    T."""
     classes = params.dataset.class_list()
     ann = paths.annotations_dir(key)
     if not (ann / "T.csv").exists() or not paths.target_predictions(key).exists():
@@ -149,29 +157,71 @@ def _before_after(params: Params, key: str, out: Path) -> list[Section]:
     sections = []
     before_t = before.read_maps(test_ids)
     worst = sorted(test_ids, key=lambda i: (image_miou(truth[i], before_t[i], classes.num_classes), i))
-    items = [_render(out, key, "worst", i, index, [("target", before_t[i]), ("label", truth[i])], classes,
-                     f"mIoU {image_miou(truth[i], before_t[i], classes.num_classes):.2f}") for i in worst[:GALLERY_SIZE]]  # fmt: skip
+    items = [
+        _render(
+            out,
+            key,
+            "worst",
+            i,
+            index,
+            [("target", before_t[i]), ("label", truth[i])],
+            classes,
+            f"mIoU {image_miou(truth[i], before_t[i], classes.num_classes):.2f}",
+        )
+        for i in worst[:GALLERY_SIZE]
+    ]
     sections.append(Section(f"Worst failures of f_t^({key}) on T", "worst", gallery=items))
     nxt = params.finetunes.get(key)
     if nxt is None or not paths.target_predictions(nxt.next).exists():
         return sections
     after = PredictionStore(paths.target_predictions(nxt.next))
     after_t = after.read_maps(test_ids)
-    items = [_render(out, key, "before_after", i, index,
-                     [(f"f_t^({key})", before_t[i]), (f"f_t^({nxt.next})", after_t[i]), ("label", truth[i])], classes,
-                     f"{image_miou(truth[i], before_t[i], classes.num_classes):.2f} -> "
-                     f"{image_miou(truth[i], after_t[i], classes.num_classes):.2f}")
-             for i in test_ids[:GALLERY_SIZE]]  # fmt: skip
-    sections.append(Section(f"T images before / after fine-tuning (f_t^({key}) -> f_t^({nxt.next}))", "before-after",
-                            gallery=items))  # fmt: skip
+    items = [
+        _render(
+            out,
+            key,
+            "before_after",
+            i,
+            index,
+            [(f"f_t^({key})", before_t[i]), (f"f_t^({nxt.next})", after_t[i]), ("label", truth[i])],
+            classes,
+            f"{image_miou(truth[i], before_t[i], classes.num_classes):.2f} -> "
+            f"{image_miou(truth[i], after_t[i], classes.num_classes):.2f}",
+        )
+        for i in test_ids[:GALLERY_SIZE]
+    ]
+    sections.append(
+        Section(
+            f"T images before / after fine-tuning (f_t^({key}) -> f_t^({nxt.next}))",
+            "before-after",
+            gallery=items,
+        )
+    )
     # unseen pool images (never labelled) where the fine-tune changed the prediction most
     labelled = set(read_csv(ann / "S_all.csv")["image_id"]) | set(test_ids)
     unseen = most_changed(before.stats(), after.stats(), exclude=labelled, n=GALLERY_SIZE)
     maps_b, maps_a = before.read_maps(unseen), after.read_maps(unseen)
-    items = [_render(out, key, "unseen", i, index, [(f"f_t^({key})", maps_b[i]), (f"f_t^({nxt.next})", maps_a[i])],
-                     classes, i) for i in unseen]  # fmt: skip
-    sections.append(Section("Unseen pool images: before / after", "unseen", gallery=items,
-                            note="Pool images nobody labelled, where the fine-tune changed the predicted areas most."))  # fmt: skip
+    items = [
+        _render(
+            out,
+            key,
+            "unseen",
+            i,
+            index,
+            [(f"f_t^({key})", maps_b[i]), (f"f_t^({nxt.next})", maps_a[i])],
+            classes,
+            i,
+        )
+        for i in unseen
+    ]
+    sections.append(
+        Section(
+            "Unseen pool images: before / after",
+            "unseen",
+            gallery=items,
+            note="Pool images nobody labelled, where the fine-tune changed the predicted areas most.",
+        )
+    )
     return sections
 
 

@@ -50,7 +50,8 @@ def line_chart(
 
     parts = [
         f'<svg class="chart" role="img" aria-label="{html.escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" '
+        'font-family="sans-serif" font-size="11">',
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
     ]
     for t in _ticks(y0, y1):
@@ -94,7 +95,8 @@ def bar_chart(
     bw = pw / len(values)
     parts = [
         f'<svg class="chart" role="img" aria-label="{html.escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" '
+        'font-family="sans-serif" font-size="11">',
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
         f'<text x="12" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 12 {top + ph / 2})">'
         f"{html.escape(y_label)}</text>",
@@ -103,7 +105,8 @@ def bar_chart(
         h = v / top_value * ph
         x = left + n * bw
         parts.append(
-            f'<rect x="{x + 4:.1f}" y="{top + ph - h:.1f}" width="{bw - 8:.1f}" height="{h:.1f}" fill="{PALETTE[1]}"/>'
+            f'<rect x="{x + 4:.1f}" y="{top + ph - h:.1f}" width="{bw - 8:.1f}" height="{h:.1f}" '
+            f'fill="{PALETTE[1]}"/>'
         )
         parts.append(
             f'<text x="{x + bw / 2:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle">{v:g}</text>'

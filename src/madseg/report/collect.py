@@ -42,11 +42,19 @@ def triage_cards(params: Params, out: Path) -> tuple[list[Card], dict[str, list[
             if not overlay.exists():
                 continue
             rated = mos is not None and image in mos.index and not bool(mos.at[image, "vetoed"])
-            cards.append(Card(
-                image_id=image, round=key, image=copy_asset(overlay, out, key, "m"), cls=str(r["class"]),
-                competitor=str(r["competitor"]), direction=str(r["direction"]), distance=float(r["distance"]),
-                mos=float(mos.at[image, "mos"]) if rated else None, slices=tuple(members.get(image, ())),
-            ))  # fmt: skip
+            cards.append(
+                Card(
+                    image_id=image,
+                    round=key,
+                    image=copy_asset(overlay, out, key, "m"),
+                    cls=str(r["class"]),
+                    competitor=str(r["competitor"]),
+                    direction=str(r["direction"]),
+                    distance=float(r["distance"]),
+                    mos=float(mos.at[image, "mos"]) if rated else None,
+                    slices=tuple(members.get(image, ())),
+                )
+            )
     return cards, rules
 
 
@@ -89,9 +97,19 @@ def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
     best = max(scored.items(), key=lambda kv: kv[1]) if scored else None
     fine_tune = paths.METRICS / "finetune" / f"round_{key}.json"
     ft = read_json(fine_tune) if fine_tune.exists() else {}
-    return RoundFacts(round=key, proposed=len(m), competitors=len(params.models.competitors), ratings=ratings,
-                      poor=poor, worst_class=worst, labelled=labelled, target_t=metrics.get(f"{target}.T.miou"),
-                      best_competitor_t=best, t0_before=ft.get("t0_miou_before"), t0_after=ft.get("t0_miou_after"))  # fmt: skip
+    return RoundFacts(
+        round=key,
+        proposed=len(m),
+        competitors=len(params.models.competitors),
+        ratings=ratings,
+        poor=poor,
+        worst_class=worst,
+        labelled=labelled,
+        target_t=metrics.get(f"{target}.T.miou"),
+        best_competitor_t=best,
+        t0_before=ft.get("t0_miou_before"),
+        t0_after=ft.get("t0_miou_after"),
+    )
 
 
 def provenance(params: Params) -> dict[str, str]:

@@ -11,11 +11,13 @@ import pandas as pd
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
-table.t1{border-collapse:collapse;margin:8px 0} table.t1 td,table.t1 th{padding:4px 10px;border:1px solid #ddd;
+table.t1{border-collapse:collapse;margin:8px 0} \
+table.t1 td,table.t1 th{padding:4px 10px;border:1px solid #ddd;
 text-align:right} table.t1 td:first-child,table.t1 th:first-child{text-align:left}
 tr.target{background:#fff4d6;font-weight:bold} .up{color:#1a7f37} .down{color:#c62828}
 .charts{display:flex;flex-wrap:wrap;gap:16px} .gallery{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;width:260px;font-size:12px} figure img{width:100%;image-rendering:pixelated;border:1px solid #ccc}
+figure{margin:0;width:260px;font-size:12px} \
+figure img{width:100%;image-rendering:pixelated;border:1px solid #ccc}
 nav a{margin-right:12px} .prov{font-family:monospace;font-size:12px;background:#f6f6f6;padding:8px}
 .empty{color:#888;font-style:italic} .note{color:#555;font-size:13px}
 .summary{font-size:16px;line-height:1.5;background:#f3f7ff;padding:10px 14px;border-left:4px solid #2b6cb0}
@@ -38,7 +40,8 @@ class Section:
 
 
 def table1_html(table: pd.DataFrame, target: str) -> str:
-    """Table 1 with the target's row highlighted and each T-column coloured by its change since the last round."""
+    """Table 1 with the target's row highlighted and each T-column coloured by its change since the last
+    round."""
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = []
@@ -67,7 +70,8 @@ def gallery_html(items: Sequence[GalleryItem]) -> str:
     if not items:
         return '<p class="empty">nothing to show yet</p>'
     figures = [
-        f'<figure><a href="{html.escape(i.image)}"><img src="{html.escape(i.image)}" alt="{html.escape(i.caption)}">'
+        f'<figure><a href="{html.escape(i.image)}">'
+        f'<img src="{html.escape(i.image)}" alt="{html.escape(i.caption)}">'
         f"</a><figcaption>{html.escape(i.caption)}</figcaption></figure>"
         for i in items
     ]

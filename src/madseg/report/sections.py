@@ -28,8 +28,8 @@ def round_curves_html(rounds: Mapping[str, Mapping[str, float]], models: list[st
 
 
 def finetune_loss_html(curve: pd.DataFrame) -> str:
-    """The fine-tune's loss per epoch, one series per learning-rate candidate of the grid (column candidate_lr;
-    curves written before it existed name the candidate lr)."""
+    """The fine-tune's loss per epoch, one series per learning-rate candidate of the grid (column
+    candidate_lr; curves written before it existed name the candidate lr)."""
     column = "candidate_lr" if "candidate_lr" in curve else "lr"
     series = {f"lr {lr:g}": list(zip(g["epoch"], g["loss"], strict=True)) for lr, g in curve.groupby(column)}
     return line_chart(series, title="Fine-tuning loss", x_label="epoch", y_label="loss")
@@ -43,14 +43,23 @@ def science_html(stability: pd.DataFrame | None, study: Mapping, validity: Mappi
         series = {
             f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in stability.groupby("round")
         }
-        parts.append(line_chart(series, title="Ranking stability (Appendix C)", x_label="k (first k images of T)",
-                                y_label="SRCC with all of T", y_range=(-1, 1)))  # fmt: skip
+        parts.append(
+            line_chart(
+                series,
+                title="Ranking stability (Appendix C)",
+                x_label="k (first k images of T)",
+                y_label="SRCC with all of T",
+                y_range=(-1, 1),
+            )
+        )
     if "seeds" in study:
         parts.append(study_table_html(study))
     if validity:
         rows = "".join(f"<tr><td>{k}</td><td>{readable(v)}</td></tr>" for k, v in sorted(validity.items()))
-        parts.append(f'<table class="t1"><caption>Hidden-truth checks (metrics/validity.json)</caption>'
-                     f"<tbody>{rows}</tbody></table>")  # fmt: skip
+        parts.append(
+            f'<table class="t1"><caption>Hidden-truth checks (metrics/validity.json)</caption>'
+            f"<tbody>{rows}</tbody></table>"
+        )
     return "".join(parts) or '<p class="empty">no study results yet (see README: the validity study)</p>'
 
 
@@ -72,14 +81,27 @@ def study_table_html(study: Mapping) -> str:
         margin = study.get(f"mad_minus_{strategy}")
         sd = study.get(f"mad_minus_{strategy}_sd")
         duel = study.get(f"competition.mad_minus_{strategy}")
-        cells = [strategy, f"{study[f'd_eval_miou.{strategy}']:.1f}",
-                 "" if margin is None else f"{margin:+.2f}" + ("" if sd is None else f" ± {sd:.2f}"),
-                 "" if duel is None else f"{duel:+.1f}"]  # fmt: skip
+        cells = [
+            strategy,
+            f"{study[f'd_eval_miou.{strategy}']:.1f}",
+            "" if margin is None else f"{margin:+.2f}" + ("" if sd is None else f" ± {sd:.2f}"),
+            "" if duel is None else f"{duel:+.1f}",
+        ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("strategy", "D_eval mIoU (final target)", "MAD's margin (points, ± sd)",
-                                              "MAD competition: MAD − it (points)"))  # fmt: skip
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "strategy",
+            "D_eval mIoU (final target)",
+            "MAD's margin (points, ± sd)",
+            "MAD competition: MAD − it (points)",
+        )
+    )
     caption = f"Validity study over seeds {study['seeds']} (scripts/validity_study.py)"
-    return f'<table class="t1"><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (
+        f'<table class="t1"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 @dataclass(frozen=True)
@@ -104,19 +126,25 @@ class RoundFacts:
 def manager_summary_html(f: RoundFacts) -> str:
     """Three sentences: what was found, what it cost in labels, what changed."""
     share = f" ({100 * f.poor / f.proposed:.0f} %)" if f.proposed else ""
-    found = (f"The target and its {f.competitors} competitors disagreed most on {f.proposed} pool images; raters "
-             f"judged the target's prediction poor or worse on {f.poor} of them{share}"
-             + (f", most often on {f.worst_class}." if f.worst_class else "."))  # fmt: skip
+    found = (
+        f"The target and its {f.competitors} competitors disagreed most on {f.proposed} pool images; raters "
+        f"judged the target's prediction poor or worse on {f.poor} of them{share}"
+        + (f", most often on {f.worst_class}." if f.worst_class else ".")
+    )
     cost = f"That took {f.ratings} quick ratings and pixel labels for {f.labelled} images."
     if f.target_t is not None and f.best_competitor_t is not None:
         name, score = f.best_competitor_t
-        standing = (f"On this round's test set the target scores {100 * f.target_t:.1f} mIoU, the best competitor "
-                    f"({name}) {100 * score:.1f}")  # fmt: skip
+        standing = (
+            f"On this round's test set the target scores {100 * f.target_t:.1f} mIoU, the best competitor "
+            f"({name}) {100 * score:.1f}"
+        )
     else:
         standing = "This round's test set is not scored yet"
     if f.t0_before is not None and f.t0_after is not None:
-        changed = (f"{standing}; fine-tuning on the worst-rated images moved the target's benchmark (T0) mIoU "
-                   f"from {100 * f.t0_before:.1f} to {100 * f.t0_after:.1f}.")  # fmt: skip
+        changed = (
+            f"{standing}; fine-tuning on the worst-rated images moved the target's benchmark (T0) mIoU "
+            f"from {100 * f.t0_before:.1f} to {100 * f.t0_after:.1f}."
+        )
     else:
         changed = f"{standing}; this round measures only (no fine-tune follows it)."
     return f'<p class="summary">{html.escape(found)} {html.escape(cost)} {html.escape(changed)}</p>'
@@ -129,8 +157,8 @@ def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
     Args:
         scores: one row per rating: image_id, annotator, score (1..5; NaN for an out-of-domain veto).
     Returns:
-        one row per annotator: ratings, mean_score, bias (points of the 1-5 scale; > 0 rates more leniently than
-        the raters' average), inconsistency (the spread of their scores around quality + bias), agreement
+        one row per annotator: ratings, mean_score, bias (points of the 1-5 scale; > 0 rates more leniently
+        than the raters' average), inconsistency (the spread of their scores around quality + bias), agreement
         (Pearson r of their scores with the other raters' mean on the same images; NaN where undefined).
     """
     s = scores.dropna(subset=["score"])[["image_id", "annotator", "score"]].astype({"score": float})
@@ -145,9 +173,16 @@ def rater_stats(scores: pd.DataFrame) -> pd.DataFrame:
     for name, g in s.groupby("annotator", sort=True):
         o = shared[shared["annotator"] == name]
         both_vary = len(o) > 1 and o["score"].std() > 0 and o["others"].std() > 0
-        rows.append({"annotator": name, "ratings": len(g), "mean_score": g["score"].mean(),
-                     "bias": model.bias[str(name)], "inconsistency": model.inconsistency[str(name)],
-                     "agreement": o["score"].corr(o["others"]) if both_vary else float("nan")})  # fmt: skip
+        rows.append(
+            {
+                "annotator": name,
+                "ratings": len(g),
+                "mean_score": g["score"].mean(),
+                "bias": model.bias[str(name)],
+                "inconsistency": model.inconsistency[str(name)],
+                "agreement": o["score"].corr(o["others"]) if both_vary else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -162,8 +197,10 @@ def rater_table_html(stats: pd.DataFrame) -> str:
     )
     columns = ("rater", "ratings", "mean score", "bias", "inconsistency", "agreement with the others (r)")
     head = "".join(f"<th>{h}</th>" for h in columns)
-    note = ('<p class="note">Bias and inconsistency in points of the 1-5 scale, from the rater model (each score ='
-            " the image's quality + the rater's bias + noise of the rater's spread).</p>")  # fmt: skip
+    note = (
+        '<p class="note">Bias and inconsistency in points of the 1-5 scale, from the rater model '
+        "(each score = the image's quality + the rater's bias + noise of the rater's spread).</p>"
+    )
     return f'<table class="t1"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{note}'
 
 

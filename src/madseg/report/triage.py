@@ -83,8 +83,8 @@ def _options(name: str, label: str, values: Sequence[str], titles: Mapping[str, 
 
 
 def triage_html(cards: Sequence[Card], slice_rules: Mapping[str, Sequence[str]]) -> str:
-    """The gallery with its filters. ``slice_rules``: round -> its slices' plain-words rules (card.slices index
-    into them); a slice filter value is ``<round>:<index>``."""
+    """The gallery with its filters. ``slice_rules``: round -> its slices' plain-words rules (card.slices
+    index into them); a slice filter value is ``<round>:<index>``."""
     if not cards:
         return '<p class="empty">no round has proposed images yet</p>'
     slice_titles = {
@@ -96,7 +96,8 @@ def triage_html(cards: Sequence[Card], slice_rules: Mapping[str, Sequence[str]])
         + _options("competitor", "competitor", sorted({c.competitor for c in cards}))
         + _options("direction", "direction", sorted({c.direction for c in cards}), DIRECTION_TITLES)
         + _options("slice", "failure slice", list(slice_titles), slice_titles)
-        + '<label>MOS at most<input id="f-mos" type="number" min="1" max="5" step="0.5" placeholder="any"></label>'
+        + '<label>MOS at most<input id="f-mos" type="number" min="1" max="5" step="0.5" '
+        'placeholder="any"></label>'
         + '<label>sort by<select id="f-sort"><option value="mos">MOS, lowest first</option>'
         '<option value="distance">disagreement, highest first</option></select></label>'
         '<span class="count" id="f-count"></span>'
@@ -104,15 +105,28 @@ def triage_html(cards: Sequence[Card], slice_rules: Mapping[str, Sequence[str]])
     figures = []
     for c in cards:
         mos = "" if c.mos is None else f"{c.mos:.2f}"
-        caption = (f"round {c.round} · {c.cls} · {c.competitor} · dir {c.direction} · d={c.distance:.2f} · "
-                   f"MOS {mos or '–'}")  # fmt: skip
-        # the score in full for sorting and filtering (the rater model's is no multiple of 1/3), rounded for eyes
-        attrs = {"id": c.image_id, "round": c.round, "cls": c.cls, "competitor": c.competitor,
-                 "direction": c.direction, "distance": f"{c.distance:.6f}", "mos": "" if c.mos is None else repr(c.mos),
-                 "slices": " ".join(f"{c.round}:{i}" for i in c.slices)}  # fmt: skip
+        caption = (
+            f"round {c.round} · {c.cls} · {c.competitor} · dir {c.direction} · d={c.distance:.2f} "
+            f"· MOS {mos or '–'}"
+        )
+        # the score in full for sorting and filtering (the rater model's is no multiple of 1/3), rounded for
+        # eyes
+        attrs = {
+            "id": c.image_id,
+            "round": c.round,
+            "cls": c.cls,
+            "competitor": c.competitor,
+            "direction": c.direction,
+            "distance": f"{c.distance:.6f}",
+            "mos": "" if c.mos is None else repr(c.mos),
+            "slices": " ".join(f"{c.round}:{i}" for i in c.slices),
+        }
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in attrs.items())
-        figures.append(f'<figure {data}><img loading="lazy" src="{html.escape(c.image)}" alt="{html.escape(c.image_id)}">'
-                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        figures.append(
+            f'<figure {data}><img loading="lazy" src="{html.escape(c.image)}" '
+            f'alt="{html.escape(c.image_id)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     return (
         f'<style>{STYLE}</style><div class="triage"><div class="controls">{controls}</div>'
         f'<div class="cards">{"".join(figures)}</div></div>'

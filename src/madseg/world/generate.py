@@ -1,4 +1,5 @@
-"""The whole demo world: which images exist, of which kind, and their pixels; written by the make_world stage."""
+"""The whole demo world: which images exist, of which kind, and their pixels; written by the make_world
+stage."""
 
 from __future__ import annotations
 
@@ -58,9 +59,11 @@ def render_image(
 
 
 def iter_world(params: WorldParams, split: str, workers: int = 1) -> Iterator[WorldImage]:
-    """All images of one split in index order: train/val are benchmark images; pool/eval_pool follow the shares.
+    """All images of one split in index order: train/val are benchmark images; pool/eval_pool follow the
+    shares.
 
-    ``workers`` > 1 renders them in that many processes: each image has its own seed, so the bytes are the same.
+    ``workers`` > 1 renders them in that many processes: each image has its own seed, so the bytes are the
+    same.
     """
     counts = {
         "train": params.n_train,
@@ -123,8 +126,9 @@ def plant_near_duplicates(
     pool: Mapping[str, tuple[bytes, np.ndarray]],
     benchmark: Mapping[str, tuple[bytes, np.ndarray]],
 ) -> list[PlantedCopy]:
-    """Copies of pool images (``near_duplicates``) and leaked benchmark images (``benchmark_leaks``), re-encoded,
-    resized or cropped in turn, named after the pool's last image; the crawl must merge or exclude them.
+    """Copies of pool images (``near_duplicates``) and leaked benchmark images (``benchmark_leaks``),
+    re-encoded, resized or cropped in turn, named after the pool's last image; the crawl must merge or exclude
+    them.
 
     ``pool`` and ``benchmark`` map an image's name to (JPEG bytes, (H, W) uint8 truth). Seeded by the world's
     seed alone, so the same world plants the same copies.
