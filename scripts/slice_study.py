@@ -1,13 +1,14 @@
-"""How stable the failure slices' recovery of the demo world's truth factors is, and how far it is from its bound.
+"""How stable the failure slices' recovery of the demo world's truth factors is, and how far it is from its
+bound.
 
 For every round of the demo, finds the slices of M^(i+1) again (madseg.slices.find_slices, as the slices stage
-does) for each k-means seed and cluster count asked for, and counts the truth factors the 10 top slices recover.
-Beside it, per round: the factors a rule of the slices' own vocabulary isolates when chosen with the truth
-(madseg.slices.hindsight_bound), and the same search's count for the factors shuffled among M's images (its
-chance level). Writes metrics/slices_study.json (flat keys ``round_<r>.clusters_<k>.seed_<s>``,
+does) for each k-means seed and cluster count asked for, and counts the truth factors the 10 top slices
+recover. Beside it, per round: the factors a rule of the slices' own vocabulary isolates when chosen with the
+truth (madseg.slices.hindsight_bound), and the same search's count for the factors shuffled among M's images
+(its chance level). Writes metrics/slices_study.json (flat keys ``round_<r>.clusters_<k>.seed_<s>``,
 ``round_<r>.clusters_<k>.mean``, ``round_<r>.hindsight``, ``round_<r>.hindsight_shuffled``) and prints a
-markdown table. Needs a finished demo (`madseg demo`); reads the truth, so it validates and never feeds the loop.
-Run from the project root (the demo's three rounds, 3 seeds x 4 cluster counts: about a minute):
+markdown table. Needs a finished demo (`madseg demo`); reads the truth, so it validates and never feeds the
+loop. Run from the project root (the demo's three rounds, 3 seeds x 4 cluster counts: about a minute):
 
     .venv/bin/python scripts/slice_study.py [--seeds 0,1,2] [--clusters 10,12,15,20]
 """
@@ -47,8 +48,11 @@ def main() -> None:
     out: dict[str, float] = {}
     rows = []
     for round_key in sorted(params.rounds, key=int):
-        table = slice_table(attributes, PredictionStore(paths.target_predictions(round_key)).stats(),
-                            params.dataset.class_list().names)  # fmt: skip
+        table = slice_table(
+            attributes,
+            PredictionStore(paths.target_predictions(round_key)).stats(),
+            params.dataset.class_list().names,
+        )
         m = read_csv(paths.mining_dir(round_key) / "M.csv", required=["image_id"])["image_id"]
         m_factors = pool_factors.reindex(m).fillna("")
         in_m = table.index.isin(m)
@@ -64,8 +68,10 @@ def main() -> None:
         bound = hindsight_bound(table, in_m, m_factors, factors, seed=params.seed)
         out[f"round_{round_key}.hindsight"] = bound["factors_describable_in_hindsight"]
         out[f"round_{round_key}.hindsight_shuffled"] = bound["factors_describable_shuffled"]
-        row |= {"hindsight": str(bound["factors_describable_in_hindsight"]),
-                "shuffled": f"{bound['factors_describable_shuffled']:.1f}"}  # fmt: skip
+        row |= {
+            "hindsight": str(bound["factors_describable_in_hindsight"]),
+            "shuffled": f"{bound['factors_describable_shuffled']:.1f}",
+        }
         rows.append(row)
     write_json(OUT, out)
     header = list(rows[0])

@@ -94,10 +94,29 @@ def experiment_args(
     """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
     settings = [arg for setting in option_params(option) for arg in ("-S", setting)]
-    return ["dvc", "exp", "run", "--temp", "-n", experiment_name(strategy, seed, option), *fixed_lr, *settings,
-            "-S", f"finetune.workers={workers}",
-            "-S", f"mining.strategy={strategy}", "-S", f"mining.seed={seed}", "-S", f"selection.seed={seed}",
-            "-S", f"finetune.seed={seed}", "-S", f"annotation.simulated.seed={seed}", "validity"]  # fmt: skip
+    return [
+        "dvc",
+        "exp",
+        "run",
+        "--temp",
+        "-n",
+        experiment_name(strategy, seed, option),
+        *fixed_lr,
+        *settings,
+        "-S",
+        f"finetune.workers={workers}",
+        "-S",
+        f"mining.strategy={strategy}",
+        "-S",
+        f"mining.seed={seed}",
+        "-S",
+        f"selection.seed={seed}",
+        "-S",
+        f"finetune.seed={seed}",
+        "-S",
+        f"annotation.simulated.seed={seed}",
+        "validity",
+    ]
 
 
 @functools.cache
@@ -175,9 +194,24 @@ def eval_pool_index() -> Path:
 
 def compete(seed: int, other: str, pool: Path, n: int) -> dict:
     name = f"study-mad-vs-{other}-s{seed}"
-    sh("madseg", "compare", str(STUDY / f"mad-s{seed}.pt"), str(STUDY / f"{other}-s{seed}.pt"),
-       "--pool", str(pool), "--truth", "data/world/eval_pool/truth", "--name", name,
-       "--name-a", "mad", "--name-b", other, "--n", str(n))  # fmt: skip
+    sh(
+        "madseg",
+        "compare",
+        str(STUDY / f"mad-s{seed}.pt"),
+        str(STUDY / f"{other}-s{seed}.pt"),
+        "--pool",
+        str(pool),
+        "--truth",
+        "data/world/eval_pool/truth",
+        "--name",
+        name,
+        "--name-a",
+        "mad",
+        "--name-b",
+        other,
+        "--n",
+        str(n),
+    )
     return json.loads((ROOT / "metrics" / "compare" / f"{name}.json").read_text())
 
 
@@ -214,7 +248,8 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
 
 def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
     """Per option: MAD's D_eval corner-case gain, T0 drop, per-factor gains (f_t^(0) -> final, mIoU points)
-    and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they ran."""
+    and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they
+    ran."""
     summary: dict = {}
     factors = sorted(
         k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor.")
@@ -222,8 +257,11 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
     for option, rows in table.groupby("option", sort=True):
         rows = rows.sort_values("seed")
         mad = rows[rows["strategy"] == "mad"].set_index("seed")
-        figures = {"corner_miou_gain": mad["corner_miou_gain"], "t0_drop": mad["t0_drop"],
-                   "d_eval_miou": 100 * mad[f"target_{final_round}.all_in_domain"]}  # fmt: skip
+        figures = {
+            "corner_miou_gain": mad["corner_miou_gain"],
+            "t0_drop": mad["t0_drop"],
+            "d_eval_miou": 100 * mad[f"target_{final_round}.all_in_domain"],
+        }
         for factor in factors:  # from the factor mIoUs, so rows from before gain.<factor> existed count too
             figures[f"gain.{factor}"] = 100 * (
                 mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
@@ -305,8 +343,13 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
             {"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")
         ]
     done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
-    todo = [(option, st, seed) for seed in args.seeds for option in args.options for st in args.strategies
-            if (option, st, seed) not in done]  # fmt: skip
+    todo = [
+        (option, st, seed)
+        for seed in args.seeds
+        for option in args.options
+        for st in args.strategies
+        if (option, st, seed) not in done
+    ]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     for row in run_experiments(todo, args.jobs, args.lr, final_round, reuse=args.resume):
@@ -316,8 +359,11 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
     table = pd.DataFrame(rows).drop_duplicates(["option", "strategy", "seed"], keep="last")
     table = table[table["seed"].isin(args.seeds)]  # every recipe run so far, each with the seeds it ran
     summary = summarize_options(table, final_round)
-    summary |= {"minutes": round((time.monotonic() - start) / 60, 1), "fixed_lr": args.lr,
-                "command": "python scripts/validity_study.py " + " ".join(sys.argv[1:])}  # fmt: skip
+    summary |= {
+        "minutes": round((time.monotonic() - start) / 60, 1),
+        "fixed_lr": args.lr,
+        "command": "python scripts/validity_study.py " + " ".join(sys.argv[1:]),
+    }
     (ROOT / "metrics" / "study_options.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     log.info("options: %s", json.dumps(summary, indent=2))
 

@@ -1,8 +1,9 @@
 """Fine-tuning f_t^(i) into f_t^(i+1) on S^(1..i+1) plus S0 (replay), the learning rate chosen on T0.
 
 The paper's recipe: SGD (momentum 0.9, weight decay 5e-4), polynomial learning-rate decay, small batches, and
-an initial learning rate picked from a grid by mIoU on T0 — the choice is what keeps the fine-tuned target from
-forgetting the benchmark. Every batch mixes newly labelled images with replayed S0 images at ``replay_ratio``.
+an initial learning rate picked from a grid by mIoU on T0 — the choice is what keeps the fine-tuned target
+from forgetting the benchmark. Every batch mixes newly labelled images with replayed S0 images at
+``replay_ratio``.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def train_sgd_poly(
 def _resume(
     state_path: Path | None, parts: dict, gen: torch.Generator, device: torch.device
 ) -> tuple[list[dict], int]:
-    """Restore ``parts`` (model, optimizer, scaler) and ``gen`` from the last finished epoch: (history, epoch)."""
+    """Restore ``parts`` (model, optimizer, scaler) and ``gen`` from the last finished epoch: (history,
+    epoch)."""
     if state_path is None or not state_path.exists():
         return [], 0
     state = torch.load(state_path, weights_only=True, map_location=device)
@@ -233,8 +235,16 @@ def finetune_target(
     replay_t = policy.training_views(*replay, meta["mean"], meta["std"])
     t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
     log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
-    shared = dict(model=model, new=new_t, replay=replay_t, val=val, params=params, meta=meta,
-                  num_classes=num_classes, device=device)  # fmt: skip
+    shared = dict(
+        model=model,
+        new=new_t,
+        replay=replay_t,
+        val=val,
+        params=params,
+        meta=meta,
+        num_classes=num_classes,
+        device=device,
+    )
     jobs = [
         {**shared, "lr": lr, "resume_dir": resume_root / f"lr_{lr:g}" if resume_root else None}
         for lr in params.lr_grid
@@ -270,7 +280,8 @@ def _fit_candidate(
     device: torch.device,
     resume_dir: Path | None,
 ) -> tuple[dict[str, torch.Tensor], GridResult]:
-    """Train one grid candidate from a copy of ``model`` and score it on T0: (its CPU state dict, its result)."""
+    """Train one grid candidate from a copy of ``model`` and score it on T0: (its CPU state dict, its
+    result)."""
     from madseg.inference import evaluate_model
 
     torch.set_num_threads(params.threads)

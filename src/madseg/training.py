@@ -2,8 +2,8 @@
 
 AdamW with a one-cycle schedule over a fixed number of steps (not a time budget: the same params must give the
 same weights), horizontal flips (S0's objects are upright; rotations are a corner case on purpose) and, for a
-model that asks for it, photometric augmentation: a competitor trained to ignore colour and contrast is a model
-of another design methodology, and one that can see what the others miss.
+model that asks for it, photometric augmentation: a competitor trained to ignore colour and contrast is a
+model of another design methodology, and one that can see what the others miss.
 """
 
 from __future__ import annotations
@@ -143,12 +143,19 @@ def pretrain_spec(
 ) -> Pretrained:
     """Build ``spec``'s network from ``seed``, load the weights it names, and train it on (images, masks).
 
-    Images are (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore) of any size: the models' input policy cuts
-    the training views. The spec's ``steps`` and ``lr`` override the recipe's.
+    Images are (H, W, 3) uint8 and masks (H, W) uint8 (255 = ignore) of any size: the models' input policy
+    cuts the training views. The spec's ``steps`` and ``lr`` override the recipe's.
     """
     size = spec.input_size or models.input_size
-    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=size,
-                     mean=models.mean, std=models.std, input_policy=models.input_policy.policy(size))  # fmt: skip
+    meta = make_meta(
+        arch=spec.arch,
+        kwargs=spec.kwargs,
+        classes=list(classes.names),
+        input_size=size,
+        mean=models.mean,
+        std=models.std,
+        input_policy=models.input_policy.policy(size),
+    )
     torch.manual_seed(seed)
     net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
     weights = init_pretrained(
@@ -157,6 +164,16 @@ def pretrain_spec(
     x, y = InputPolicy.from_meta(meta).training_views(images, masks, models.mean, models.std)
     steps, lr = spec.steps or recipe.steps, spec.lr or recipe.lr
     start = time.monotonic()
-    curve = pretrain(net, x, y, steps=steps, batch_size=recipe.batch_size, lr=lr, weight_decay=recipe.weight_decay,
-                     seed=seed, device=device, augment=spec.augment)  # fmt: skip
+    curve = pretrain(
+        net,
+        x,
+        y,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        lr=lr,
+        weight_decay=recipe.weight_decay,
+        seed=seed,
+        device=device,
+        augment=spec.augment,
+    )
     return Pretrained(net, meta, weights, curve, steps, lr, time.monotonic() - start)
