@@ -38,8 +38,10 @@ def main() -> None:
     ap.add_argument("--annotators", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--reference-tasks", type=int, default=100)
-    ap.add_argument("--label-studio", default=os.environ.get("MADSEG_LABEL_STUDIO")
-                    or str(ROOT / ".venv-labelstudio" / "bin" / "label-studio"))  # fmt: skip
+    ap.add_argument(
+        "--label-studio",
+        default=os.environ.get("MADSEG_LABEL_STUDIO") or str(ROOT / ".venv-labelstudio" / "bin" / "label-studio"),
+    )
     ap.add_argument("--out", default=str(ROOT / "metrics" / "bench" / "labelstudio.json"))
     args = ap.parse_args()
 
@@ -103,9 +105,7 @@ def run(server, items: pd.DataFrame, args: argparse.Namespace) -> dict:
 
     def annotate(job: tuple[int, int, int]) -> None:
         task, user, score = job
-        result = [
-            {"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [str(score)]}}
-        ]
+        result = [{"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [str(score)]}}]
         client.annotations.create(task, result=result, completed_by=user, lead_time=2.0)
 
     t0 = time.perf_counter()

@@ -3,7 +3,8 @@
 Prints and writes metrics/bench/mine.json:
 - mine_s: streaming MAD mining over the whole store (a fresh subprocess, so its peak RSS is its own);
 - read_floor_s: reading (and checksum-verifying) every shard of every model once, nothing else: the I/O floor;
-- ratio_to_read_floor = mine_s / read_floor_s;
+- ratio_to_read_floor: the median over ``--repeats`` interleaved pairs of mine_s / read_floor_s (mine_s and
+  read_floor_s are the medians of their runs);
 - speedup_vs_naive: a naive reference (the store read once + one bincount confusion matrix per image pair and
   per-image areas in a Python loop) measured on a subsample and scaled to the pool, divided by mine_s;
 - speedup_vs_paper_code: the same with the paper's released code's per-pair ``sklearn.metrics.confusion_matrix``;
@@ -24,6 +25,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,8 +54,11 @@ def base_maps(rng: np.random.Generator, n: int, height: int, width: int) -> np.n
             cls = rng.integers(1, K)
             cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
             r = int(rng.integers(2, max(3, min(height, width) // 3)))
-            shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if rng.random() < 0.5 else (
-                (abs(yy - cy) <= r) & (abs(xx - cx) <= r))  # fmt: skip
+            shape = (
+                (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+                if rng.random() < 0.5
+                else ((abs(yy - cy) <= r) & (abs(xx - cx) <= r))
+            )
             out[i][shape] = cls
     return out
 
@@ -89,9 +94,7 @@ def build_store(
             shard = Shard(list(ids[sl]), list(maps), area.astype(np.float32), entropy, np.ones(n, np.float32))
             stores[m].write_shard(s, shard, "bench")
     for m in names:
-        stores[m].finalize(
-            model=m, classes=CLASSES.names, shard_size=shard_size, ids=ids, fingerprint="bench"
-        )
+        stores[m].finalize(model=m, classes=CLASSES.names, shard_size=shard_size, ids=ids, fingerprint="bench")
     return names
 
 
@@ -110,9 +113,7 @@ def sklearn_confusion(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return sk_confusion(a.ravel(), b.ravel(), labels=list(range(k)))
 
 
-def naive_per_image(
-    root: Path, names: list[str], images: int, confusion=confusion_matrix
-) -> tuple[float, int]:
+def naive_per_image(root: Path, names: list[str], images: int, confusion=confusion_matrix) -> tuple[float, int]:
     """The per-image loop on the first ``images`` images: per image and competitor, one ``confusion`` matrix and
     its mIoU, per-image areas, then plain sorted lists per group. Returns (seconds for the compute, images)."""
     target = PredictionStore(root / "target").read_shard(0)
@@ -150,20 +151,22 @@ def child(store: Path, n_shards: int) -> None:
     cands = mine_mad(
         islice(PredictionStore(store / "target").iter_shards(), n_shards),
         {m: islice(PredictionStore(store / m).iter_shards(), n_shards) for m in names},
-        bands, CLASSES, n3=6,
-    )  # fmt: skip
+        bands,
+        CLASSES,
+        n3=6,
+    )
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(
-        json.dumps({"mine_s": dt, "peak_mb": peak, "rows": len(cands), "M": int(cands["image_id"].nunique())})
-    )
+    print(json.dumps({"mine_s": dt, "peak_mb": peak, "rows": len(cands), "M": int(cands["image_id"].nunique())}))
 
 
 def run_child(store: Path, n_shards: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(store), "--child-shards", str(n_shards)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -175,6 +178,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=500)
     ap.add_argument("--shard-size", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive-images", type=int, default=200)
     ap.add_argument("--paper-images", type=int, default=20)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -192,24 +196,46 @@ def main() -> None:
         names = build_store(work, args.images, args.models, args.height, args.width, args.shard_size)
         build_s = time.perf_counter() - t0
         n_shards = -(-args.images // args.shard_size)
-        print(f"store: {args.images} images x {len(names)} models, {args.height}x{args.width} maps, "
-              f"{n_shards} shards each, built in {build_s:.1f} s")  # fmt: skip
-        floor = read_floor(work, names)
-        print(f"read floor (every shard of every model once): {floor:.2f} s")
-        large = run_child(work, n_shards)
+        print(
+            f"store: {args.images} images x {len(names)} models, {args.height}x{args.width} maps, "
+            f"{n_shards} shards each, built in {build_s:.1f} s"
+        )
+        # the floor and the mining in turn, --repeats times (the order swapped each time): a burst of another
+        # process on a shared machine slows one pair, whose ratio the median then leaves out
+        floors, runs = [], []
+        for r in range(args.repeats):
+            if r % 2 == 0:
+                floors.append(read_floor(work, names))
+                runs.append(run_child(work, n_shards))
+            else:
+                runs.append(run_child(work, n_shards))
+                floors.append(read_floor(work, names))
+        floor = statistics.median(floors)
+        ratio = statistics.median(run["mine_s"] / f for run, f in zip(runs, floors, strict=True))
+        # the peak RSS of the first run, as the small run's (one each): they compare like with like
+        large = {**runs[0], "mine_s": statistics.median(run["mine_s"] for run in runs)}
+        print(f"read floor (every shard of every model once): {floor:.2f} s (median of {args.repeats})")
         small_shards = max(1, args.small // args.shard_size)
         small = run_child(work, small_shards)
-        print(f"mining: {large['mine_s']:.2f} s ({large['mine_s'] / floor:.2f}x the read floor), "
-              f"{large['rows']} candidate rows, |M| = {large['M']}")  # fmt: skip
+        print(
+            f"mining: {large['mine_s']:.2f} s ({ratio:.2f}x the read floor), "
+            f"{large['rows']} candidate rows, |M| = {large['M']}"
+        )
         scaled = {}
-        for key, confusion, images in (("naive", confusion_matrix, args.naive_images),
-                                       ("paper_code", sklearn_confusion, args.paper_images)):  # fmt: skip
+        for key, confusion, images in (
+            ("naive", confusion_matrix, args.naive_images),
+            ("paper_code", sklearn_confusion, args.paper_images),
+        ):
             seconds, n = naive_per_image(work, names, images, confusion)
             scaled[key] = floor + seconds * args.images / n
-            print(f"{key} loop: {seconds:.2f} s for {n} images -> {scaled[key]:.1f} s for the pool "
-                  f"(with the read floor); speedup {scaled[key] / large['mine_s']:.1f}x")  # fmt: skip
-        print(f"peak RSS of mining: {small['peak_mb']:.0f} MB over {small_shards * args.shard_size} images, "
-              f"{large['peak_mb']:.0f} MB over {args.images}")  # fmt: skip
+            print(
+                f"{key} loop: {seconds:.2f} s for {n} images -> {scaled[key]:.1f} s for the pool "
+                f"(with the read floor); speedup {scaled[key] / large['mine_s']:.1f}x"
+            )
+        print(
+            f"peak RSS of mining: {small['peak_mb']:.0f} MB over {small_shards * args.shard_size} images, "
+            f"{large['peak_mb']:.0f} MB over {args.images}"
+        )
         result = {
             "images": args.images,
             "models": len(names),
@@ -218,7 +244,8 @@ def main() -> None:
             "shard_size": args.shard_size,
             "mine_s": round(large["mine_s"], 3),
             "read_floor_s": round(floor, 3),
-            "ratio_to_read_floor": round(large["mine_s"] / floor, 3),
+            "ratio_to_read_floor": round(ratio, 3),
+            "repeats": args.repeats,
             "naive_s_scaled": round(scaled["naive"], 3),
             "naive_subsample_images": min(args.naive_images, args.shard_size),
             "speedup_vs_naive": round(scaled["naive"] / large["mine_s"], 2),

@@ -10,9 +10,9 @@ Each step runs in a fresh subprocess (so its peak RSS is its own) importing what
 
 Keys: ``<step>_time_s_<size>`` and ``<step>_peak_mem_mb_<size>`` at both sizes, their ratios
 ``<step>_time_ratio`` (goal <= 11 for 10x the images) and ``<step>_mem_ratio`` (goal <= 1.25), and
-``ray_over_local``: images/s of
-``infer.backend: ray`` (a local Ray already started, as a cluster would be) over the local backend on the same
-500x375 photos (goal >= 0.8). Writes metrics/bench/scale.json.
+``ray_over_local``: images/s of ``infer.backend: ray`` (a local Ray already started, as a cluster would be)
+over the local backend on the same 500x375 photos (goal >= 0.8), the median of ``--ray-repeats`` interleaved
+pairs. Writes metrics/bench/scale.json.
 
     .venv/bin/python benchmarks/scale.py [--sizes 100000 1000000] [--ray-images 320] [--skip crawl ...]
 """
@@ -25,6 +25,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,19 +59,22 @@ def step_store(work: Path, n: int) -> None:
 
     rng = np.random.default_rng(0)
     # the id column as the infer stage holds it (the pool index read from pool.csv)
-    ids = pd.concat([pd.Series([f"{v:016x}" for v in range(a, min(a + 65536, n))], dtype="str")
-                     for a in range(0, n, 65536)], ignore_index=True)  # fmt: skip
+    ids = pd.concat(
+        [pd.Series([f"{v:016x}" for v in range(a, min(a + 65536, n))], dtype="str") for a in range(0, n, 65536)],
+        ignore_index=True,
+    )
     store = PredictionStore(work / "store")
     size, k = 1024, 7
     for s in range(-(-n // size)):
         part = ids.iloc[s * size : (s + 1) * size].tolist()
         maps = rng.integers(0, k, (len(part), 4, 4), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
         area = np.stack([np.bincount(m.ravel(), minlength=k) for m in maps]).astype(np.float32) / 256
-        store.write_shard(s, Shard(part, list(maps), area, rng.random(len(part)).astype(np.float32),
-                                   np.ones(len(part), np.float32)), "bench")  # fmt: skip
-    store.finalize(
-        model="m", classes=[str(c) for c in range(k)], shard_size=size, ids=ids, fingerprint="bench"
-    )
+        store.write_shard(
+            s,
+            Shard(part, list(maps), area, rng.random(len(part)).astype(np.float32), np.ones(len(part), np.float32)),
+            "bench",
+        )
+    store.finalize(model="m", classes=[str(c) for c in range(k)], shard_size=size, ids=ids, fingerprint="bench")
     assert len(store.stats()) == n  # the per-image table
 
 
@@ -85,8 +89,9 @@ STEPS = {"crawl": step_crawl, "store": step_store, "mine": step_mine}
 
 def run_step(step: str, work: Path, n: int) -> dict:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--step", step, "--work", str(work), "--n", str(n)],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--step", step, "--work", str(work), "--n", str(n)], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"step {step} at {n}: {out.stderr[-3000:]}")
@@ -105,25 +110,27 @@ def make_images(folder: Path, n: int) -> None:
     for start in range(0, n, 1000):
         sub = folder / f"{start // 1000:05d}"
         sub.mkdir(parents=True, exist_ok=True)
-        pixels = (
-            rng.integers(0, 256, (min(1000, n - start), 8, 8, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
-        )
+        pixels = rng.integers(0, 256, (min(1000, n - start), 8, 8, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
         for i, p in enumerate(pixels):
             buf = io.BytesIO()
             Image.fromarray(p).save(buf, format="PNG", compress_level=1)
             (sub / f"{start + i:07d}.png").write_bytes(buf.getvalue())
 
 
-def ray_over_local(n_images: int) -> dict:
-    """Images/s of the Ray backend (a local Ray already started) and of the local backend on the same photos."""
+def ray_over_local(n_images: int, repeats: int) -> dict:
+    """Images/s of the Ray backend (a local Ray already started) and of the local backend on the same photos.
+
+    The two run in turn ``repeats`` times (the order swapped each time), each into a fresh store; the ratio is
+    the median of the ratios of neighbouring runs, the throughputs the medians of their runs.
+    """
     import dataclasses
 
     import pandas as pd
     import ray
     import torch
 
+    from madseg.backends import predict_model
     from madseg.config import load_params
-    from madseg.inference import predict_model
     from madseg.io.images import encode_jpeg, image_id
     from madseg.io.store import PredictionStore
     from madseg.models.checkpoint import make_meta, save_checkpoint
@@ -145,34 +152,54 @@ def ray_over_local(n_images: int) -> dict:
     spec = params.models.target
     torch.manual_seed(0)
     policy = InputPolicy(kind="shorter_side", size=(384, 384), shorter_side=384, max_side=1024)
-    meta = make_meta(arch=spec.arch, kwargs=spec.kwargs, classes=list(classes.names), input_size=384,
-                     mean=params.models.mean, std=params.models.std, input_policy=policy)  # fmt: skip
-    save_checkpoint(
-        tmp / "model.pt", build_model(spec.arch, classes.num_classes, **spec.kwargs), meta, provenance={}
+    meta = make_meta(
+        arch=spec.arch,
+        kwargs=spec.kwargs,
+        classes=list(classes.names),
+        input_size=384,
+        mean=params.models.mean,
+        std=params.models.std,
+        input_policy=policy,
     )
+    save_checkpoint(tmp / "model.pt", build_model(spec.arch, classes.num_classes, **spec.kwargs), meta, provenance={})
     torch.set_num_threads(params.infer.threads)
     infer = dataclasses.replace(params.infer, batch_size=8, shard_size=64)
-    out = {}
+    seconds: dict[str, list[float]] = {"local": [], "ray": []}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        for backend in ("local", "ray"):
-            t0 = time.perf_counter()
-            predict_model(tmp / "model.pt", index, PredictionStore(tmp / backend), model_name="target",
-                          classes=classes, infer_params=dataclasses.replace(infer, backend=backend),
-                          device="cpu", ray_params=params.ray)  # fmt: skip
-            out[backend] = n_images / (time.perf_counter() - t0)
+        for r in range(repeats):
+            for backend in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
+                t0 = time.perf_counter()
+                predict_model(
+                    tmp / "model.pt",
+                    index,
+                    PredictionStore(tmp / f"{backend}_{r}"),
+                    model_name="target",
+                    classes=classes,
+                    infer_params=dataclasses.replace(infer, backend=backend),
+                    device="cpu",
+                    ray_params=params.ray,
+                )
+                seconds[backend].append(time.perf_counter() - t0)
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"local_images_per_s": round(out["local"], 2), "ray_images_per_s": round(out["ray"], 2),
-            "ray_over_local": round(out["ray"] / out["local"], 3), "ray_images": n_images}  # fmt: skip
+    ratio = statistics.median(a / b for a, b in zip(seconds["local"], seconds["ray"], strict=True))
+    return {
+        "local_images_per_s": round(n_images / statistics.median(seconds["local"]), 2),
+        "ray_images_per_s": round(n_images / statistics.median(seconds["ray"]), 2),
+        "ray_over_local": round(ratio, 3),
+        "ray_images": n_images,
+        "ray_repeats": repeats,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs=2, default=[100_000, 1_000_000])
     ap.add_argument("--ray-images", type=int, default=320)
+    ap.add_argument("--ray-repeats", type=int, default=3)
     ap.add_argument("--skip", nargs="*", default=[], choices=[*STEPS, "ray"])
     ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "scale.json")
     ap.add_argument("--step", choices=list(STEPS), help=argparse.SUPPRESS)
@@ -210,11 +237,9 @@ def main() -> None:
     for step, (small, large) in plan.items():
         s, g = _label(small), _label(large)
         result[f"{step}_time_ratio"] = round(result[f"{step}_time_s_{g}"] / result[f"{step}_time_s_{s}"], 2)
-        result[f"{step}_mem_ratio"] = round(
-            result[f"{step}_peak_mem_mb_{g}"] / result[f"{step}_peak_mem_mb_{s}"], 3
-        )
+        result[f"{step}_mem_ratio"] = round(result[f"{step}_peak_mem_mb_{g}"] / result[f"{step}_peak_mem_mb_{s}"], 3)
     if "ray" not in args.skip:
-        result.update(ray_over_local(args.ray_images))
+        result.update(ray_over_local(args.ray_images, args.ray_repeats))
     from madseg.io.atomic import write_json
 
     write_json(args.out, result)
