@@ -173,7 +173,7 @@ def test_a_users_own_campaign_one_round_with_three_annotators(label_studio, tmp_
             "--annotation",
             "labelstudio",
             "--rounds",
-            "2",
+            "1",
         ],
         root,
     )
@@ -208,6 +208,8 @@ def test_a_users_own_campaign_one_round_with_three_annotators(label_studio, tmp_
     params["models"]["competitors"] = competitors
     params["finetune"].update(lr_grid=[0.01], epochs=1, workers=1)
     params["evaluation"]["bootstrap"] = 50
+    # a pool of 40 images and a target trained for 80 steps: every object size competes, so M can fill T
+    params["mining"]["area_quantiles"] = [0.0, 1.0]
     params["annotation"]["labelstudio"].update(
         document_root=str(label_studio.document_root), project_prefix=f"c{uuid.uuid4().hex[:6]}"
     )
