@@ -43,8 +43,21 @@ def test_frozen_batch_norm_keeps_its_pretrained_statistics(freeze_bn):
         torch.randn(8, 3, 4, 4) + 3.0,
         torch.randint(0, 3, (8, 4, 4)),
     )  # shifted inputs move the statistics
-    train_sgd_poly(model, data, data, lr=1e-3, epochs=1, batch_size=4, replay_ratio=0.5, momentum=0.9,
-                   weight_decay=0.0, poly_power=0.9, seed=0, device=torch.device("cpu"), freeze_bn=freeze_bn)  # fmt: skip
+    train_sgd_poly(
+        model,
+        data,
+        data,
+        lr=1e-3,
+        epochs=1,
+        batch_size=4,
+        replay_ratio=0.5,
+        momentum=0.9,
+        weight_decay=0.0,
+        poly_power=0.9,
+        seed=0,
+        device=torch.device("cpu"),
+        freeze_bn=freeze_bn,
+    )
     assert torch.equal(model[1].running_mean, before) == freeze_bn
     assert model[1].weight.grad is not None  # the affine parameters learn either way
 
@@ -64,16 +77,27 @@ def _data(n, seed):
 def _model():
     torch.manual_seed(0)
     kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
-    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=["background", "red"], input_size=32,
-                     mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+    meta = make_meta(
+        arch="smp.Unet", kwargs=kwargs, classes=["background", "red"], input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
     return build_model("smp.Unet", 2, **kwargs), meta
 
 
 def test_grid_is_recorded_and_the_best_t0_model_is_returned():
     model, meta = _model()
-    params = dataclasses.replace(FinetuneParams(), lr_grid=(1e-4, 5e-2), epochs=2, batch_size=4)
-    result = finetune_target(model, meta, new=_data(8, 1), replay=_data(16, 2), val=_data(8, 3), params=params,
-                             num_classes=2, device=torch.device("cpu"))  # fmt: skip
+    params = dataclasses.replace(
+        FinetuneParams(), lr_grid=(1e-4, 5e-2), epochs=2, batch_size=4, workers=1
+    )  # side by side: next test
+    result = finetune_target(
+        model,
+        meta,
+        new=_data(8, 1),
+        replay=_data(16, 2),
+        val=_data(8, 3),
+        params=params,
+        num_classes=2,
+        device=torch.device("cpu"),
+    )
     assert [g.lr for g in result.grid] == [1e-4, 5e-2]
     assert result.best.t0_miou == max(g.t0_miou for g in result.grid)
     assert all(len(g.history) == 2 for g in result.grid)
@@ -85,15 +109,21 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
     policy = InputPolicy(size=(32, 32))
     new = policy.training_views(*_data(8, 1), mean=[0.5] * 3, std=[0.25] * 3)
     replay = policy.training_views(*_data(8, 2), mean=[0.5] * 3, std=[0.25] * 3)
-    kw = dict(lr=1e-2, batch_size=4, replay_ratio=0.5, momentum=0.9, weight_decay=5e-4, poly_power=0.9, seed=0,
-              device=torch.device("cpu"))  # fmt: skip
+    kw = dict(
+        lr=1e-2,
+        batch_size=4,
+        replay_ratio=0.5,
+        momentum=0.9,
+        weight_decay=5e-4,
+        poly_power=0.9,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     straight, _ = _model()
     train_sgd_poly(straight, new, replay, epochs=3, **kw)
 
     resumed, _ = _model()
-    train_sgd_poly(
-        resumed, new, replay, epochs=3, resume_dir=tmp_path, stop_after=2, **kw
-    )  # "killed" after epoch 2
+    train_sgd_poly(resumed, new, replay, epochs=3, resume_dir=tmp_path, stop_after=2, **kw)  # "killed" after epoch 2
     assert (tmp_path / "state.pt").exists()
     fresh, _ = _model()  # a new process: weights come back from the saved state
     history = train_sgd_poly(fresh, new, replay, epochs=3, resume_dir=tmp_path, **kw)
@@ -104,16 +134,17 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
 
 def test_candidates_trained_side_by_side_match_one_after_the_other():
     """Processes change the schedule, not the numbers: same grid scores and bitwise the same chosen weights."""
-    model, meta = _model()
-    data = dict(
-        new=_data(8, 1), replay=_data(16, 2), val=_data(8, 3), num_classes=2, device=torch.device("cpu")
+    _, meta = _model()
+    # a plain torch network (with batch norm): the spawned workers then import neither smp nor timm
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1)
     )
+    data = dict(new=_data(8, 1), replay=_data(16, 2), val=_data(8, 3), num_classes=2, device=torch.device("cpu"))
     base = dataclasses.replace(FinetuneParams(), lr_grid=(1e-3, 3e-2), epochs=1, batch_size=4, threads=1)
     serial = finetune_target(model, meta, params=base, **data)
     parallel = finetune_target(model, meta, params=dataclasses.replace(base, workers=2), **data)
-    assert [(g.lr, g.t0_miou, g.history) for g in parallel.grid] == [
-        (g.lr, g.t0_miou, g.history) for g in serial.grid
-    ]
+    assert [(g.lr, g.t0_miou, g.history) for g in parallel.grid] == [(g.lr, g.t0_miou, g.history) for g in serial.grid]
     for a, b in zip(serial.model.state_dict().values(), parallel.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
