@@ -71,14 +71,8 @@ def run(params: Params, *, round_key: str) -> None:
     write_csv(out / "candidates.csv", proposal.candidates)
     write_csv(out / "M.csv", m)
     _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
-    metrics = {
-        "strategy": mp.strategy,
-        "n3": mp.n3,
-        "distance": mp.distance,
-        "pool_size": len(ids),
-        "excluded_trained_on": len(trained_on),
-        **proposal.summary(mp.strategy),
-    }
+    head = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids)}
+    metrics = {**head, "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
     log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m))
 
