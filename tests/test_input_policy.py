@@ -21,6 +21,9 @@ from madseg.models.registry import build_model
 
 CLASSES = make_class_list(["background", "bright", "dark"])
 ODD_SIZES = [(683, 1024), (1500, 2000), (517, 333)]  # (H, W): a landscape photo, a large one, an odd portrait
+# the same shapes at half the side for the whole path (a real network on every pixel): still more than one
+# tile of 256 in each direction, and a side below it that is padded
+NATIVE_SIZES = [(341, 512), (750, 1000), (259, 167)]
 
 
 class Pointwise(torch.nn.Module):
@@ -65,8 +68,14 @@ def test_geometry_keeps_the_aspect_and_caps_the_longer_side():
 @pytest.mark.parametrize("kind", ["shorter_side", "tiles"])
 def test_maps_come_out_at_the_image_size_with_the_planted_answer(kind):
     policy = InputPolicy(kind=kind, shorter_side=683, max_side=4000, tile=256, overlap=0.25)
-    predictor = TorchPredictor(Pointwise(), policy=policy, mean=[0.0] * 3, std=[1.0] * 3,
-                               lut=class_lut(CLASSES.names, CLASSES, None), device=torch.device("cpu"))  # fmt: skip
+    predictor = TorchPredictor(
+        Pointwise(),
+        policy=policy,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+        lut=class_lut(CLASSES.names, CLASSES, None),
+        device=torch.device("cpu"),
+    )
     images = [_photo(h, w, i) for i, (h, w) in enumerate(ODD_SIZES)]
     pred = predictor.predict(images)
     for image, label in zip(images, pred.maps, strict=True):
@@ -91,12 +100,10 @@ def test_resize_policy_keeps_the_fingerprint_of_earlier_stores(tmp_path):
 def test_training_views_match_inference():
     images = [_photo(h, w, i) for i, (h, w) in enumerate([(100, 150), (40, 30)])]
     masks = [np.full(im.shape[:2], 1, np.uint8) for im in images]
-    x, y = InputPolicy(
-        kind="shorter_side", size=(64, 64), shorter_side=64, max_side=128, overlap=0.0
-    ).training_views(images, masks, [0.5] * 3, [0.25] * 3)
-    assert (
-        x.shape[1:] == (3, 64, 64) and y.shape[1:] == (64, 64) and len(x) == 2 + 2
-    )  # 64x96 and 85x64: 2 crops each
+    x, y = InputPolicy(kind="shorter_side", size=(64, 64), shorter_side=64, max_side=128, overlap=0.0).training_views(
+        images, masks, [0.5] * 3, [0.25] * 3
+    )
+    assert x.shape[1:] == (3, 64, 64) and y.shape[1:] == (64, 64) and len(x) == 2 + 2  # 64x96 and 85x64: 2 crops each
     assert set(y.unique().tolist()) == {1}
     x, y = InputPolicy(kind="tiles", tile=64).training_views(images, masks, [0.5] * 3, [0.25] * 3)
     assert x.shape[1:] == (3, 64, 64) and (y[-1, 40:, :] == 255).all()  # a small image: padded with ignore
@@ -108,8 +115,15 @@ def _checkpoint(path, seed, policy):
     torch.manual_seed(seed)
     kwargs = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
     model = build_model("smp.Unet", CLASSES.num_classes, **kwargs)
-    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=list(CLASSES.names), input_size=64,
-                     mean=[0.5] * 3, std=[0.25] * 3, input_policy=policy)  # fmt: skip
+    meta = make_meta(
+        arch="smp.Unet",
+        kwargs=kwargs,
+        classes=list(CLASSES.names),
+        input_size=64,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        input_policy=policy,
+    )
     save_checkpoint(path, model, meta, provenance={"test": seed})
     return path
 
@@ -118,7 +132,7 @@ def _checkpoint(path, seed, policy):
 def test_native_resolution_through_infer_mine_tasks_evaluate(tmp_path, kind):
     policy = InputPolicy(kind=kind, size=(64, 64), shorter_side=96, max_side=160, tile=256)
     rows, truth = [], {}
-    for i, (h, w) in enumerate(ODD_SIZES):
+    for i, (h, w) in enumerate(NATIVE_SIZES):
         data = encode_jpeg(_photo(h, w, i))
         (tmp_path / f"{i}.jpg").write_bytes(data)
         rows.append({"id": image_id(data), "path": str(tmp_path / f"{i}.jpg")})
@@ -129,26 +143,31 @@ def test_native_resolution_through_infer_mine_tasks_evaluate(tmp_path, kind):
         ckpt = _checkpoint(tmp_path / f"{name}.pt", seed, policy)
         predictor = load_predictor(ckpt, classes=CLASSES, batch_size=2)
         stores[name] = PredictionStore(tmp_path / name)
-        predict_pool(predictor, index, stores[name], model_name=name, classes=CLASSES, shard_size=2, batch_size=2,
-                     workers=0, fingerprint=fingerprint(ckpt, index["id"].tolist(), predictor.policy))  # fmt: skip
+        predict_pool(
+            predictor,
+            index,
+            stores[name],
+            model_name=name,
+            classes=CLASSES,
+            shard_size=2,
+            batch_size=2,
+            workers=0,
+            fingerprint=fingerprint(ckpt, index["id"].tolist(), predictor.policy),
+        )
     maps = stores["target"].read_maps(index["id"].tolist())
-    sizes = {r["id"]: s for r, s in zip(rows, ODD_SIZES, strict=True)}
+    sizes = {r["id"]: s for r, s in zip(rows, NATIVE_SIZES, strict=True)}
     assert all(maps[i].shape == sizes[i] for i in maps)
 
     bands = np.array([[np.nan, np.nan], [0.0, 1.0], [0.0, 1.0]])
-    m = mine_mad(
-        stores["target"].iter_shards(), {"rival": stores["rival"].iter_shards()}, bands, CLASSES, n3=3
-    )
+    m = mine_mad(stores["target"].iter_shards(), {"rival": stores["rival"].iter_shards()}, bands, CLASSES, n3=3)
     assert len(m) and set(m["image_id"]) <= set(index["id"])
 
     first = index["id"].iloc[0]
     results = mask_to_results(maps[first], CLASSES)  # the Label Studio pre-annotation, at the photo's size
     assert all((r["original_height"], r["original_width"]) == sizes[first] for r in results)
-    assert (
-        results_to_mask(results, CLASSES, height=sizes[first][0], width=sizes[first][1]) == maps[first]
-    ).all()
+    assert (results_to_mask(results, CLASSES, height=sizes[first][0], width=sizes[first][1]) == maps[first]).all()
 
     ids = index["id"].tolist()
     cms = per_image_confusions(maps, truth, ids, CLASSES.num_classes)
-    assert cms.shape == (3, 3, 3) and cms.sum() == sum(h * w for h, w in ODD_SIZES)
+    assert cms.shape == (3, 3, 3) and cms.sum() == sum(h * w for h, w in NATIVE_SIZES)
     assert 0.0 <= score_set(cms, CLASSES.names, n_boot=10, seed=0)["miou"] <= 1.0
