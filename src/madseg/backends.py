@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,14 +90,19 @@ def predict_model(
     device: str = "auto",
     ray_params: RayParams | None = None,
     view: str | None = None,
+    policy: Mapping[str, Any] | None = None,
 ) -> int:
     """Predict the pool ``index`` (columns id, path; sorted by id) with the model at ``source`` (a checkpoint or
     a competitor folder) into ``store``, resuming finished shards, on the backend ``infer_params.backend`` names
     (``ray_params``: the ray section). ``device`` is the params' string: Ray actors resolve it on their own
-    nodes. ``view``: see every image through it (:mod:`madseg.models.views`). Returns shards computed."""
+    nodes. ``view``: see every image through it (:mod:`madseg.models.views`). ``policy``: params' input policy,
+    over the one the model recorded (:meth:`madseg.models.input_policy.InputPolicy.overridden`). Returns shards
+    computed."""
     backend = infer_params.backend
     here = resolve_device("cpu" if backend == "ray" else device)  # a Ray driver only reads the model's policy
-    predictor = load_pool_predictor(source, classes=classes, device=here, batch_size=infer_params.batch_size, view=view)
+    predictor = load_pool_predictor(
+        source, classes=classes, device=here, batch_size=infer_params.batch_size, view=view, policy=policy
+    )
     if not predictor.needs_pixels:  # precomputed predictions are read, not predicted: no cluster needed
         backend = "local"
     return _backend(PREDICT, backend, "infer")(
@@ -110,6 +116,7 @@ def predict_model(
         ray_params=ray_params,
         device=device,
         view=view,
+        policy=policy,
         pin_memory=here.type == "cuda",
     )
 

@@ -374,7 +374,7 @@ def _write_yaml(path: Path, doc: Any, header: str | None = None) -> None:
 
 def _write_pipeline(root: Path, *, keep_validity: bool, demo: bool = False) -> None:
     """dvc.yaml from the template: the demo's every stage, or a campaign's (no demo world; validity on request)."""
-    doc = _read_template("dvc.yaml")
+    doc = _read_template("pipeline.yaml")
     stages = doc["stages"]
     if not demo:
         for name in DEMO_STAGES:

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,7 +146,16 @@ def _decode_batch(row: dict, *, policy, mean, std, view: str | None = None) -> d
 class _PredictBatch:
     """Ray Data actor: the model, loaded once per actor, predicting prepared batches."""
 
-    def __init__(self, source: str, classes: ClassList, device: str, threads: int, batch_size: int, view: str | None):
+    def __init__(
+        self,
+        source: str,
+        classes: ClassList,
+        device: str,
+        threads: int,
+        batch_size: int,
+        view: str | None,
+        policy: Mapping[str, Any] | None,
+    ):
         import torch
 
         from madseg.device import resolve_device
@@ -153,7 +163,7 @@ class _PredictBatch:
         torch.set_num_threads(threads)  # the local backend's threads, so the two give the same bytes
         # with a view, its maps are mapped back onto the images (the decoding tasks applied the view)
         self.predictor = load_pool_predictor(
-            source, classes=classes, device=resolve_device(device), batch_size=batch_size, view=view
+            source, classes=classes, device=resolve_device(device), batch_size=batch_size, view=view, policy=policy
         )
 
     def __call__(self, row: dict) -> dict:
@@ -185,13 +195,14 @@ def predict_pool_ray(
     ray_params: RayParams | None = None,
     device: str = "auto",
     view: str | None = None,
+    policy: Mapping[str, Any] | None = None,
 ) -> int:
     """:func:`madseg.inference.predict_pool` as a Ray Data job: the same store, byte for byte.
 
     ``probe`` is the model's predictor on the driver (its input policy and normalisation prepare the images);
     each actor loads the model from ``source`` and resolves ``device`` (the params' string) on its own node.
-    ``view``: every image seen through it (:mod:`madseg.models.views`).
-    Returns the shards computed.
+    ``view``: every image seen through it (:mod:`madseg.models.views`); ``policy``: params' input policy, which
+    the actors apply too. Returns the shards computed.
     """
     ray_params = ray_params or RayParams()
     ids = check_index(index)
@@ -236,7 +247,15 @@ def predict_pool_ray(
                 compute=ray.data.ActorPoolStrategy(size=n_actors),
                 num_gpus=gpus,
                 num_cpus=ray_params.cpus_per_actor,
-                fn_constructor_args=(os.path.abspath(source), classes, device, infer_params.threads, batch, view),
+                fn_constructor_args=(
+                    os.path.abspath(source),
+                    classes,
+                    device,
+                    infer_params.threads,
+                    batch,
+                    view,
+                    policy,
+                ),
             )
             done: dict[int, dict[int, Prediction]] = {}
             for row in tqdm(_rows_or_cause(ds), total=len(rows), desc=f"infer {model_name} (ray)", unit="batch"):

@@ -177,6 +177,7 @@ def run(
             infer_params=params.infer,
             device=params.device,
             ray_params=params.ray,
+            policy=params.models.input_policy.overrides(),
         )
     bands, _ = s0_area_bands(params.dataset, params.mining, classes)  # the same area bands as mining
     m = competition_set(

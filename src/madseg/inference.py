@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,11 +146,17 @@ def predict_pool(
 
 
 def load_pool_predictor(
-    source: str | Path, *, classes: ClassList, device: torch.device, batch_size: int, view: str | None = None
+    source: str | Path,
+    *,
+    classes: ClassList,
+    device: torch.device,
+    batch_size: int,
+    view: str | None = None,
+    policy: Mapping[str, Any] | None = None,
 ):
     """The predictor of the model at ``source`` (a checkpoint or a competitor folder) on ``device``, seeing every
-    image through ``view`` if given (:mod:`madseg.models.views`)."""
-    predictor = load_predictor(source, classes=classes, device=device, batch_size=batch_size)
+    image through ``view`` if given (:mod:`madseg.models.views`), with params' input ``policy`` over the model's."""
+    predictor = load_predictor(source, classes=classes, device=device, batch_size=batch_size, policy=policy)
     return predictor if view is None else ViewPredictor(predictor, view)
 
 

@@ -51,5 +51,6 @@ def run(params: Params, *, model: str | None = None, round_key: str | None = Non
             device=params.device,
             ray_params=params.ray,
             view=view,
+            policy=params.models.input_policy.overrides(),
         )
         log.info("%s: %d images, %d shards computed (the rest resumed)", label, len(index), computed)
