@@ -95,6 +95,7 @@ def infer_project(tmp: Path, n_images: int = 240) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["infer"].update(shard_size=16, batch_size=8, workers=0)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy2(ROOT / "dvc.yaml", tmp / "dvc.yaml")  # the demo's paths params name are the pipeline's outputs
     return tmp
 
 
