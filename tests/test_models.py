@@ -43,8 +43,9 @@ def _checkpoint(path):
     torch.manual_seed(0)
     kwargs = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
     model = build_model("smp.Unet", 3, **kwargs)
-    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=list(CLASSES.names), input_size=32,
-                     mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+    meta = make_meta(
+        arch="smp.Unet", kwargs=kwargs, classes=list(CLASSES.names), input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
     save_checkpoint(path, model, meta, provenance={"test": 1})
     return model
 
@@ -78,9 +79,7 @@ def test_predictions_folder_is_a_first_class_competitor(tmp_path):
     (folder / "predictions").mkdir(parents=True)
     label = np.array([[0, 1], [2, 1]], np.uint8)
     write_mask(folder / "predictions" / "abc.png", label, CLASSES)
-    (folder / "spec.json").write_text(
-        json.dumps({"source": "predictions", "classes": None, "class_map": None})
-    )
+    (folder / "spec.json").write_text(json.dumps({"source": "predictions", "classes": None, "class_map": None}))
     predictor = load_predictor(folder, classes=CLASSES)
     pred = predictor.predict([np.zeros((2, 2, 3), np.uint8)], ["abc"])
     assert (pred.maps[0] == label).all() and pred.maxprob[0] == 1.0
@@ -114,8 +113,14 @@ def test_torchscript_and_onnx_competitors_match_the_checkpoint(tmp_path):
     pytest.importorskip("onnx")
     ox = tmp_path / "ox"
     ox.mkdir()
-    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(ox / "model.onnx"), input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}}, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 32, 32),),
+        str(ox / "model.onnx"),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n"}},
+        dynamo=False,
+    )
     (ox / "spec.json").write_text(json.dumps({**spec, "source": "onnx"}))
     got = load_predictor(ox, classes=CLASSES).predict(images)
     assert (got.maps[0] == reference.maps[0]).mean() > 0.99
@@ -133,10 +138,13 @@ save_torchscript(traced, sys.argv[2])
 
 
 def test_saved_torchscript_does_not_depend_on_the_folder_it_was_traced_in(tmp_path):
-    for folder in ("a", "b"):  # the same script in two folders, as in two checkouts
+    procs = []
+    for folder in ("a", "b"):  # the same script in two folders, as in two checkouts, run side by side
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "trace.py").write_text(TRACE)
-        subprocess.run([sys.executable, "trace.py", "raw.ts", "saved.ts"], cwd=tmp_path / folder, check=True)
+        # fresh processes: tracing twice in one would mangle the second module's class names
+        procs.append(subprocess.Popen([sys.executable, "trace.py", "raw.ts", "saved.ts"], cwd=tmp_path / folder))
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
     a, b = tmp_path / "a", tmp_path / "b"
     assert (a / "raw.ts").read_bytes() != (b / "raw.ts").read_bytes()  # plain torch.jit.save records the path
     assert (a / "saved.ts").read_bytes() == (b / "saved.ts").read_bytes()
