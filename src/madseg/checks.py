@@ -44,8 +44,12 @@ class SizeSummary:
         return max(self.width, self.height)
 
 
-def check_params(params: Params, root: Path = Path(".")) -> list[str]:
-    """The problems of ``params`` against the files under ``root``, one ``key.path: problem — remedy`` each."""
+def check_params(params: Params, root: Path = Path("."), *, checkpoints: bool = True) -> list[str]:
+    """The problems of ``params`` against the files under ``root``, one ``key.path: problem — remedy`` each.
+
+    ``checkpoints=False`` skips reading the checkpoints a user brings (torch, seconds): a stage's start does, and
+    the stages that load a model then say the same of it.
+    """
     produced = _produced_paths(root)
     problems: list[str] = []
 
@@ -80,12 +84,14 @@ def check_params(params: Params, root: Path = Path(".")) -> list[str]:
     specs = [("models.target", params.models.target, params.dataset.classes)]
     specs += [(f"models.competitors.{k}", s, s.classes) for k, s in params.models.competitors.items()]
     for key, spec, _ in specs:
-        problems += _model_problems(key, spec, classes, root, produced)
+        problems += _model_problems(key, spec, classes, root, produced, checkpoints=checkpoints)
     problems += _policy_problems(params, root)
     return problems
 
 
-def _model_problems(key: str, spec: ModelSpec, classes: ClassList, root: Path, produced: list[str]) -> list[str]:
+def _model_problems(
+    key: str, spec: ModelSpec, classes: ClassList, root: Path, produced: list[str], *, checkpoints: bool
+) -> list[str]:
     problems = []
     if spec.source == "registry" and spec.arch:
         try:
@@ -101,6 +107,8 @@ def _model_problems(key: str, spec: ModelSpec, classes: ClassList, root: Path, p
         return [*problems, f"{key}.path: {spec.path} does not exist — import it with `madseg import-model`"]
     own = list(spec.classes or classes.names)
     if spec.source in ("checkpoint", "registry") and path.is_file():
+        if not checkpoints:
+            return problems
         from madseg.models.checkpoint import read_checkpoint  # torch: only where a user brings a checkpoint
 
         try:

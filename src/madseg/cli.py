@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -160,6 +161,13 @@ def _demo(args: argparse.Namespace) -> None:
     importlib.import_module("madseg.demo").main(jobs=args.jobs)
 
 
+def _repro(args: argparse.Namespace) -> None:
+    demo = importlib.import_module("madseg.demo")
+    jobs = args.jobs or os.cpu_count() or 1
+    ran = demo.run_side_by_side(Path("."), args.targets or None, jobs=jobs, upstream=True)
+    log.info("ran %d stage(s): %s", len(ran), ", ".join(ran) or "everything was up to date")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="madseg", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -203,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline as dvc repro would, stages side by side")
     demo.add_argument("--jobs", type=int, help="stages side by side, this many at a time (default: CPU cores)")
     demo.set_defaults(func=_demo)
+
+    repro = sub.add_parser("repro", help="dvc repro on every core: independent stages side by side, as the demo")
+    repro.add_argument("targets", nargs="*", help="stages to bring up to date with their upstream (default: all)")
+    repro.add_argument("--jobs", type=int, help="stages side by side, this many at a time (default: CPU cores)")
+    repro.set_defaults(func=_repro)
 
     cmp = sub.add_parser("compare", help="a MAD competition between two models on a pool of unlabelled images")
     cmp.add_argument("model_a", help="checkpoint file or competitor folder (spec.json)")

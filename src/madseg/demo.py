@@ -34,6 +34,7 @@ from multiprocessing import forkserver
 from pathlib import Path
 
 from madseg import paths
+from madseg.stops import ExpectedStop
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +69,23 @@ def main(project: Path = Path("."), jobs: int | None = None) -> None:
     out.write("\nCompare rounds: dvc metrics show; plots offline: see README (dvc plots).\n")
 
 
-def run_side_by_side(project: Path, targets: Sequence[str] | None, *, jobs: int, dvc: str = "dvc") -> list[str]:
+def run_side_by_side(
+    project: Path, targets: Sequence[str] | None, *, jobs: int, dvc: str = "dvc", upstream: bool = False
+) -> list[str]:
     """Bring the stages named by ``targets`` (None: every stage) up to date, up to ``jobs`` at a time.
 
-    Their upstream stages outside ``targets`` are reproduced first (one `dvc repro`). A stage starts once the
+    With ``upstream`` their upstream stages run side by side too; else those outside ``targets`` are reproduced
+    first (one `dvc repro`). A stage starts once the
     targets it depends on have finished, and runs if DVC then finds it changed (so a retrained model that came
     out bit for bit the same does not rerun its inference); among the stages ready to start, the one heading
     the longest chain of targets goes first. Each runs its own command in its own process and is recorded with
     `dvc commit` as soon as it succeeds, also when another failed. Returns the names of those run, in order.
     """
     with contextlib.chdir(project):  # DVC resolves stage names against the working directory
-        return _run_side_by_side(targets, jobs=jobs, dvc=dvc)
+        return _run_side_by_side(targets, jobs=jobs, dvc=dvc, upstream=upstream)
 
 
-def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> list[str]:
+def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, upstream: bool) -> list[str]:
     import networkx as nx
     from dvc.repo import Repo
 
@@ -90,14 +94,18 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
         if targets is None:
             stages = {stage.addressing: stage for stage in repo.index.stages}
         else:
-            stages = {stage.addressing: stage for target in targets for stage in repo.stage.collect(target)}
+            stages = {
+                stage.addressing: stage
+                for target in targets
+                for stage in repo.stage.collect(target, with_deps=upstream)
+            }
         needs = {
             name: {dep.addressing for dep in graph.successors(stage)} & stages.keys() for name, stage in stages.items()
         }
-        upstream = {dep for stage in stages.values() for dep in nx.descendants(graph, stage)}
-        upstream = {stage for stage in upstream if stage.addressing not in stages}
+        before = {dep for stage in stages.values() for dep in nx.descendants(graph, stage)}
+        before = {stage for stage in before if stage.addressing not in stages}
         # `dvc repro X` brings X's upstream along, and DVC collects the graph once per name given: name the ends
-        ends = upstream - {dep for stage in upstream for dep in nx.descendants(graph, stage)}
+        ends = before - {dep for stage in before for dep in nx.descendants(graph, stage)}
     if ends:
         _check([dvc, "repro", *sorted(stage.addressing for stage in ends)])
 
@@ -122,7 +130,7 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
                 settled[name] = "up to date"
 
     # settled: name -> ran | up to date | failed | blocked, in the order each was settled
-    waiting, running, settled = _longest_chain_first(needs), {}, {}
+    waiting, running, settled, codes = _longest_chain_first(needs), {}, {}, {}
     _start_preloaded_process()
     with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         while waiting or running:
@@ -132,14 +140,24 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str) -> 
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             done = [(running.pop(future), future.result()) for future in finished]
             settled |= {name: "ran" if code == 0 else "failed" for name, code in done}
+            codes |= dict(done)
             start_ready()  # what they unblocked starts first: recording them reads their outputs, never rewrites them
             for name, code in done:
                 # should recording fail, what already started on the stage is recorded: `dvc repro` redoes both
                 if code == 0 and not _commit(repo, name):
                     settled[name] = "failed"
     if broken := [f"{name} ({state})" for name, state in settled.items() if state in ("failed", "blocked")]:
-        raise SystemExit(f"stages not run to the end: {', '.join(broken)}; the log above says why")
+        first = next(codes[name] for name, state in settled.items() if state == "failed")
+        raise StagesNotRun(f"stages not run to the end: {', '.join(broken)}; the log above says why", first)
     return [name for name, state in settled.items() if state == "ran"]
+
+
+class StagesNotRun(ExpectedStop):
+    """Some stages failed or were blocked; the exit code is the first failed stage's (3: people must answer)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code if 2 <= exit_code <= 9 else 1
 
 
 def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:

@@ -53,7 +53,7 @@ def run_stage(
     if extra := [STAGE_ARGUMENTS[k] for k, v in given.items() if v is not None and k not in wanted]:
         raise ConfigError(f"{stage}: takes no {' or '.join(extra)} — drop it")
     params = load_params(params_path)
-    if problems := check_params(params):
+    if problems := check_params(params, checkpoints=False):  # the stages that load a model check it themselves
         raise ConfigError(f"{params_path}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
     check_declared(stage, params, model=model)  # data that params.yaml names but dvc.yaml would not track
     kwargs = {name: value for name, value in given.items() if value is not None}
