@@ -92,12 +92,13 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, ups
     with Repo() as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         if targets is None:
-            stages = {stage.addressing: stage for stage in repo.index.stages}
+            stages = {stage.addressing: stage for stage in repo.index.stages if stage.cmd}
         else:
             stages = {
                 stage.addressing: stage
                 for target in targets
                 for stage in repo.stage.collect(target, with_deps=upstream)
+                if stage.cmd  # a `dvc add`ed folder is data, not a stage to run
             }
         needs = {
             name: {dep.addressing for dep in graph.successors(stage)} & stages.keys() for name, stage in stages.items()
