@@ -290,7 +290,8 @@ def test_a_users_own_campaign_one_round_with_three_annotators(label_studio, tmp_
     raters[1].annotations.update(id=mine[0].id, result=changed)
     pulled = run(["madseg", "pull", "--round", "0", "--answers", "ratings"], root, check=False)
     ran = _ran(pulled)
-    assert pulled.returncode == 0 and "Traceback" not in pulled.stderr, pulled.stderr[-3000:]
+    # the changed rating may move an image into S: then its mask is asked for (exit 3), else the round completes
+    assert pulled.returncode in (0, 3) and "Traceback" not in pulled.stderr, pulled.stderr[-3000:]
     upstream = (
         "crawl_index",
         "attributes",

@@ -34,7 +34,7 @@ from multiprocessing import forkserver
 from pathlib import Path
 
 from madseg import paths
-from madseg.stops import ExpectedStop
+from madseg.stops import StagesNotRun
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,6 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, ups
         first = next(codes[name] for name, state in settled.items() if state == "failed")
         raise StagesNotRun(f"stages not run to the end: {', '.join(broken)}; the log above says why", first)
     return [name for name, state in settled.items() if state == "ran"]
-
-
-class StagesNotRun(ExpectedStop):
-    """Some stages failed or were blocked; the exit code is the first failed stage's (3: people must answer)."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code if 2 <= exit_code <= 9 else 1
 
 
 def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import shutil
 import subprocess
+import sys
 
 from madseg import paths
 from madseg.config import Params
+from madseg.stops import StagesNotRun
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,7 @@ def pull(params: Params, *, round_key: str, answers: str = "all") -> list[str]:
         stage, receipt = IMPORTS[kind]
         if not (paths.annotations_dir(round_key) / receipt).exists():
             if answers == kind:
-                raise SystemExit(
-                    f"pull: round {round_key} has no {kind} tasks yet (no {receipt}): run `dvc repro`"
-                )
+                raise SystemExit(f"pull: round {round_key} has no {kind} tasks yet (no {receipt}): run `dvc repro`")
             continue
         log.info("pulling round %s's %s", round_key, kind)
         importlib.import_module(f"madseg.stages.{stage}").run(params, round_key=round_key)
@@ -53,8 +54,16 @@ def pull(params: Params, *, round_key: str, answers: str = "all") -> list[str]:
 
 
 def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd)
-    if done.returncode != 0:
-        raise SystemExit(
-            f"pull: `{' '.join(cmd[:2])} ...` stopped (exit {done.returncode}); the log above says why"
+    """Run a dvc command, its log passing through; a stage it ran that stopped for the user (e.g. new images of S
+    that need masks: exit 3) ends the pull with that stage's own exit code."""
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as process:
+        said = []
+        for line in process.stderr:
+            sys.stderr.write(line)
+            said.append(line)
+    if process.returncode != 0:
+        stopped = re.findall(r"exited with (\d+)", "".join(said))
+        raise StagesNotRun(
+            f"pull: the answers are in and recorded; `{' '.join(cmd[:2])} ...` then stopped: the log above says why",
+            int(stopped[0]) if stopped else 1,
         )

@@ -64,3 +64,12 @@ class BadInput(ExpectedStop, ValueError):
     """Input data madseg cannot use: a corrupt image, a wrong shape, an unknown class, a missing file."""
 
     exit_code = 9
+
+
+class StagesNotRun(ExpectedStop):
+    """Stages of a repro did not run to the end; the exit code is the first failed stage's own (3: people must
+    answer), or 1 when it was no expected stop."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code if 2 <= exit_code <= 9 else 1
