@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from madseg.demo import run_side_by_side
+from madseg.stops import StagesNotRun
 from tests.project import run as sh
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -39,15 +40,20 @@ def repo(tmp_path):
         "source": {"cmd": _write("u.txt", "'u'"), "outs": ["u.txt"]},
         "a": {"cmd": _write("a.txt", "pathlib.Path('u.txt').read_text() + 'a'"), "deps": ["u.txt"], "outs": ["a.txt"]},
         "b": {"cmd": "python -c 'raise SystemExit(3)'", "deps": ["u.txt"], "outs": ["b.txt"]},
-        "after_a": {"cmd": _write("c.txt", "pathlib.Path('a.txt').read_text() + 'c'"), "deps": ["a.txt"], "outs": ["c.txt"]},
+        "after_a": {
+            "cmd": _write("c.txt", "pathlib.Path('a.txt').read_text() + 'c'"),
+            "deps": ["a.txt"],
+            "outs": ["c.txt"],
+        },
         "after_b": {"cmd": _write("d.txt", "'d'"), "deps": ["b.txt"], "outs": ["d.txt"]},
-    }  # fmt: skip
+    }
     return _project(tmp_path, stages)
 
 
 def test_stages_run_after_what_they_need_and_a_failure_keeps_the_rest(repo):
-    with pytest.raises(SystemExit, match=r"b \(failed\), after_b \(blocked\)"):
+    with pytest.raises(StagesNotRun, match=r"b \(failed\), after_b \(blocked\)") as stopped:
         run_side_by_side(repo, ["a", "b", "after_a", "after_b"], jobs=2, dvc=DVC)
+    assert stopped.value.exit_code == 3  # b's own exit code: a caller can tell "people must answer" apart
     assert (repo / "c.txt").read_text() == "uac"  # after_a started once a had written a.txt
     assert not (repo / "d.txt").exists()
     status = sh(["dvc", "status", "--json"], repo).stdout
@@ -90,9 +96,7 @@ def test_a_rerun_starts_without_the_stale_outputs_as_dvc_repro_would(tmp_path):
         "(d / 'x.txt').write_text(pathlib.Path('in.txt').read_text())"
     )
     (tmp_path / "in.txt").write_text("1")
-    project = _project(
-        tmp_path, {"make": {"cmd": f'python -c "{write_dir}"', "deps": ["in.txt"], "outs": ["out"]}}
-    )
+    project = _project(tmp_path, {"make": {"cmd": f'python -c "{write_dir}"', "deps": ["in.txt"], "outs": ["out"]}})
     run_side_by_side(project, None, jobs=2, dvc=DVC)
     (project / "out" / "stray.txt").write_text("left by hand")
     (project / "in.txt").write_text("2")
@@ -101,14 +105,12 @@ def test_a_rerun_starts_without_the_stale_outputs_as_dvc_repro_would(tmp_path):
     assert (project / "out" / "x.txt").read_text() == "2"
 
 
-def test_a_madseg_stage_runs_in_a_preloaded_process_and_its_failure_is_reported(
-    tmp_path, monkeypatch, caplog
-):
+def test_a_madseg_stage_runs_in_a_preloaded_process_and_its_failure_is_reported(tmp_path, monkeypatch, caplog):
     project = _project(tmp_path, {"bogus": {"cmd": "madseg run no_such_stage", "outs": ["never.txt"]}})
     caplog.set_level(logging.INFO, logger="madseg.demo")
     # no shell could find madseg: the stage must fork from the runner
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(SystemExit, match=r"bogus \(failed\)"):
+    with pytest.raises(StagesNotRun, match=r"bogus \(failed\)"):
         run_side_by_side(project, None, jobs=2, dvc=DVC)
-    # madseg's own exit code for an unknown stage; a shell that cannot find madseg would give 127
-    assert "bogus FAILED (1)" in caplog.text
+    # madseg's own exit code for an unknown stage (a params mistake: 2); a shell that cannot find madseg gives 127
+    assert "bogus FAILED (2)" in caplog.text
