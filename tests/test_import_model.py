@@ -69,9 +69,7 @@ def test_a_plain_state_dict_saved_from_data_parallel(tmp_path):
               "decoder_segmentation_channels": 32}  # fmt: skip
     original = smp.FPN(encoder_weights=None, classes=3, **kwargs)
     torch.save({f"module.{k}": v for k, v in original.state_dict().items()}, tmp_path / "fpn.pt")
-    _round_trip(
-        original, tmp_path, form="state_dict", source=tmp_path / "fpn.pt", arch="smp.FPN", kwargs=kwargs
-    )
+    _round_trip(original, tmp_path, form="state_dict", source=tmp_path / "fpn.pt", arch="smp.FPN", kwargs=kwargs)
 
 
 def test_other_classes_are_refused_before_anything_is_written(tmp_path):
@@ -88,15 +86,22 @@ def test_other_classes_are_refused_before_anything_is_written(tmp_path):
         import_model(form="keras", source=tmp_path / "voc.pth", classes=CLASSES.names, policy=POLICY, **NORM)
 
 
-def test_the_command_writes_a_checkpoint_and_explains_failures(tmp_path):
+def test_the_command_writes_a_checkpoint_and_explains_failures(tmp_path, capsys):
     demo = make_class_list("demo")
-    smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=demo.num_classes, encoder_depth=3,
-             decoder_channels=[32, 16, 8]).save_pretrained(tmp_path / "unet")  # fmt: skip
+    unet = smp.Unet(
+        encoder_name="resnet18",
+        encoder_weights=None,
+        classes=demo.num_classes,
+        encoder_depth=3,
+        decoder_channels=[32, 16, 8],
+    )
+    unet.save_pretrained(tmp_path / "unet")
     out = tmp_path / "models" / "target.pt"
-    main(["import-model", str(tmp_path / "unet"), "--form", "smp", "--out", str(out), "--params",
-          str(ROOT / "params.yaml")])  # fmt: skip
+    params = ["--params", str(ROOT / "params.yaml")]
+    main(["import-model", str(tmp_path / "unet"), "--form", "smp", "--out", str(out), *params])
     _, meta = load_checkpoint(out)
     assert meta["classes"] == list(demo.names) and meta["input_size"] == [64, 64]
-    with pytest.raises(SystemExit, match=r"import-model: .*no such model folder"):
-        main(["import-model", str(tmp_path / "nope"), "--form", "smp", "--out", str(out), "--params",
-              str(ROOT / "params.yaml")])  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        main(["import-model", str(tmp_path / "nope"), "--form", "smp", "--out", str(out), *params])
+    assert stopped.value.code == 9  # bad input: one line, no traceback
+    assert "no such model folder" in capsys.readouterr().err

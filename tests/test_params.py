@@ -38,7 +38,7 @@ def _disagreements(cls, raw: dict, where: str) -> list[str]:
             continue
         if dataclasses.is_dataclass(default):
             continue
-        value = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}")
+        value = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}", [])
         if isinstance(default, list):
             default = tuple(default)
         if value != default:

@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    sys.exit(exit_code(lambda: args.func(args), debug=args.debug))
+    if code := exit_code(lambda: args.func(args), debug=args.debug):
+        sys.exit(code)
 
 
 if __name__ == "__main__":
