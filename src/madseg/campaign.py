@@ -1,7 +1,7 @@
 """`madseg init`: turn a clone into a campaign on the user's data; `madseg check`: every param at once.
 
 A campaign is this repository's layout on the user's data: ``params.yaml`` and ``dvc.yaml`` written here, the
-labelled set and the pool under ``data/`` (copied or hard-linked and ``dvc add``ed, or kept in place as external
+labelled set and the pool under ``data/`` (copied and ``dvc add``ed, or kept in place as external
 dependencies), an imported target under ``models/imported/``. Its ``dvc.yaml`` holds only the campaign's stages:
 no demo world, and no ``validity`` unless the pool's truth is given (a dry run with simulated raters).
 
@@ -45,7 +45,10 @@ IMPORTED_TARGET = "models/imported/target.pt"
 CAMPAIGN_HEADER = (
     "# madseg campaign, written by `madseg init`. Every stage reads its own section; unknown keys are errors."
 )
-DataMode = Literal["copy", "link", "external"]
+# copy: into data/, `dvc add`ed (DVC then keeps one copy in its cache; `dvc config cache.type hardlink,symlink`
+# links the workspace to it). external: where they lie, hashed there as dependencies. No hard links into the user's
+# folders: `dvc add` would make the user's own files read-only cache entries
+DataMode = Literal["copy", "external"]
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ class _Placed:
 
 
 def _place_data(root: Path, spec: CampaignSpec) -> _Placed:
-    """Copy or hard-link the user's folders into data/ and `dvc add` them, or name them in place (external)."""
+    """Copy the user's folders into data/ and `dvc add` them, or name them in place (external)."""
     if spec.data == "external":
         absolute = [str(p.resolve()) if p else None for p in (spec.voc, spec.urls, spec.truth, spec.eval_pool)]
         return _Placed(absolute[0], [str(p.resolve()) for p in spec.pools], *absolute[1:])
@@ -211,7 +214,7 @@ def _place_data(root: Path, spec: CampaignSpec) -> _Placed:
         _remove(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, dest, copy_function=_link if spec.data == "link" else shutil.copy2)
+            shutil.copytree(source, dest)
         else:
             shutil.copy2(source, dest)
         tracked.append("data/pool" if rel.startswith("data/pool/") else rel)
@@ -224,13 +227,6 @@ def _place_data(root: Path, spec: CampaignSpec) -> _Placed:
         truth="data/truth" if spec.truth else None,
         eval_pool="data/eval_pool" if spec.eval_pool else None,
     )
-
-
-def _link(source: str, dest: str) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:  # another file system: a copy
-        shutil.copy2(source, dest)
 
 
 def _dvc(root: Path, *args: str) -> None:

@@ -188,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--eval-pool", help="a held-out labelled pool (images/, truth/): adds the validity stage")
     init.add_argument(
         "--data",
-        choices=["copy", "link", "external"],
+        choices=["copy", "external"],
         default="copy",
-        help="copy or hard-link your folders into data/ and `dvc add` them, or keep them in place (external)",
+        help="copy your folders into data/ and `dvc add` them, or keep them where they are (external)",
     )
     init.add_argument("--rounds", type=int, default=2, help="fine-tuning rounds r: rounds 0..r are mined (default 2)")
     init.add_argument("--input-policy", choices=["resize", "shorter_side", "tiles"], help="default: from sizes")
