@@ -89,9 +89,7 @@ def _train_and_score(preset: str, name: str, variant: str) -> dict[str, float]:
         out["eval_corner_miou"],
         fit.seconds,
     )
-    return {f"{name}.{variant}.{k}": 100 * v for k, v in out.items()} | {
-        f"{name}.{variant}.train_s": fit.seconds
-    }
+    return {f"{name}.{variant}.{k}": 100 * v for k, v in out.items()} | {f"{name}.{variant}.train_s": fit.seconds}
 
 
 def _specs(params: Params) -> dict[str, ModelSpec]:
@@ -100,9 +98,7 @@ def _specs(params: Params) -> dict[str, ModelSpec]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="presets/pretrained.yaml")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()

@@ -88,9 +88,7 @@ def experiment_name(strategy: str, seed: int, option: str = "paper") -> str:
     return f"study-{strategy}-s{seed}" if option == "paper" else f"study-{option}-{strategy}-s{seed}"
 
 
-def experiment_args(
-    strategy: str, seed: int, lr: float | None, workers: int, option: str = "paper"
-) -> list[str]:
+def experiment_args(strategy: str, seed: int, lr: float | None, workers: int, option: str = "paper") -> list[str]:
     """`dvc exp run --temp` of one (strategy, seed) up to `validity`; the workspace is never touched."""
     fixed_lr = ["-S", f"finetune.lr_grid=[{lr}]"] if lr is not None else []
     settings = [arg for setting in option_params(option) for arg in ("-S", setting)]
@@ -133,9 +131,7 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
-    shutil.copyfile(
-        dvc_cache() / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt"
-    )
+    shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt")
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
 
@@ -228,15 +224,11 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
             summary[f"mad_minus_{other}_sd"] = float(diff.std(ddof=1)) if len(diff) > 1 else None
             summary[f"mad_minus_{other}_by_seed"] = [float(v) for v in diff]
             summary[f"mad_beats_{other}_in_seeds"] = int((diff > 0).sum())
-            corner = (
-                table.pivot(index="seed", columns="strategy", values=f"target_{final_round}.corner") * 100
-            )
+            corner = table.pivot(index="seed", columns="strategy", values=f"target_{final_round}.corner") * 100
             summary[f"mad_minus_{other}_corner"] = float((corner["mad"] - corner[other]).mean())
         runs = [competitions[(s, other)] for s in seeds if (s, other) in competitions]
         if runs:
-            summary[f"competition.mad_minus_{other}"] = float(
-                sum(r["miou_difference"] for r in runs) / len(runs)
-            )
+            summary[f"competition.mad_minus_{other}"] = float(sum(r["miou_difference"] for r in runs) / len(runs))
             summary[f"competition.mad_wins_{other}_in_seeds"] = sum(r["winner"] == "mad" for r in runs)
             summary[f"competition.images_per_seed.{other}"] = [int(r["n_images"]) for r in runs]
     for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random"):
@@ -251,9 +243,7 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
     and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they
     ran."""
     summary: dict = {}
-    factors = sorted(
-        k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor.")
-    )
+    factors = sorted(k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor."))
     for option, rows in table.groupby("option", sort=True):
         rows = rows.sort_values("seed")
         mad = rows[rows["strategy"] == "mad"].set_index("seed")
@@ -278,21 +268,15 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=["mad", "entropy", "random"])
     parser.add_argument(
         "--options", nargs="+", default=["paper"], help=f"recipes, of {sorted(OPTIONS)}, '+' joins them"
     )
     parser.add_argument("--n", type=int, default=5, help="images per (class, direction) in each competition")
-    parser.add_argument(
-        "--lr", type=float, help="hold the fine-tuning lr fixed (default: the grid of params.yaml)"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the experiments already in metrics/study*.csv"
-    )
+    parser.add_argument("--lr", type=float, help="hold the fine-tuning lr fixed (default: the grid of params.yaml)")
+    parser.add_argument("--resume", action="store_true", help="keep the experiments already in metrics/study*.csv")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (2 suits 2 cores)")
     args = parser.parse_args()
     for option in args.options:
@@ -305,9 +289,7 @@ def main() -> None:
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
     done = {
-        (r["strategy"], int(r["seed"]))
-        for r in rows
-        if (ROOT / STUDY / f"{r['strategy']}-s{r['seed']}.pt").exists()
+        (r["strategy"], int(r["seed"])) for r in rows if (ROOT / STUDY / f"{r['strategy']}-s{r['seed']}.pt").exists()
     }
     rows = [r for r in rows if (r["strategy"], int(r["seed"])) in done]
     todo = [("paper", st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
@@ -339,9 +321,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
     main_study = ROOT / "metrics" / "study.json"
     if args.resume and main_study.exists() and json.loads(main_study.read_text()).get("fixed_lr") == args.lr:
-        rows += [
-            {"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")
-        ]
+        rows += [{"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")]
     done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
     todo = [
         (option, st, seed)

@@ -35,9 +35,7 @@ def label_studio(tmp_path_factory):
     document_root = root / "files"
     document_root.mkdir()
     handle = start_server(exe, root / "data", document_root=document_root, template_dir=template)
-    add_annotators(
-        handle.url, handle.token, [f"rater{k}@team.test" for k in range(3)]
-    )  # a team, as in the field
+    add_annotators(handle.url, handle.token, [f"rater{k}@team.test" for k in range(3)])  # a team, as in the field
     yield handle
     stop_server(handle)
 

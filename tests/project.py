@@ -16,13 +16,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(
-    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None
-) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     # the project's venv first: `dvc` and `madseg` (which dvc.yaml's commands call) live there
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, **(env or {}), "PATH": path, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": path,
+        "DVC_NO_ANALYTICS": "1",
+        "TQDM_DISABLE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -35,9 +42,7 @@ def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         out[k] = (
-            merge(base[k], v)
-            if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "competitors"
-            else v
+            merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "competitors" else v
         )
     return out
 
@@ -47,9 +52,7 @@ def make_tiny_project(work: Path) -> Path:
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for rel in files:
         src = ROOT / rel
-        generated = (
-            rel.startswith(("data/", "models/", "metrics/", "annotations/")) and "round_init" not in rel
-        )
+        generated = rel.startswith(("data/", "models/", "metrics/", "annotations/")) and "round_init" not in rel
         if src.is_file() and not generated:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / rel)
@@ -88,9 +91,7 @@ def infer_project(tmp: Path, n_images: int = 240) -> Path:
     torch.manual_seed(0)
     kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
     classes = ["background", "disc", "square", "triangle", "ring", "cross", "star"]
-    meta = make_meta(
-        arch="smp.Unet", kwargs=kwargs, classes=classes, input_size=32, mean=[0.5] * 3, std=[0.25] * 3
-    )
+    meta = make_meta(arch="smp.Unet", kwargs=kwargs, classes=classes, input_size=32, mean=[0.5] * 3, std=[0.25] * 3)
     save_checkpoint(tmp / "models/target_0.pt", build_model("smp.Unet", 7, **kwargs), meta, provenance={})
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["infer"].update(shard_size=16, batch_size=8, workers=0)

@@ -37,9 +37,7 @@ def test_planted_biases_and_inconsistencies_are_recovered():
     assert np.allclose(model.inconsistency[list(spread)].to_numpy(), list(spread.values()), atol=0.1)
     # the most consistent rater weighs most, so quality beats the plain mean of the scores
     plain = scores.groupby("image_id")["score"].mean().to_numpy()
-    assert (
-        np.abs(model.quality.to_numpy() - quality).mean() < np.abs(plain - np.mean(planted) - quality).mean()
-    )
+    assert np.abs(model.quality.to_numpy() - quality).mean() < np.abs(plain - np.mean(planted) - quality).mean()
 
 
 def test_the_simulated_annotators_biases_within_a_tenth():

@@ -69,15 +69,11 @@ def test_unpainted_pixels_are_background():
 
 def test_anti_aliased_stroke_is_thresholded_and_regions_of_a_label_merge():
     h, w = 6, 10
-    ramp = np.tile(
-        np.linspace(0, 255, w).astype(np.uint8), (h, 1)
-    )  # 0, 28, ..., 255: soft edge left to right
+    ramp = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))  # 0, 28, ..., 255: soft edge left to right
     left = np.zeros((h, w), np.uint8)
     left[:2, :3] = 128  # just over the threshold
     left[4:, :3] = 127  # just under it: not painted
-    out = results_to_mask(
-        [_stroke(ramp, "disc", "a"), _stroke(left, "disc", "b")], CLASSES, height=h, width=w
-    )
+    out = results_to_mask([_stroke(ramp, "disc", "a"), _stroke(left, "disc", "b")], CLASSES, height=h, width=w)
     want = np.where(ramp > 127, 1, 0)
     want[:2, :3] = 1
     np.testing.assert_array_equal(out, want)
@@ -96,9 +92,7 @@ def test_overlaps_later_region_wins_and_background_erases():
     results = [_stroke(square, "square", "1"), _stroke(disc, "disc", "2")]
     np.testing.assert_array_equal(results_to_mask(results, CLASSES, height=h, width=w)[1], [2, 2, 1, 1, 1, 1])
     # the same regions listed the other way round: square on top
-    np.testing.assert_array_equal(
-        results_to_mask(results[::-1], CLASSES, height=h, width=w)[1], [2, 2, 2, 2, 1, 1]
-    )
+    np.testing.assert_array_equal(results_to_mask(results[::-1], CLASSES, height=h, width=w)[1], [2, 2, 2, 2, 1, 1])
     out = results_to_mask(
         [*results, _stroke(eraser, "background", "3"), _stroke(void, IGNORE_LABEL, "4")],
         CLASSES,

@@ -46,15 +46,12 @@ def _files(ls, folder: str, ids: list[str], shape=(8, 10)) -> pd.DataFrame:
     return pd.DataFrame({"image_id": ids, "path": [str(d / f"{i}.png") for i in ids]})
 
 
-def _rate(
-    client: LabelStudio, task_id: int, user: int, score: int, ood: bool = False, lead: float = 1.5
-) -> None:
-    result = [
-        {"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [str(score)]}}
-    ]
+def _rate(client: LabelStudio, task_id: int, user: int, score: int, ood: bool = False, lead: float = 1.5) -> None:
+    result = [{"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [str(score)]}}]
     if ood:
-        result.append({"from_name": "ood", "to_name": "image", "type": "choices",
-                       "value": {"choices": ["out of domain"]}})  # fmt: skip
+        result.append(
+            {"from_name": "ood", "to_name": "image", "type": "choices", "value": {"choices": ["out of domain"]}}
+        )
     client.annotations.create(task_id, result=result, completed_by=user, lead_time=lead)
 
 
@@ -121,9 +118,7 @@ def test_weak_round_trip_idempotent_and_incomplete(label_studio):
         for image in ids
         for user, score in zip(users, planted[image], strict=True)
     )
-    assert (
-        sorted(map(tuple, table[["image_id", "annotator", "score", "out_of_domain"]].values.tolist())) == want
-    )
+    assert sorted(map(tuple, table[["image_id", "annotator", "score", "out_of_domain"]].values.tolist())) == want
     assert table["lead_time_s"].sum() == pytest.approx(9 * 1.5 + 3 * 2.5)
     assert raw["backend"] == "labelstudio" and [t["data"]["image_id"] for t in raw["tasks"]] == ids
     assert set(table["score"]) <= set(range(1, len(LEVELS) + 1))
@@ -197,9 +192,7 @@ def test_too_few_accounts_for_the_annotators_per_task_stop_the_export(label_stud
     backend = _backend(label_studio)
     people = len(backend._users())
     backend.annotators_per_task = people + 1
-    with pytest.raises(
-        TooFewAnnotators, match=rf"annotators_per_task is {people + 1}, but .* has {people} account"
-    ):
+    with pytest.raises(TooFewAnnotators, match=rf"annotators_per_task is {people + 1}, but .* has {people} account"):
         backend.export_weak("0", _files(label_studio, "few/overlays/rater", ["b" * 16]))
     invite = add_annotators(label_studio.url, label_studio.token, [f"n{uuid.uuid4().hex[:6]}@team.test"])
     assert invite.startswith(label_studio.url)
@@ -214,9 +207,7 @@ def test_server_down_is_a_clear_error():
 
 
 def test_missing_address_is_a_clear_error(tmp_path):
-    params = AnnotationParams(
-        backend="labelstudio", labelstudio=LabelStudioParams(env_file=str(tmp_path / ".env"))
-    )
+    params = AnnotationParams(backend="labelstudio", labelstudio=LabelStudioParams(env_file=str(tmp_path / ".env")))
     with pytest.raises(AnnotationServerError, match="LABEL_STUDIO_URL"):
         make_backend(params, classes=CLASSES, environ={})
     (tmp_path / ".env").write_text(
@@ -334,10 +325,7 @@ def test_a_server_for_remote_annotators_listens_on_every_interface(label_studio,
         )
     with handle:
         assert handle.url.startswith("http://127.0.0.1:")
-        assert (
-            LabelStudioBackend(handle.url, handle.token, classes=CLASSES, annotators_per_task=1).check()
-            is None
-        )
+        assert LabelStudioBackend(handle.url, handle.token, classes=CLASSES, annotators_per_task=1).check() is None
     assert any("anyone who can reach this port" in r.getMessage() for r in caplog.records)
 
 

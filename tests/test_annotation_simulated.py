@@ -80,9 +80,7 @@ def test_vetoes_at_their_rates():
     off_ood = table[~table["image_id"].isin(ood)]["out_of_domain"].mean()
     assert 0.77 < on_ood < 0.83 and 0.003 < off_ood < 0.02
     with pytest.raises(ValueError, match="not an oracle"):
-        simulate_ratings(
-            {"a": 0.5}, set(), dataclasses.replace(SIM, ood_veto_prob=1.0), annotators=3, round_key="0"
-        )
+        simulate_ratings({"a": 0.5}, set(), dataclasses.replace(SIM, ood_veto_prob=1.0), annotators=3, round_key="0")
     with pytest.raises(ValueError, match="need as many biases"):
         simulate_ratings({"a": 0.5}, set(), SIM, annotators=4, round_key="0")
 
@@ -122,14 +120,18 @@ def make_tiny_project() -> tuple[list[str], dict[str, np.ndarray]]:
         (paths.POOL_IMAGES).mkdir(parents=True, exist_ok=True)
         (paths.POOL_IMAGES / f"{i}.png").write_bytes(encode_png(np.zeros((8, 10, 3), np.uint8)))
     kinds = ["normal", "corner", "ood", "normal", "normal", "ood"]
-    write_csv(TRUTH / "factors.csv",
-              pd.DataFrame({"image_id": ids, "name": ids, "kind": kinds, "factors": ""}))  # fmt: skip
+    write_csv(TRUTH / "factors.csv", pd.DataFrame({"image_id": ids, "name": ids, "kind": kinds, "factors": ""}))
     pool_paths = [str(paths.POOL_IMAGES / f"{i}.png") for i in ids]
     write_csv(paths.POOL_INDEX, pd.DataFrame({"id": ids, "path": pool_paths, "width": 10, "height": 8}))
     store = PredictionStore(paths.target_predictions("0"))
     n = len(ids)
-    shard = Shard(ids=ids, maps=[preds[i] for i in ids], area=np.zeros((n, 7), np.float32),
-                  entropy=np.zeros(n, np.float32), maxprob=np.ones(n, np.float32))  # fmt: skip
+    shard = Shard(
+        ids=ids,
+        maps=[preds[i] for i in ids],
+        area=np.zeros((n, 7), np.float32),
+        entropy=np.zeros(n, np.float32),
+        maxprob=np.ones(n, np.float32),
+    )
     store.write_shard(0, shard, "fp")
     store.finalize(model="target", classes=CLASSES.names, shard_size=64, ids=ids, fingerprint="fp")
     mining = paths.mining_dir("0")
@@ -155,22 +157,12 @@ def test_stages_on_the_simulated_backend(project):
     assert params.annotation.backend == "simulated"
     export_weak_tasks.run(params, round_key="0")
     receipt = read_json("annotations/round_0/weak_export.json")
-    assert (
-        receipt["backend"] == "simulated"
-        and receipt["images"] == ids
-        and receipt["simulated"]["noise_sd"] == 0.5
-    )
+    assert receipt["backend"] == "simulated" and receipt["images"] == ids and receipt["simulated"]["noise_sd"] == 0.5
     import_scores.run(params, round_key="0")
-    scores = read_csv(
-        "annotations/round_0/scores.csv", required=["image_id", "annotator", "score", "out_of_domain"]
-    )
+    scores = read_csv("annotations/round_0/scores.csv", required=["image_id", "annotator", "score", "out_of_domain"])
     assert len(scores) == 18 and sorted(scores["annotator"].unique()) == ["sim0", "sim1", "sim2"]
     raw = read_json("annotations/round_0/weak_raw.json")
-    assert (
-        raw["backend"] == "simulated"
-        and raw["simulated"]["ood_veto_prob"] == 0.8
-        and len(raw["answers"]) == 18
-    )
+    assert raw["backend"] == "simulated" and raw["simulated"]["ood_veto_prob"] == 0.8 and len(raw["answers"]) == 18
     metrics = read_json("metrics/annotation/weak_round_0.json")
     assert metrics["ratings_requested"] == 18 and metrics["ratings_received"] == 18
     assert metrics["ratings_lead_time_total_s"] is None  # nothing was timed
@@ -198,9 +190,7 @@ def test_missing_overlay_and_wrong_receipt_are_errors(project):
     with pytest.raises(FileNotFoundError, match="1 rater overlays missing"):
         export_weak_tasks.run(params, round_key="0")
     paths.annotations_dir("0").mkdir(parents=True, exist_ok=True)
-    (paths.annotations_dir("0") / "pixel_export.json").write_text(
-        '{"backend": "labelstudio", "kind": "pixel"}'
-    )
+    (paths.annotations_dir("0") / "pixel_export.json").write_text('{"backend": "labelstudio", "kind": "pixel"}')
     with pytest.raises(ValueError, match="re-run the export stage"):
         import_masks.run(params, round_key="0")
     assert not (paths.annotations_dir("0") / "masks").exists()

@@ -28,14 +28,10 @@ from madseg.labels import make_class_list
 CLASSES = make_class_list("demo")
 
 
-def _ann(
-    aid: int, who: int, rating: str | None, ood: bool = False, cancelled: bool = False, lead: float = 2.0
-):
+def _ann(aid: int, who: int, rating: str | None, ood: bool = False, cancelled: bool = False, lead: float = 2.0):
     result = []
     if rating is not None:
-        result.append(
-            {"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [rating]}}
-        )
+        result.append({"from_name": "rating", "to_name": "image", "type": "choices", "value": {"choices": [rating]}})
     if ood:
         result.append(
             {
@@ -71,9 +67,7 @@ def test_pixel_config_lists_classes_in_palette_colours():
 
 def test_parse_weak_reads_aliases_names_vetoes_and_skips_cancelled():
     tasks = {
-        "a": _task(
-            1, "a", [_ann(10, 2, "1"), _ann(11, 3, "excellent", ood=True), _ann(12, 4, None, cancelled=True)]
-        ),
+        "a": _task(1, "a", [_ann(10, 2, "1"), _ann(11, 3, "excellent", ood=True), _ann(12, 4, None, cancelled=True)]),
         "b": _task(2, "b", [_ann(13, 2, "3", lead=4.5)]),
     }
     table = parse_weak(tasks, {2: "ann1@x", 3: "ann2@x"})

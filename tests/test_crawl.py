@@ -103,8 +103,11 @@ def test_near_pairs_match_brute_force(threshold):
     r = np.random.default_rng(threshold)
     base = r.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64) * np.uint64(2)
     # plant neighbours at every distance up to threshold + 2, the flipped bits spread at random over the bands
-    planted = [b ^ np.uint64(sum(1 << int(i) for i in r.choice(64, d, replace=False)))
-               for b in base[:40] for d in range(threshold + 3)]  # fmt: skip
+    planted = [
+        b ^ np.uint64(sum(1 << int(i) for i in r.choice(64, d, replace=False)))
+        for b in base[:40]
+        for d in range(threshold + 3)
+    ]
     stored = np.concatenate([base, np.array(planted, dtype=np.uint64)])
     dist = np.bitwise_count(stored[:, None] ^ stored[None, :]).astype(np.int64)
     i, j, d = C.near_pairs(stored, threshold)
@@ -263,9 +266,7 @@ def test_odd_modes_decode_to_the_right_pixels():
     g = decode_rgb(files["gray16.png"][0])
     assert g[0, 0, 0] == 0 and g[-1, -1, 0] == 255  # 16-bit range mapped onto 8 bits, not clipped
     rot = decode_rgb(files["rotated.jpg"][0])
-    upright = np.asarray(Image.open(io.BytesIO(files["rotated.jpg"][0])).convert("RGB")).transpose(1, 0, 2)[
-        :, ::-1
-    ]
+    upright = np.asarray(Image.open(io.BytesIO(files["rotated.jpg"][0])).convert("RGB")).transpose(1, 0, 2)[:, ::-1]
     assert rot.shape == upright.shape and np.abs(rot.astype(int) - upright).max() == 0
 
 
@@ -356,9 +357,7 @@ def test_deduplicate_is_order_independent():
 
 
 # the shipped defaults (params.yaml repeats them): the claims below hold for what a user runs
-DEFAULTS = dict(
-    threshold=CrawlParams().near_dup_threshold, max_color_diff=CrawlParams().near_dup_max_color_diff
-)
+DEFAULTS = dict(threshold=CrawlParams().near_dup_threshold, max_color_diff=CrawlParams().near_dup_max_color_diff)
 
 
 def test_threshold_does_not_merge_distinct_images_but_merges_planted_copies():
@@ -585,9 +584,7 @@ def test_interrupted_crawl_resumes_without_refetching(tmp_path):
 
 def test_vanished_store_file_is_fetched_again(tmp_path):
     with Server({"/a.jpg": ("ok", enc(scene(400, 64)))}) as srv:
-        kw = dict(
-            urls=[srv.url("/a.jpg")], store_dir=tmp_path / "s", limits=LIMITS, fetch=FAST, decode_workers=1
-        )
+        kw = dict(urls=[srv.url("/a.jpg")], store_dir=tmp_path / "s", limits=LIMITS, fetch=FAST, decode_workers=1)
         res = C.crawl(**kw)
         Path(res.index["path"][0]).unlink()
         res2 = C.crawl(**kw)
@@ -646,9 +643,7 @@ def _names(cell: str) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (DEMO / "pool" / "images").is_dir(), reason="demo world not generated (dvc repro make_world)"
-)
+@pytest.mark.skipif(not (DEMO / "pool" / "images").is_dir(), reason="demo world not generated (dvc repro make_world)")
 def test_demo_pool_near_duplicates(capsys):
     """On the demo pool every near-duplicate merge must be a planted copy, never two different scenes."""
     p = repo_crawl_params()  # the demo's own thresholds

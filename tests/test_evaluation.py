@@ -38,9 +38,7 @@ def test_bootstrap_interval_narrows_with_more_images_and_is_seeded():
     rng = np.random.default_rng(0)
 
     def cms(n):
-        return np.stack(
-            [confusion_matrix(rng.integers(0, 3, 64), rng.integers(0, 3, 64), 3) for _ in range(n)]
-        )
+        return np.stack([confusion_matrix(rng.integers(0, 3, 64), rng.integers(0, 3, 64), 3) for _ in range(n)])
 
     small, large = cms(10), cms(400)
     lo_s, hi_s = bootstrap_miou(small, 500, seed=1)

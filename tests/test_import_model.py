@@ -47,8 +47,9 @@ def _round_trip(original: torch.nn.Module, tmp_path, **import_kwargs):
 
 def test_an_smp_save_pretrained_folder(tmp_path):
     torch.manual_seed(0)
-    original = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=3, encoder_depth=3,
-                        decoder_channels=[32, 16, 8])  # fmt: skip
+    original = smp.Unet(
+        encoder_name="resnet18", encoder_weights=None, classes=3, encoder_depth=3, decoder_channels=[32, 16, 8]
+    )
     original.save_pretrained(tmp_path / "unet")
     saved = _round_trip(original, tmp_path, form="smp", source=tmp_path / "unet")
     assert saved["arch"] == "smp.Unet" and saved["kwargs"]["encoder_depth"] == 3
@@ -59,29 +60,45 @@ def test_a_torchvision_state_dict_with_its_auxiliary_head(tmp_path):
     tv = tvseg.deeplabv3_mobilenet_v3_large(num_classes=3, weights=None, weights_backbone=None, aux_loss=True)
     torch.save(tv.state_dict(), tmp_path / "deeplab.pth")
     tv.aux_classifier = None
-    _round_trip(TorchvisionLogits(tv), tmp_path, form="torchvision", source=tmp_path / "deeplab.pth",
-                arch="tv.deeplabv3_mobilenet_v3_large")  # fmt: skip
+    _round_trip(
+        TorchvisionLogits(tv),
+        tmp_path,
+        form="torchvision",
+        source=tmp_path / "deeplab.pth",
+        arch="tv.deeplabv3_mobilenet_v3_large",
+    )
 
 
 def test_a_plain_state_dict_saved_from_data_parallel(tmp_path):
     torch.manual_seed(0)
-    kwargs = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_pyramid_channels": 64,
-              "decoder_segmentation_channels": 32}  # fmt: skip
+    kwargs = {
+        "encoder_name": "resnet18",
+        "encoder_depth": 3,
+        "decoder_pyramid_channels": 64,
+        "decoder_segmentation_channels": 32,
+    }
     original = smp.FPN(encoder_weights=None, classes=3, **kwargs)
     torch.save({f"module.{k}": v for k, v in original.state_dict().items()}, tmp_path / "fpn.pt")
     _round_trip(original, tmp_path, form="state_dict", source=tmp_path / "fpn.pt", arch="smp.FPN", kwargs=kwargs)
 
 
 def test_other_classes_are_refused_before_anything_is_written(tmp_path):
-    smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=5, encoder_depth=3,
-             decoder_channels=[32, 16, 8]).save_pretrained(tmp_path / "unet5")  # fmt: skip
+    smp.Unet(
+        encoder_name="resnet18", encoder_weights=None, classes=5, encoder_depth=3, decoder_channels=[32, 16, 8]
+    ).save_pretrained(tmp_path / "unet5")
     with pytest.raises(ClassMismatch, match=r"predicts 5 classes.*dataset.classes has 3"):
         import_model(form="smp", source=tmp_path / "unet5", classes=CLASSES.names, policy=POLICY, **NORM)
     voc = tvseg.lraspp_mobilenet_v3_large(num_classes=21, weights=None, weights_backbone=None)
     torch.save(voc.state_dict(), tmp_path / "voc.pth")
     with pytest.raises(ClassMismatch, match="predicts 21 classes"):
-        import_model(form="torchvision", source=tmp_path / "voc.pth", arch="tv.lraspp_mobilenet_v3_large",
-                     classes=CLASSES.names, policy=POLICY, **NORM)  # fmt: skip
+        import_model(
+            form="torchvision",
+            source=tmp_path / "voc.pth",
+            arch="tv.lraspp_mobilenet_v3_large",
+            classes=CLASSES.names,
+            policy=POLICY,
+            **NORM,
+        )
     with pytest.raises(ValueError, match="unknown model form 'keras'"):
         import_model(form="keras", source=tmp_path / "voc.pth", classes=CLASSES.names, policy=POLICY, **NORM)
 

@@ -20,9 +20,7 @@ def test_report_renders_offline_with_every_image(tiny_project):
     assert index.exists()
     page = visit(index, ARTIFACTS / "report_index.png")
     assert page.external_requests == []
-    assert {"madseg report", "Table 1: mIoU on T0 and on each round's MAD test set", "Provenance"} <= set(
-        page.headings
-    )
+    assert {"madseg report", "Table 1: mIoU on T0 and on each round's MAD test set", "Provenance"} <= set(page.headings)
     assert page.svgs >= 2
     round_page = visit(tiny_project / "metrics/report/round_0.html", ARTIFACTS / "report_round_0.png")
     assert round_page.external_requests == [] and round_page.errors == []
@@ -150,12 +148,8 @@ def test_the_changes_of_a_fine_tune_are_ranked_and_the_round_scores_shown():
 
     from madseg.report.sections import agreement_html, most_changed, scores_table_html
 
-    before = pd.DataFrame(
-        {"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.5, 0.7, 1.0], "area_x": [0.1, 0.5, 0.3, 0]}
-    )
-    after = pd.DataFrame(
-        {"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.9, 0.5, 0.6], "area_x": [0.1, 0.1, 0.5, 0.4]}
-    )
+    before = pd.DataFrame({"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.5, 0.7, 1.0], "area_x": [0.1, 0.5, 0.3, 0]})
+    after = pd.DataFrame({"id": ["a", "b", "c", "d"], "area_bg": [0.9, 0.9, 0.5, 0.6], "area_x": [0.1, 0.1, 0.5, 0.4]})
     assert most_changed(before, after, n=3) == ["b", "d", "c"]  # ties kept in the pool's order
     assert most_changed(before, after, exclude={"b"}, n=2) == ["d", "c"]
     html = scores_table_html({"f.T0.miou": 0.5, "f.T.miou": 0.25}, ["f", "g"])

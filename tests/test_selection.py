@@ -107,9 +107,7 @@ def test_krippendorff_alpha_matches_reference_package(seed):
     scores = _scores(rows)
     ours = krippendorff_alpha_ordinal(scores)
     pivot = scores.pivot_table(index="annotator", columns="image_id", values="score").to_numpy(float)
-    ref = krippendorff.alpha(
-        reliability_data=pivot, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5]
-    )
+    ref = krippendorff.alpha(reliability_data=pivot, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
     assert ours == pytest.approx(ref, abs=1e-9)
 
 
@@ -139,9 +137,7 @@ def test_rater_model_scores_undo_a_lenient_raters_bias():
     mean = opinion_scores(scores, candidates).set_index("image_id")
     model = opinion_scores(scores, candidates, "rater_model").set_index("image_id")
     assert mean.at["b", "mos"] == mean.at["a", "mos"] == 3
-    assert (
-        model.at["b", "mos"] < model.at["a", "mos"]
-    )  # the lenient rater's 3 is worth less than the fair one's
+    assert model.at["b", "mos"] < model.at["a", "mos"]  # the lenient rater's 3 is worth less than the fair one's
     assert model.at["v", "mos"] == np.inf and model.index[-1] == "v"
     with pytest.raises(ValueError, match="unknown score aggregation"):
         opinion_scores(scores, candidates, "median")

@@ -23,21 +23,14 @@ CLASSES = ["background", "disc", "square"]
 def test_attributes_measure_contrast_noise_sharpness_and_colour():
     rng = np.random.default_rng(0)
     flat = np.full((64, 96, 3), 128, np.uint8)
-    noisy = np.clip(flat + rng.normal(0, 25, (64, 96, 1)), 0, 255).astype(
-        np.uint8
-    )  # grey noise: luma sigma 25
+    noisy = np.clip(flat + rng.normal(0, 25, (64, 96, 1)), 0, 255).astype(np.uint8)  # grey noise: luma sigma 25
     edges = np.zeros((64, 96, 3), np.uint8)
     edges[:, ::8] = 255
     red = np.zeros((64, 96, 3), np.uint8)
     red[..., 0] = 220
-    a = {
-        name: image_attributes(im)
-        for name, im in (("flat", flat), ("noisy", noisy), ("edges", edges), ("red", red))
-    }
+    a = {name: image_attributes(im) for name, im in (("flat", flat), ("noisy", noisy), ("edges", edges), ("red", red))}
     assert a["flat"]["contrast"] == 0 and a["flat"]["noise"] == 0 and a["flat"]["sharpness"] == 0
-    assert a["noisy"]["noise"] == pytest.approx(
-        25 / 255, rel=0.15
-    )  # Immerkaer's estimate of the planted sigma
+    assert a["noisy"]["noise"] == pytest.approx(25 / 255, rel=0.15)  # Immerkaer's estimate of the planted sigma
     assert a["edges"]["sharpness"] > a["noisy"]["sharpness"] > 0 and a["edges"]["noise"] < a["noisy"]["noise"]
     assert a["red"]["colourfulness"] > 5 * a["noisy"]["colourfulness"]
     assert a["red"]["colour_cast"] > 0.3 and a["flat"]["colour_cast"] == 0 and a["red"]["saturation"] > 0.8
@@ -125,9 +118,7 @@ def test_a_truthless_pool_gives_slices_and_factors_validate_them():
         }
     )
     m_ids = table.index[in_m].tolist()
-    mos = pd.DataFrame(
-        {"image_id": m_ids, "mos": np.where(np.isin(m_ids, planted), 1.0, 4.0), "vetoed": False}
-    )
+    mos = pd.DataFrame({"image_id": m_ids, "mos": np.where(np.isin(m_ids, planted), 1.0, 4.0), "vetoed": False})
     slices = round_slices(attributes, stats, CLASSES, m_ids, mos)
     assert {"rule", "pool_size", "group_share", "lift", "worst_share", "examples", "group_ids"} <= set(slices)
     assert slices.iloc[0]["rule"].startswith("contrast <") and slices.iloc[0]["worst_share"] > 0.9
@@ -148,13 +139,9 @@ def test_hindsight_rules_isolate_a_planted_factor_and_not_a_rare_one():
     factors[m_ids[np.isin(m_ids, planted)]] = "low_contrast"
     factors[m_ids[~np.isin(m_ids, planted)][:2]] = "rare"  # two carriers cannot fill a slice of five
     rules = hindsight_rules(table, in_m, factors, ["low_contrast", "rare", "absent"])
-    assert (
-        rules["low_contrast"].startswith("contrast <") and rules["rare"] is None and rules["absent"] is None
-    )
+    assert rules["low_contrast"].startswith("contrast <") and rules["rare"] is None and rules["absent"] is None
     # the rule found does recover the factor by factors_recovered's test
     attribute, _, value = rules["low_contrast"].split()
     members = [i for i in m_ids if table.loc[i, attribute] < float(value)]
     assert factors_recovered(pd.DataFrame({"group_ids": [";".join(members)]}), factors, ["low_contrast"])
-    assert hindsight_rules(table, np.zeros(len(table), bool), factors, ["low_contrast"]) == {
-        "low_contrast": None
-    }
+    assert hindsight_rules(table, np.zeros(len(table), bool), factors, ["low_contrast"]) == {"low_contrast": None}

@@ -25,10 +25,7 @@ def test_recipes_produce_the_documented_params():
         "selection.scores=rater_model",
     ]
     args = study.experiment_args("mad", 1, 0.01, 2, "views+rater_model")
-    assert (
-        args[args.index("-n") + 1] == "study-views+rater_model-mad-s1"
-        and "selection.scores=rater_model" in args
-    )
+    assert args[args.index("-n") + 1] == "study-views+rater_model-mad-s1" and "selection.scores=rater_model" in args
     assert study.experiment_name("entropy", 2) == "study-entropy-s2"  # the paper's recipe keeps its old names
     with pytest.raises(SystemExit, match="unknown option"):
         study.option_params("views+nope")
@@ -60,9 +57,7 @@ def test_recipe_summary_means_spread_and_margins():
         ]
     )
     summary = study.summarize_options(table, "2")
-    assert summary["paper.corner_miou_gain"] == 7.0 and summary["paper.corner_miou_gain_sd"] == pytest.approx(
-        1.41
-    )
+    assert summary["paper.corner_miou_gain"] == 7.0 and summary["paper.corner_miou_gain_sd"] == pytest.approx(1.41)
     assert summary["paper.gain.low_contrast_by_seed"] == [0.0, 2.0] and summary["paper.seeds"] == [0, 1]
     assert summary["views.gain.low_contrast"] == 20.0 and summary["views.corner_miou_gain_sd"] is None
     assert summary["views.mad_minus_entropy"] == 2.0 and "paper.mad_minus_entropy" not in summary

@@ -21,8 +21,18 @@ def data(n=12, size=16):
 def train(augment=None) -> torch.Tensor:
     net = tiny_net()
     images, masks = data()
-    pretrain(net, images, masks, steps=4, batch_size=4, lr=1e-2, weight_decay=0.0, seed=0,
-             device=torch.device("cpu"), augment=augment)  # fmt: skip
+    pretrain(
+        net,
+        images,
+        masks,
+        steps=4,
+        batch_size=4,
+        lr=1e-2,
+        weight_decay=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+        augment=augment,
+    )
     return torch.cat([p.detach().flatten() for p in net.parameters()])
 
 

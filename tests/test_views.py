@@ -37,8 +37,14 @@ class BrightIsDisc(torch.nn.Module):
 
 
 def predictor(view: str | None = None):
-    p = TorchPredictor(BrightIsDisc(), policy=InputPolicy(kind="resize", size=(32, 32)), mean=(0, 0, 0),
-                       std=(1, 1, 1), lut=class_lut(CLASSES.names, CLASSES, None), device=torch.device("cpu"))  # fmt: skip
+    p = TorchPredictor(
+        BrightIsDisc(),
+        policy=InputPolicy(kind="resize", size=(32, 32)),
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        lut=class_lut(CLASSES.names, CLASSES, None),
+        device=torch.device("cpu"),
+    )
     return p if view is None else ViewPredictor(p, view)
 
 
@@ -100,8 +106,17 @@ def test_a_view_finds_a_failure_every_model_shares(tmp_path):
         (competitor_name("contrast_stretch"), "contrast_stretch"),
     ):
         stores[name] = PredictionStore(tmp_path / name)
-        predict_pool(predictor(view), index, stores[name], model_name=name, classes=CLASSES,
-                     fingerprint=name, shard_size=4, batch_size=3, workers=0)  # fmt: skip
+        predict_pool(
+            predictor(view),
+            index,
+            stores[name],
+            model_name=name,
+            classes=CLASSES,
+            fingerprint=name,
+            shard_size=4,
+            batch_size=3,
+            workers=0,
+        )
     comps = {n: s.iter_shards() for n, s in stores.items() if n != "target"}
     candidates = mine_mad(stores["target"].iter_shards(), comps, WIDE, CLASSES, n3=4, distance="miou")
     found = candidates[candidates["distance"] > 0]

@@ -33,8 +33,7 @@ def per_image_confusions(
             raise ValueError(f"no ground truth for image {image}")
         if predictions[image].shape != truth[image].shape:
             raise ValueError(
-                f"image {image}: prediction {predictions[image].shape} and truth {truth[image].shape} "
-                "differ in shape"
+                f"image {image}: prediction {predictions[image].shape} and truth {truth[image].shape} differ in shape"
             )
         out[n] = confusion_matrix(truth[image], predictions[image], num_classes)
     return out

@@ -81,8 +81,7 @@ def train_sgd_poly(
     seed: int,
     device: torch.device,
     resume_dir: Path | None = None,
-    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-    | None = None,
+    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     stop_after: int | None = None,
     freeze_bn: bool = True,
 ) -> list[dict]:
@@ -106,9 +105,7 @@ def train_sgd_poly(
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
-    plan = mixed_batches(
-        n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng
-    )
+    plan = mixed_batches(n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng)
     gen = torch.Generator().manual_seed(seed)
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: plain SGD's numbers
@@ -147,9 +144,7 @@ def train_sgd_poly(
     return history
 
 
-def _resume(
-    state_path: Path | None, parts: dict, gen: torch.Generator, device: torch.device
-) -> tuple[list[dict], int]:
+def _resume(state_path: Path | None, parts: dict, gen: torch.Generator, device: torch.device) -> tuple[list[dict], int]:
     """Restore ``parts`` (model, optimizer, scaler) and ``gen`` from the last finished epoch: (history,
     epoch)."""
     if state_path is None or not state_path.exists():
@@ -178,9 +173,7 @@ class FinetuneResult:
     t0_before: float
 
 
-def hflip_augment(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def hflip_augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip each sample horizontally with probability 1/2 (image (N,3,H,W) and mask (N,H,W) together)."""
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
     x, y = x.clone(), y.clone()
@@ -189,9 +182,7 @@ def hflip_augment(
     return x, y
 
 
-def flip_and_photometric(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def flip_and_photometric(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`hflip_augment`, then :func:`madseg.training.photometric` on the images (the masks keep their
     classes: a colour-shifted or faint object is still that object)."""
     from madseg.training import photometric
@@ -246,8 +237,7 @@ def finetune_target(
         device=device,
     )
     jobs = [
-        {**shared, "lr": lr, "resume_dir": resume_root / f"lr_{lr:g}" if resume_root else None}
-        for lr in params.lr_grid
+        {**shared, "lr": lr, "resume_dir": resume_root / f"lr_{lr:g}" if resume_root else None} for lr in params.lr_grid
     ]
     workers = min(params.workers, len(jobs))
     if workers > 1:

@@ -30,9 +30,7 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> n
     if t.size and (t.max() >= num_classes or p.max() >= num_classes or min(t.min(), p.min()) < 0):
         bad = np.unique(np.concatenate([t[(t >= num_classes) | (t < 0)], p[(p >= num_classes) | (p < 0)]]))
         raise ValueError(f"label values {bad.tolist()} outside 0..{num_classes - 1}")
-    return np.bincount(num_classes * t + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    return np.bincount(num_classes * t + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def iou_per_class(cm: np.ndarray) -> np.ndarray:

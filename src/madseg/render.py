@@ -74,9 +74,7 @@ def _legend(classes: ClassList, present: Sequence[int], width: int) -> Image.Ima
 def _legend_image(swatches: tuple[tuple[str, tuple[int, ...]], ...], width: int) -> Image.Image:
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    items = [
-        (name, colour, SWATCH + 4 + int(probe.textlength(name, font=font)) + 10) for name, colour in swatches
-    ]
+    items = [(name, colour, SWATCH + 4 + int(probe.textlength(name, font=font)) + 10) for name, colour in swatches]
     line_h = SWATCH + 4
     lines, x = 1, PAD
     for *_, w in items:
@@ -101,9 +99,7 @@ def _text_strip(text: str, width: int) -> Image.Image:
     return im
 
 
-def _compose(
-    panels: Sequence[tuple[str, np.ndarray]], footer: Sequence[Image.Image], scale: int
-) -> Image.Image:
+def _compose(panels: Sequence[tuple[str, np.ndarray]], footer: Sequence[Image.Image], scale: int) -> Image.Image:
     h, w = panels[0][1].shape[:2]
     ph, pw = h * scale, w * scale
     width = len(panels) * pw + (len(panels) + 1) * PAD
@@ -127,9 +123,7 @@ def _present(*maps: np.ndarray) -> list[int]:
     return [int(v) for v in values]
 
 
-def rater_overlay(
-    image: np.ndarray, target_map: np.ndarray, classes: ClassList, min_side: int = 192
-) -> Image.Image:
+def rater_overlay(image: np.ndarray, target_map: np.ndarray, classes: ClassList, min_side: int = 192) -> Image.Image:
     """What a rater sees: image | target's prediction over the image, with a legend of the predicted classes.
 
     Args:

@@ -143,9 +143,7 @@ def find_slices(
                 "group_size": group_size,
                 "group_share": group_size / n_group,
                 "lift": (group_size / size) / (n_group / n),
-                "worst_share": float(worst[members].sum() / max(int(worst.sum()), 1))
-                if worst is not None
-                else None,
+                "worst_share": float(worst[members].sum() / max(int(worst.sum()), 1)) if worst is not None else None,
                 "excess": group_size / n_group - size / n,
                 "examples": ";".join(slice_ids[:examples]),
                 "group_ids": ";".join(slice_ids),
@@ -286,9 +284,7 @@ def _conditions(table: pd.DataFrame) -> list[Condition]:
     return [c for c in dict.fromkeys(out) if 0 < c.mask(table).sum() <= 0.95 * n]
 
 
-def slice_table(
-    attributes: pd.DataFrame, target_stats: pd.DataFrame, class_names: Sequence[str]
-) -> pd.DataFrame:
+def slice_table(attributes: pd.DataFrame, target_stats: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """The pool's attributes (index = image id) joined with the target's predicted main class, its area and
     the target's entropy (from PredictionStore.stats(): id, area_<class>..., entropy): what slices are found
     in."""
@@ -328,9 +324,7 @@ def round_slices(
     return find_slices(table, in_m, worst=worst, top=top, clusters=clusters, seed=seed)
 
 
-def factors_recovered(
-    slices: pd.DataFrame, m_factors: pd.Series, factors: Sequence[str], top: int = 10
-) -> list[str]:
+def factors_recovered(slices: pd.DataFrame, m_factors: pd.Series, factors: Sequence[str], top: int = 10) -> list[str]:
     """Which hidden-truth ``factors`` the ``top`` slices recover (for validating slices on a labelled pool).
 
     A factor is recovered when one slice has at least half (RECOVERY_PURITY) of its M images carrying the
@@ -399,9 +393,7 @@ def hindsight_rules(
             if pair is not None and (best is None or pair[:2] > best[:2]):
                 best = pair
         found[factor] = (
-            None
-            if best is None
-            else " and ".join(c.words() for c in sorted(best[2], key=lambda c: c.attribute))
+            None if best is None else " and ".join(c.words() for c in sorted(best[2], key=lambda c: c.attribute))
         )
     return found
 
@@ -427,9 +419,7 @@ def hindsight_bound(
     shuffled = []
     for _ in range(shuffles):
         permuted = pd.Series(rng.permutation(group_factors.to_numpy()), index=group_factors.index)
-        shuffled.append(
-            sum(r is not None for r in hindsight_rules(table, in_group, permuted, factors).values())
-        )
+        shuffled.append(sum(r is not None for r in hindsight_rules(table, in_group, permuted, factors).values()))
     return {
         "factors_describable_in_hindsight": sum(r is not None for r in rules.values()),
         "factors_describable_shuffled": float(np.mean(shuffled)),

@@ -53,9 +53,7 @@ def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "photometric": photometric
-}
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {"photometric": photometric}
 
 
 def pretrain(
@@ -158,9 +156,7 @@ def pretrain_spec(
     )
     torch.manual_seed(seed)
     net = build_model(spec.arch, classes.num_classes, **spec.kwargs)
-    weights = init_pretrained(
-        net, spec.arch, classes.num_classes, spec.kwargs
-    )  # or a clear error, before training
+    weights = init_pretrained(net, spec.arch, classes.num_classes, spec.kwargs)  # or a clear error, before training
     x, y = InputPolicy.from_meta(meta).training_views(images, masks, models.mean, models.std)
     steps, lr = spec.steps or recipe.steps, spec.lr or recipe.lr
     start = time.monotonic()

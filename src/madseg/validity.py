@@ -153,10 +153,7 @@ def factor_shares(named: pd.Series, ids: Sequence[str]) -> dict[str, float]:
     """Per factor of ``named`` (image id -> ';'-joined factors), the share of ``ids`` carrying it (0 if
     none)."""
     carried = named.reindex(list(ids)).fillna("").str.split(";")
-    return {
-        f: float(carried.map(lambda fs, f=f: f in fs).mean()) if len(carried) else 0.0
-        for f in factor_names(named)
-    }
+    return {f: float(carried.map(lambda fs, f=f: f in fs).mean()) if len(carried) else 0.0 for f in factor_names(named)}
 
 
 def group_scores(cms: np.ndarray, factors: pd.DataFrame) -> dict[str, tuple[int, float]]:

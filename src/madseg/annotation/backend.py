@@ -33,9 +33,7 @@ from madseg.labels import ClassList
 from .simulated import HiddenTruth, simulate_ratings, true_miou
 from .tasks import MASK_COLUMNS, check_receipt
 
-TargetMaps = Callable[
-    [str, Sequence[str]], Mapping[str, np.ndarray]
-]  # (round_key, ids) -> id -> (H, W) uint8
+TargetMaps = Callable[[str, Sequence[str]], Mapping[str, np.ndarray]]  # (round_key, ids) -> id -> (H, W) uint8
 
 
 class AnnotationBackend(Protocol):
@@ -113,9 +111,7 @@ class SimulatedBackend:
             "images": images,
         }
 
-    def import_pixel(
-        self, receipt: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    def import_pixel(self, receipt: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
         check_receipt(receipt, self.name, "pixel")
         roles = {r["image_id"]: r["role"] for r in receipt["images"]}
         masks = self.truth.masks(sorted(roles))

@@ -33,9 +33,7 @@ IGNORE_LABEL = "ignore"  # the label that paints IGNORE_INDEX (VOC's void / boun
 def label_names(classes: ClassList) -> list[str]:
     """The BrushLabels labels for a class list: every class (background included, as an eraser) and ignore."""
     if IGNORE_LABEL in classes.names:
-        raise ValueError(
-            f"class name {IGNORE_LABEL!r} is reserved for the ignore label; classes: {classes.names}"
-        )
+        raise ValueError(f"class name {IGNORE_LABEL!r} is reserved for the ignore label; classes: {classes.names}")
     return [*classes.names, IGNORE_LABEL]
 
 
@@ -129,9 +127,7 @@ def results_to_mask(
         if len(labels) != 1 or labels[0] not in value_of:
             raise ValueError(f"{where}: expected exactly one label of {names}, got {labels}")
         if value.get("format") != "rle" or not isinstance(value.get("rle"), list):
-            raise ValueError(
-                f"{where}: expected format 'rle' with a list of ints, got format {value.get('format')!r}"
-            )
+            raise ValueError(f"{where}: expected format 'rle' with a list of ints, got format {value.get('format')!r}")
         size = (result.get("original_height", height), result.get("original_width", width))
         if size != (height, width):
             raise ValueError(f"{where}: drawn on a {size[0]}x{size[1]} image, expected {height}x{width}")

@@ -139,9 +139,7 @@ class LabelStudioBackend:
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
 
-    def ensure_project(
-        self, title: str, label_config: str, instructions: str, maximum_annotations: int
-    ) -> int:
+    def ensure_project(self, title: str, label_config: str, instructions: str, maximum_annotations: int) -> int:
         """The id of the project called ``title``, created or updated (config, instructions, quota)."""
         self.check()
         found = [p for p in self.client.projects.list(title=title) if p.title == title]
@@ -165,9 +163,7 @@ class LabelStudioBackend:
             try:
                 self.client.projects.update(project.id, **changed)
             except ApiError as e:
-                raise AnnotationServerError(
-                    f"cannot update project {title!r}: HTTP {e.status_code} {e.body}"
-                ) from None
+                raise AnnotationServerError(f"cannot update project {title!r}: HTTP {e.status_code} {e.body}") from None
             log.info("updated %s of Label Studio project %r (id %d)", sorted(changed), title, project.id)
         return int(project.id)
 
@@ -208,15 +204,11 @@ class LabelStudioBackend:
         deadline = time.monotonic() + self.timeout_s
         while export.status != "completed":
             if export.status == "failed" or time.monotonic() > deadline:
-                raise AnnotationServerError(
-                    f"export {export.id} of project {project_id} ended as {export.status}"
-                )
+                raise AnnotationServerError(f"export {export.id} of project {project_id} ended as {export.status}")
             time.sleep(0.2)
             export = self.client.projects.exports.get(project_id, export.id)
         data = b"".join(self.client.projects.exports.download(project_id, export.id, export_type="JSON"))
-        self.client.projects.exports.delete(
-            project_id, export.id
-        )  # do not pile export files up on the server
+        self.client.projects.exports.delete(project_id, export.id)  # do not pile export files up on the server
         tasks = json.loads(data)
         return sorted(tasks, key=lambda t: t["id"])
 
@@ -230,9 +222,7 @@ class LabelStudioBackend:
             if image not in wanted:
                 for t in held:
                     if t.get("annotations"):
-                        log.warning(
-                            "task %d (image %s) is no longer requested but has answers: kept", t["id"], image
-                        )
+                        log.warning("task %d (image %s) is no longer requested but has answers: kept", t["id"], image)
                     else:
                         self.client.tasks.delete(str(t["id"]))
         new = [t for t in tasks if t["data"]["image_id"] not in existing]
@@ -275,9 +265,7 @@ class LabelStudioBackend:
         required = int(receipt["annotations_per_task"])
         state = progress(by_id, required)
         if state.remaining:
-            links = [
-                f"  {i}: {self.url}/projects/{pid}/data?task={by_id[i]['id']}" for i in state.pending[:5]
-            ]
+            links = [f"  {i}: {self.url}/projects/{pid}/data?task={by_id[i]['id']}" for i in state.pending[:5]]
             more = f"\n  ... and {state.remaining - 5} more" if state.remaining > 5 else ""
             raise AnnotationIncomplete(
                 f"{title}: {state.done} of {state.total} tasks have their {required} annotation(s), "
@@ -315,9 +303,7 @@ class LabelStudioBackend:
             for i, p in zip(items["image_id"], items["path"], strict=True)
         ]
         self._sync_tasks(pid, tasks)
-        return self._receipt(
-            round_key, "weak", pid, title, items["image_id"].tolist(), self.annotators_per_task
-        )
+        return self._receipt(round_key, "weak", pid, title, items["image_id"].tolist(), self.annotators_per_task)
 
     def import_weak(self, receipt: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
         by_id, raw_tasks = self._project_tasks(receipt, "import_scores")
@@ -355,9 +341,7 @@ class LabelStudioBackend:
         ]
         return self._receipt(round_key, "pixel", pid, title, images, 1)
 
-    def import_pixel(
-        self, receipt: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    def import_pixel(self, receipt: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
         by_id, raw_tasks = self._project_tasks(receipt, "import_masks")
         roles = {r["image_id"]: r["role"] for r in receipt["images"]}
         sizes = {r["image_id"]: (int(r["height"]), int(r["width"])) for r in receipt["images"]}

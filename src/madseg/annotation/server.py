@@ -264,8 +264,16 @@ def _launch(executable: Path, data_dir: Path, document_root: Path, port: int, ho
             start_new_session=True,  # its own process group, so stop_server ends the server and its children
             cwd=data_dir,
         )
-    return ServerHandle(url="", token=admin["token"], username=admin["username"], password=admin["password"],
-                        data_dir=data_dir, document_root=document_root, log_path=log_path, process=process)  # fmt: skip
+    return ServerHandle(
+        url="",
+        token=admin["token"],
+        username=admin["username"],
+        password=admin["password"],
+        data_dir=data_dir,
+        document_root=document_root,
+        log_path=log_path,
+        process=process,
+    )
 
 
 def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
@@ -275,8 +283,7 @@ def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if handle.process.poll() is not None:
             raise LabelStudioServerError(
-                f"Label Studio exited with code {handle.process.returncode}; last log lines:\n"
-                f"{_tail(handle.log_path)}"
+                f"Label Studio exited with code {handle.process.returncode}; last log lines:\n{_tail(handle.log_path)}"
             )
         if not handle.url:
             match = _ADDRESS.search(handle.log_path.read_text(errors="replace"))

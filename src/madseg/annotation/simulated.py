@@ -60,9 +60,7 @@ def simulate_ratings(
         SCORE_COLUMNS (lead_time_s NaN: nothing was timed), sorted by image_id, annotator.
     """
     if annotators > len(params.bias):
-        raise ValueError(
-            f"{annotators} simulated annotators need as many biases, got bias {list(params.bias)}"
-        )
+        raise ValueError(f"{annotators} simulated annotators need as many biases, got bias {list(params.bias)}")
     if not 0 <= params.ood_veto_prob < 1:
         raise ValueError(f"ood_veto_prob must lie in [0, 1) (not an oracle), got {params.ood_veto_prob}")
     names = annotator_names(annotators)

@@ -43,9 +43,7 @@ WEAK_INSTRUCTIONS = (
     "<p>Each task shows a photo (left) and the model's segmentation of it (right, one colour per class). "
     "Rate how well the segmentation matches what is really in the photo. Judge the segmentation, not the "
     "photo's quality, and do not guess what other annotators would say.</p><ul>"
-    + "".join(
-        f"<li><b>{i + 1} {name}</b>: {html.escape(LEVEL_HINTS[name])}</li>" for i, name in enumerate(LEVELS)
-    )
+    + "".join(f"<li><b>{i + 1} {name}</b>: {html.escape(LEVEL_HINTS[name])}</li>" for i, name in enumerate(LEVELS))
     + "</ul><p>Tick <b>out of domain</b> (and still give a rating) when the image is not a natural scene the "
     "model is meant for: none of the classes could appear in it, or it is not a photo of a scene at all "
     "(a drawing, a screenshot, a texture, noise, a blank frame). One out-of-domain vote removes the image "
@@ -112,9 +110,7 @@ def pixel_label_config(classes: ClassList) -> str:
     labels = []
     for i, name in enumerate(label_names(classes)):
         r, g, b = (int(v) for v in classes.palette[255 if name == IGNORE_LABEL else i])
-        labels.append(
-            f'    <Label value="{html.escape(name, quote=True)}" background="#{r:02x}{g:02x}{b:02x}"/>'
-        )
+        labels.append(f'    <Label value="{html.escape(name, quote=True)}" background="#{r:02x}{g:02x}{b:02x}"/>')
     return (
         "<View>\n"
         f'  <Image name="{IMAGE_TO}" value="$image" zoom="true" zoomControl="true"/>\n'
@@ -173,9 +169,7 @@ def _task_image_id(task: Mapping[str, Any]) -> str:
 
 def _submitted(task: Mapping[str, Any]) -> list[dict]:
     """A task's submitted annotations (skips and cancellations do not count), ordered by annotation id."""
-    return sorted(
-        (a for a in task.get("annotations") or [] if not a.get("was_cancelled")), key=lambda a: a["id"]
-    )
+    return sorted((a for a in task.get("annotations") or [] if not a.get("was_cancelled")), key=lambda a: a["id"])
 
 
 def index_tasks(tasks: Sequence[Mapping[str, Any]], expected: Sequence[str]) -> dict[str, Mapping[str, Any]]:
@@ -190,9 +184,7 @@ def index_tasks(tasks: Sequence[Mapping[str, Any]], expected: Sequence[str]) -> 
         if image not in wanted:
             continue
         if image in by_id:
-            raise AnnotationError(
-                f"tasks {by_id[image].get('id')} and {task.get('id')} both hold image {image}"
-            )
+            raise AnnotationError(f"tasks {by_id[image].get('id')} and {task.get('id')} both hold image {image}")
         by_id[image] = task
     missing = sorted(wanted - set(by_id))
     if missing:
@@ -211,9 +203,7 @@ def _lead_time(annotation: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def parse_weak(
-    tasks: Mapping[str, Mapping[str, Any]], annotators: Mapping[int, str] | None = None
-) -> pd.DataFrame:
+def parse_weak(tasks: Mapping[str, Mapping[str, Any]], annotators: Mapping[int, str] | None = None) -> pd.DataFrame:
     """Tidy ratings from exported rating tasks (image_id -> task).
 
     Args:
@@ -233,9 +223,7 @@ def parse_weak(
             where = f"task {task.get('id')} (image {image}), annotation {ann.get('id')}"
             who = _annotator(ann, annotators)
             if who in seen:
-                raise AnnotationError(
-                    f"{where}: {who} annotated this task twice; delete one of the annotations"
-                )
+                raise AnnotationError(f"{where}: {who} annotated this task twice; delete one of the annotations")
             seen.add(who)
             ratings: list[str] = []
             ood: list[str] = []
@@ -250,9 +238,7 @@ def parse_weak(
                 else:
                     raise AnnotationError(f"{where}: unexpected control {r.get('from_name')!r}")
             if len(ratings) != 1 or ratings[0] not in aliases:
-                raise AnnotationError(
-                    f"{where}: expected exactly one rating of {list(LEVELS)} (1..5), got {ratings}"
-                )
+                raise AnnotationError(f"{where}: expected exactly one rating of {list(LEVELS)} (1..5), got {ratings}")
             if any(c not in (OOD_CHOICE, "ood") for c in ood):
                 raise AnnotationError(f"{where}: unexpected out-of-domain choice {ood}")
             rows.append((image, who, aliases[ratings[0]], bool(ood), _lead_time(ann)))

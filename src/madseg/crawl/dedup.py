@@ -108,9 +108,7 @@ def deduplicate_spool(
     spool.reject(rowids[gone], rejects)
 
 
-def _grouped(
-    query: np.ndarray, other: np.ndarray, dist: np.ndarray
-) -> Iterable[tuple[int, list[int], list[int]]]:
+def _grouped(query: np.ndarray, other: np.ndarray, dist: np.ndarray) -> Iterable[tuple[int, list[int], list[int]]]:
     """Per query (ascending), its neighbours nearest first (ties by position): (query, others, distances)."""
     order = np.lexsort((other, dist, query))
     query, other, dist = query[order], other[order], dist[order]

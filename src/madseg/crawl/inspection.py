@@ -122,11 +122,7 @@ def inspect_files(
     items: Sequence[tuple[str, str]], limits: Limits, *, workers: int = 2, desc: str = "decode"
 ) -> list[ImageRecord | Reject]:
     """Inspect (source, path) pairs, in a pool of ``workers`` processes when that pays; input order kept."""
-    return [
-        r
-        for batch in iter_inspect(items, limits, workers=workers, total=len(items), desc=desc)
-        for r in batch
-    ]
+    return [r for batch in iter_inspect(items, limits, workers=workers, total=len(items), desc=desc) for r in batch]
 
 
 def iter_inspect(
@@ -150,9 +146,7 @@ def iter_inspect(
         # threads have ended, and the workers take no lock of the parent's (no logging, no tqdm)
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-            pending = collections.deque(
-                ex.submit(_inspect_batch, c) for c in itertools.islice(tasks, 4 * workers)
-            )
+            pending = collections.deque(ex.submit(_inspect_batch, c) for c in itertools.islice(tasks, 4 * workers))
             while pending:
                 results = pending.popleft().result()
                 nxt = next(tasks, None)

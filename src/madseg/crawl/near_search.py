@@ -86,9 +86,7 @@ def _flips(threshold: int, band: int) -> np.ndarray:
     """The 16-bit masks band ``band`` probes at ``threshold`` (see the module's docstring), (K,) int64."""
     r, s = divmod(threshold, BANDS)
     counts = range(min(r + 1 if band <= s else r, BAND_BITS + 1))
-    masks = [
-        sum(1 << b for b in bits) for k in counts for bits in itertools.combinations(range(BAND_BITS), k)
-    ]
+    masks = [sum(1 << b for b in bits) for k in counts for bits in itertools.combinations(range(BAND_BITS), k)]
     return np.array(masks, dtype=np.int64)
 
 

@@ -48,9 +48,7 @@ class Limits:
         if not 1 <= self.min_side <= self.max_side:
             raise ValueError(f"need 1 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
         if self.max_pixels < 1 or self.max_bytes < 1:
-            raise ValueError(
-                f"max_pixels and max_bytes must be >= 1, got {self.max_pixels}, {self.max_bytes}"
-            )
+            raise ValueError(f"max_pixels and max_bytes must be >= 1, got {self.max_pixels}, {self.max_bytes}")
 
 
 @dataclass(frozen=True)

@@ -110,9 +110,7 @@ class RecordSpool:
         """Move records (by row id) out of the index, into the rejects."""
         with self.transaction():
             self._db.executemany("DELETE FROM rec WHERE rowid = ?", ((int(r),) for r in rowids))
-            self._db.executemany(
-                "INSERT INTO rej VALUES (?, ?, ?)", ((r.source, r.reason, r.detail) for r in rejects)
-            )
+            self._db.executemany("INSERT INTO rej VALUES (?, ?, ?)", ((r.source, r.reason, r.detail) for r in rejects))
 
     # ------------------------------------------------------------------------------------------ reading
     def urls(self) -> tuple[int, Iterator[str]]:
@@ -155,9 +153,7 @@ class RecordSpool:
 
     def records(self) -> list[ImageRecord]:
         """Every record in the index, sorted by id (for small crawls and tests)."""
-        rows = self._db.execute(
-            "SELECT id, source, path, width, height, phash, bytes, layout FROM rec ORDER BY id"
-        )
+        rows = self._db.execute("SELECT id, source, path, width, height, phash, bytes, layout FROM rec ORDER BY id")
         return [ImageRecord(*r[:5], _from_sql(r[5]), r[6], r[7]) for r in rows]  # type: ignore[arg-type]
 
     def rejects(self) -> list[Reject]:

@@ -98,9 +98,7 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
             for _, r in top.iterrows()
             if (mining / "overlays" / "report" / f"{r.image_id}.png").exists()
         ]
-        sections.append(
-            Section("Candidates from M (image | target | competitor)", "candidates", gallery=items)
-        )
+        sections.append(Section("Candidates from M (image | target | competitor)", "candidates", gallery=items))
 
     charts, raters = [], ""
     if (ann / "scores.csv").exists():
@@ -128,15 +126,11 @@ def _round_sections(params: Params, key: str, rounds: dict, out: Path) -> list[S
         if (ann / table_name).exists():
             ids = read_csv(ann / table_name)["image_id"].head(GALLERY_SIZE)
             items = [
-                GalleryItem(
-                    copy_asset(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i
-                )
+                GalleryItem(copy_asset(mining / "overlays" / "rater" / f"{i}.png", out, key, table_name[0]), i)
                 for i in ids
                 if (mining / "overlays" / "rater" / f"{i}.png").exists()
             ]
-            sections.append(
-                Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items)
-            )
+            sections.append(Section(f"{name}: image | target's prediction", table_name[0].lower(), gallery=items))
 
     sections.extend(_before_after(params, key, out))
     return sections

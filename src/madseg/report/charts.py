@@ -60,9 +60,7 @@ def line_chart(
     for t in _ticks(x0, x1):
         parts.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    parts.append(
-        f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{html.escape(x_label)}</text>'
-    )
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{html.escape(x_label)}</text>')
     parts.append(
         f'<text x="12" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 12 {top + ph / 2})">'
         f"{html.escape(y_label)}</text>"
@@ -83,9 +81,7 @@ def line_chart(
     return "".join(parts)
 
 
-def bar_chart(
-    values: Mapping[str, float], *, title: str, y_label: str, width: int = 360, height: int = 220
-) -> str:
+def bar_chart(values: Mapping[str, float], *, title: str, y_label: str, width: int = 360, height: int = 220) -> str:
     """An SVG bar chart of named values (e.g. a rating histogram)."""
     if not values:
         return f'<p class="empty">{html.escape(title)}: no data yet</p>'
@@ -105,14 +101,9 @@ def bar_chart(
         h = v / top_value * ph
         x = left + n * bw
         parts.append(
-            f'<rect x="{x + 4:.1f}" y="{top + ph - h:.1f}" width="{bw - 8:.1f}" height="{h:.1f}" '
-            f'fill="{PALETTE[1]}"/>'
+            f'<rect x="{x + 4:.1f}" y="{top + ph - h:.1f}" width="{bw - 8:.1f}" height="{h:.1f}" fill="{PALETTE[1]}"/>'
         )
-        parts.append(
-            f'<text x="{x + bw / 2:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle">{v:g}</text>'
-        )
-        parts.append(
-            f'<text x="{x + bw / 2:.1f}" y="{top + ph + 14}" text-anchor="middle">{html.escape(name)}</text>'
-        )
+        parts.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle">{v:g}</text>')
+        parts.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph + 14}" text-anchor="middle">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -79,11 +79,7 @@ def copy_asset(src: Path, out: Path, key: str, kind: str) -> str:
 
 def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
     ann, mining = paths.annotations_dir(key), paths.mining_dir(key)
-    m = (
-        read_csv(mining / "M.csv")
-        if (mining / "M.csv").exists()
-        else pd.DataFrame(columns=["image_id", "class"])
-    )
+    m = read_csv(mining / "M.csv") if (mining / "M.csv").exists() else pd.DataFrame(columns=["image_id", "class"])
     poor, worst = 0, None
     if (ann / "mos.csv").exists():
         mos = read_csv(ann / "mos.csv")
@@ -114,9 +110,7 @@ def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
 
 def provenance(params: Params) -> dict[str, str]:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
     params_hash = hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest()[:16]

@@ -51,13 +51,9 @@ def table1_html(table: pd.DataFrame, target: str) -> str:
         for c in cols[1:]:
             value = row[c]
             cls = ""
-            if (
-                c.split()[-1] != "T0"
-            ):  # a T^(i+1) column: colour the change from the previous round's T column
+            if c.split()[-1] != "T0":  # a T^(i+1) column: colour the change from the previous round's T column
                 if previous_t is not None and value == value and previous_t == previous_t:
-                    cls = (
-                        ' class="up"' if value > previous_t else ' class="down"' if value < previous_t else ""
-                    )
+                    cls = ' class="up"' if value > previous_t else ' class="down"' if value < previous_t else ""
                 previous_t = value
             text = "–" if value != value else f"{100 * value:.1f}"
             cells.append(f"<td{cls}>{text}</td>")
@@ -78,9 +74,7 @@ def gallery_html(items: Sequence[GalleryItem]) -> str:
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
-def page(
-    title: str, sections: Sequence[Section], nav: Mapping[str, str], provenance: Mapping[str, str]
-) -> str:
+def page(title: str, sections: Sequence[Section], nav: Mapping[str, str], provenance: Mapping[str, str]) -> str:
     """A whole self-contained page: inline CSS, SVG and script, images by relative path, no network."""
     links = "".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in nav.items())
     toc = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)

@@ -18,12 +18,9 @@ def round_curves_html(rounds: Mapping[str, Mapping[str, float]], models: list[st
     charts = []
     for column, label in (("T0", "T0 (benchmark)"), ("T", "T^(i+1) (MAD test set)")):
         series = {
-            m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())]
-            for m in models
+            m: [(int(k), r.get(f"{m}.{column}.miou", float("nan"))) for k, r in sorted(rounds.items())] for m in models
         }
-        charts.append(
-            line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target)
-        )
+        charts.append(line_chart(series, title=f"mIoU on {label}", x_label="round", y_label="mIoU", highlight=target))
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
@@ -40,9 +37,7 @@ def science_html(stability: pd.DataFrame | None, study: Mapping, validity: Mappi
     hidden-truth checks (metrics/validity.json) as a table of readable numbers."""
     parts = []
     if stability is not None:
-        series = {
-            f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in stability.groupby("round")
-        }
+        series = {f"round {r}": list(zip(g["k"], g["srcc"], strict=True)) for r, g in stability.groupby("round")}
         parts.append(
             line_chart(
                 series,
@@ -117,9 +112,7 @@ class RoundFacts:
     labelled: int  # images given pixel labels (S and T)
     target_t: float | None  # the target's mIoU on this round's test set T
     best_competitor_t: tuple[str, float] | None
-    t0_before: (
-        float | None
-    )  # the target's T0 mIoU before and after this round's fine-tune (None: no fine-tune)
+    t0_before: float | None  # the target's T0 mIoU before and after this round's fine-tune (None: no fine-tune)
     t0_after: float | None
 
 

@@ -76,9 +76,7 @@ class Card:
 
 def _options(name: str, label: str, values: Sequence[str], titles: Mapping[str, str] | None = None) -> str:
     titles = titles or {}
-    opts = "".join(
-        f'<option value="{html.escape(v)}">{html.escape(titles.get(v, v))}</option>' for v in values
-    )
+    opts = "".join(f'<option value="{html.escape(v)}">{html.escape(titles.get(v, v))}</option>' for v in values)
     return f'<label>{label}<select id="f-{name}"><option value="">all</option>{opts}</select></label>'
 
 
@@ -106,8 +104,7 @@ def triage_html(cards: Sequence[Card], slice_rules: Mapping[str, Sequence[str]])
     for c in cards:
         mos = "" if c.mos is None else f"{c.mos:.2f}"
         caption = (
-            f"round {c.round} · {c.cls} · {c.competitor} · dir {c.direction} · d={c.distance:.2f} "
-            f"· MOS {mos or '–'}"
+            f"round {c.round} · {c.cls} · {c.competitor} · dir {c.direction} · d={c.distance:.2f} · MOS {mos or '–'}"
         )
         # the score in full for sorting and filtering (the rater model's is no multiple of 1/3), rounded for
         # eyes

@@ -35,9 +35,7 @@ def plan_kinds(n: int, params: WorldParams, rng: np.random.Generator) -> list[tu
     n_ood = round(n * params.ood_share)
     if n_corner + n_ood > n:
         raise ValueError(f"corner_share + ood_share exceed 1: {params.corner_share} + {params.ood_share}")
-    plan: list[tuple[str, tuple[str, ...]]] = [("normal", ())] * (n - n_corner - n_ood) + [
-        ("ood", ())
-    ] * n_ood
+    plan: list[tuple[str, tuple[str, ...]]] = [("normal", ())] * (n - n_corner - n_ood) + [("ood", ())] * n_ood
     for i in range(n_corner):
         first = FACTORS[i % len(FACTORS)]
         k = int(rng.integers(1, params.max_factors + 1))
@@ -48,9 +46,7 @@ def plan_kinds(n: int, params: WorldParams, rng: np.random.Generator) -> list[tu
     return [plan[i] for i in order]
 
 
-def render_image(
-    params: WorldParams, split: str, index: int, kind: str, factors: tuple[str, ...]
-) -> WorldImage:
+def render_image(params: WorldParams, split: str, index: int, kind: str, factors: tuple[str, ...]) -> WorldImage:
     """One image, seeded by (seed, split, index) alone so any subset renders the same bytes in any order."""
     rng = np.random.default_rng([params.seed, SPLIT_CODES[split], index])
     scene = sample_scene(rng, params.image_size, kind, factors)
@@ -88,9 +84,7 @@ def _render_job(job: tuple) -> WorldImage:
     return render_image(*job)
 
 
-def near_duplicate(
-    jpeg: bytes, label: np.ndarray, how: str, rng: np.random.Generator
-) -> tuple[bytes, np.ndarray]:
+def near_duplicate(jpeg: bytes, label: np.ndarray, how: str, rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
     """A re-encoded, resized or lightly cropped copy of an image (what web crawls are full of), and its truth.
 
     The label map goes through the same geometry (nearest neighbour), so a copy the crawl does not catch still
