@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 from madseg.backends import propose
-from madseg.cluster import ClusterUnreachable, ray_session
+from madseg.cluster import ray_session
 from madseg.io.store import PredictionStore, Shard
 from madseg.labels import make_class_list
 from madseg.mining import area_bands
+from madseg.stops import ClusterUnreachable
 from tests.project import files, infer_project
 
 ray = pytest.importorskip("ray", reason="the Ray backends need pip install -e '.[ray]' (make test installs it)")

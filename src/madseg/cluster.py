@@ -36,15 +36,9 @@ from madseg.io.store import PredictionStore
 from madseg.labels import ClassList
 from madseg.mining import GroupTops, mad_frame, merge_tops, shard_tops
 from madseg.models.predictors import Prediction
-from madseg.stops import ExpectedStop
+from madseg.stops import ClusterUnreachable
 
 log = logging.getLogger(__name__)
-
-
-class ClusterUnreachable(ExpectedStop):
-    """The Ray cluster named by ``ray.address`` (or $RAY_ADDRESS) does not answer."""
-
-    exit_code = 8
 
 
 # ------------------------------------------------------------------------------------------------ session
