@@ -47,8 +47,8 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def make_tiny_project(work: Path) -> Path:
-    """A scratch copy of the project (tracked files) as its own git + DVC repo, on the tiny configuration."""
+def copy_tracked(work: Path) -> None:
+    """What a fresh clone holds, into ``work``: the tracked files without the demo's outputs."""
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for rel in files:
         src = ROOT / rel
@@ -56,6 +56,11 @@ def make_tiny_project(work: Path) -> Path:
         if src.is_file() and not generated:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / rel)
+
+
+def make_tiny_project(work: Path) -> Path:
+    """A scratch copy of the project (tracked files) as its own git + DVC repo, on the tiny configuration."""
+    copy_tracked(work)
     params = merge(
         yaml.safe_load((ROOT / "params.yaml").read_text()),
         yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text()),

@@ -23,7 +23,7 @@ from madseg.annotation.brush import mask_to_results
 from madseg.annotation.server import ADMIN_FILE, add_annotators, write_env_file
 from madseg.io.images import encode_jpeg, image_id, read_mask, write_mask
 from madseg.labels import make_class_list
-from tests.project import ROOT, run
+from tests.project import copy_tracked, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 CLASSES = make_class_list(["background", "leaf", "stone"])
@@ -105,13 +105,7 @@ def _train_outside_madseg(train: dict, out: Path, steps: int, seed: int) -> Path
 
 def _scratch_clone(root: Path) -> None:
     """A fresh clone of this project in ``root``: its tracked files only (no demo outputs), its own git repo."""
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        generated = rel.startswith(("data/", "models/", "metrics/", "annotations/")) and "round_init" not in rel
-        if src.is_file() and not generated:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
+    copy_tracked(root)
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "a fresh clone"], root)

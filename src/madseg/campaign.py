@@ -314,22 +314,38 @@ def _feasible(params: dict, *, num_foreground: int, pool_size: int) -> list[str]
     return changed
 
 
-def _import_target(root: Path, spec: CampaignSpec, params: Params) -> None:
-    from madseg.models.checkpoint import save_checkpoint  # torch: only when a target is brought
+def import_checkpoint(
+    source: Path,
+    out: Path,
+    params: Params,
+    *,
+    form: str,
+    arch: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    input_size: int | None = None,
+) -> dict:
+    """`madseg import-model`: a model trained elsewhere as a madseg checkpoint at ``out``, with the class list,
+    normalisation and input policy of ``params`` (``input_size`` over ``models.input_size``). Returns its meta."""
+    from madseg.models.checkpoint import save_checkpoint  # torch: only when a model is brought
     from madseg.models.importing import import_model
 
     m = params.models
     model, meta, provenance = import_model(
-        form=spec.form,
-        source=spec.target,
+        form=form,
+        source=source,
         classes=params.dataset.class_list().names,
-        arch=spec.arch,
-        kwargs=spec.kwargs,
+        arch=arch,
+        kwargs=kwargs or {},
         mean=m.mean,
         std=m.std,
-        policy=m.input_policy.policy(m.input_size),
+        policy=m.input_policy.policy(input_size or m.input_size),
     )
-    save_checkpoint(root / IMPORTED_TARGET, model, meta, provenance=provenance)
+    save_checkpoint(out, model, meta, provenance=provenance)
+    return meta
+
+
+def _import_target(root: Path, spec: CampaignSpec, params: Params) -> None:
+    import_checkpoint(spec.target, root / IMPORTED_TARGET, params, form=spec.form, arch=spec.arch, kwargs=spec.kwargs)
     _dvc(root, "add", IMPORTED_TARGET)
 
 

@@ -109,22 +109,17 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _import_model(args: argparse.Namespace) -> None:
-    from madseg.models.checkpoint import save_checkpoint
-    from madseg.models.importing import import_model
+    from madseg.campaign import import_checkpoint
 
-    params = _load(args.params)
-    m = params.models
-    model, meta, provenance = import_model(
+    meta = import_checkpoint(
+        Path(args.source),
+        Path(args.out),
+        _load(args.params),
         form=args.form,
-        source=args.source,
-        classes=params.dataset.class_list().names,
         arch=args.arch,
         kwargs=_json_kwargs(args.kwargs),
-        mean=m.mean,
-        std=m.std,
-        policy=m.input_policy.policy(args.input_size or m.input_size),
+        input_size=args.input_size,
     )
-    save_checkpoint(args.out, model, meta, provenance=provenance)
     log.info(
         "%s -> %s (%s, %d classes); use it with models.target: {source: checkpoint, path: %s}",
         *(args.source, args.out, meta["arch"], len(meta["classes"]), args.out),
