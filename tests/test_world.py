@@ -14,6 +14,7 @@ from madseg.config import load_params
 from madseg.io.images import image_id, read_mask, read_rgb
 from madseg.labels import IGNORE_INDEX
 from madseg.stages import make_world
+from madseg.world import files as world_files
 from madseg.world.generate import iter_world
 from madseg.world.scenes import FACTORS
 
@@ -48,7 +49,7 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("world")
     params = _tiny(tmp)
     with pytest.MonkeyPatch.context() as mp:  # rendered in this process (spawning workers costs more here)
-        mp.setattr(make_world.os, "cpu_count", lambda: 1)
+        mp.setattr(world_files.os, "cpu_count", lambda: 1)
         make_world.run(params)
     return params, Path(params.world.out_dir)
 
@@ -56,7 +57,7 @@ def world(tmp_path_factory):
 def test_same_seed_gives_byte_identical_files(world, tmp_path, monkeypatch):
     params, root = world
     again = dataclasses.replace(params, world=dataclasses.replace(params.world, out_dir=str(tmp_path / "w2")))
-    monkeypatch.setattr(make_world.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(world_files.os, "cpu_count", lambda: 1)
     make_world.run(again)
     assert _digest(root) == _digest(tmp_path / "w2")
 

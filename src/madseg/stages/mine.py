@@ -11,23 +11,16 @@ S^(1..i): the images the target was already fine-tuned on, which no strategy may
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
-
-import pandas as pd
-from tqdm import tqdm
 
 from madseg import paths
 from madseg.backends import propose, s0_area_bands
 from madseg.config import Params
-from madseg.io.atomic import write_bytes, write_json
-from madseg.io.images import read_rgb
+from madseg.io.atomic import write_json
 from madseg.io.store import PredictionStore, ids_digest
 from madseg.io.tables import read_csv, write_csv
-from madseg.labels import ClassList
-from madseg.mining import NONE, bands_frame
+from madseg.mining import bands_frame
 from madseg.models.views import competitor_name
-from madseg.render import CandidateOverlay, candidate_pngs, drawing_workers
+from madseg.overlays import write_candidate_overlays
 
 log = logging.getLogger(__name__)
 
@@ -70,44 +63,8 @@ def run(params: Params, *, round_key: str) -> None:
     write_csv(out / "bands.csv", bands_frame(bands, classes, areas, mp.area_overrides))
     write_csv(out / "candidates.csv", proposal.candidates)
     write_csv(out / "M.csv", m)
-    _write_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
+    write_candidate_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
     head = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids)}
     metrics = {**head, "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
     log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m))
-
-
-def _write_overlays(
-    folder: Path,
-    m: pd.DataFrame,
-    index: pd.DataFrame,
-    target: PredictionStore,
-    competitors: dict[str, PredictionStore],
-    classes: ClassList,
-    min_side: int,
-) -> None:
-    # a previous run's overlays of images no longer in M must not linger beside the new ones
-    shutil.rmtree(folder, ignore_errors=True)
-    if m.empty:
-        return
-    target_maps = target.read_maps(sorted(set(m["image_id"])))
-    wanted = {name: sorted(set(m.loc[m["competitor"] == name, "image_id"])) for name in competitors}
-    comp_maps = {name: store.read_maps(wanted[name]) if wanted[name] else {} for name, store in competitors.items()}
-    path_of = dict(zip(index["id"], index["path"], strict=True))
-    records = m.to_dict("records")
-
-    def drawing(r: dict) -> CandidateOverlay:
-        image_id, comp = r["image_id"], r["competitor"]
-        caption, cmap = f"{r['strategy']} | rank {r['rank']} | score {r['best_score']:.3f}", None
-        if comp != NONE and comp in comp_maps:
-            caption = (
-                f"target vs {comp} | class {r['class']} | dir {r['direction']} | d={r['distance']:.3f} | "
-                f"rank {r['rank']} | {r['n_groups']} group(s)"
-            )
-            cmap = comp_maps[comp][image_id]
-        return CandidateOverlay(read_rgb(path_of[image_id]), target_maps[image_id], cmap, comp, caption)
-
-    pngs = candidate_pngs(map(drawing, records), classes, min_side, drawing_workers(len(records)))
-    for r, (rater, report) in tqdm(zip(records, pngs, strict=True), total=len(records), desc="overlays", unit="image"):
-        write_bytes(folder / "rater" / f"{r['image_id']}.png", rater, durable=False)  # rebuilt on every run
-        write_bytes(folder / "report" / f"{r['image_id']}.png", report, durable=False)
