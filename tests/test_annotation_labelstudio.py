@@ -5,6 +5,7 @@ the pixel round trip with pre-annotations decoding exactly, and clear errors (se
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from madseg.annotation.tasks import LEVELS, AnnotationError, AnnotationIncomplet
 from madseg.config import AnnotationParams, LabelStudioParams
 from madseg.io.images import encode_png
 from madseg.labels import IGNORE_INDEX, make_class_list
+from tests.project import ROOT
 
 CLASSES = make_class_list("demo")
 server = pytest.mark.labelstudio
@@ -353,11 +355,13 @@ def test_a_team_server_named_only_in_env_file_through_the_cli(label_studio):
         ids, _ = make_tiny_project()
     finally:
         os.chdir(cwd)
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     prefix = f"team{uuid.uuid4().hex[:6]}"
     params["annotation"]["backend"] = "labelstudio"
     params["annotation"]["labelstudio"]["project_prefix"] = prefix
+    params["models"]["input_policy"]["kind"] = "shorter_side"  # the tiny project's pool is of mixed sizes
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")  # the demo world's folders that params name: its outputs
     write_env_file(root / ".env", label_studio.url, label_studio.token)  # all a teammate is given
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")}
 

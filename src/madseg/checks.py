@@ -195,17 +195,17 @@ def _policy_problems(params: Params, root: Path) -> list[str]:
     if sizes is None:
         return []
     kind, policy = params.models.input_policy.kind, params.models.input_policy
-    seen = f"the images are about {sizes.width:.0f}×{sizes.height:.0f}"
+    seen = f"images of about {sizes.width:.0f}×{sizes.height:.0f}"
     if kind == "resize" and suited_policy(sizes, params.models.input_size) != "resize":
         side = params.models.input_size
         return [
-            f"models.input_policy.kind: resize squashes {seen} to {side}×{side} — use shorter_side "
+            f"models.input_policy.kind: resize squashes {seen} into {side}×{side} — use shorter_side "
             f"(or tiles for large images), see the README's input policies"
         ]
     if kind == "shorter_side" and sizes.longer > 3 * policy.max_side:
         return [f"models.input_policy.kind: shorter_side shrinks {seen} below a third — use tiles"]
     if kind == "tiles" and sizes.longer < policy.tile:
-        return [f"models.input_policy.tile: {policy.tile} px exceeds {seen} — use shorter_side or a smaller tile"]
+        return [f"models.input_policy.tile: a {policy.tile}-px tile is larger than {seen} — use shorter_side"]
     return []
 
 
