@@ -1,4 +1,8 @@
-"""What a user can get wrong ends in one short message naming the key, a non-zero exit and no traceback."""
+"""What a user can get wrong ends in one short message naming the key, a non-zero exit and no traceback.
+
+Most cases call the command line's entry point in this process (what the console script runs, seconds faster);
+the last test runs real processes, with and without --debug.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,28 @@ from pathlib import Path
 import pytest
 import yaml
 
+from madseg.cli import main
 from tests.project import ROOT, merge
 
 DEMO = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args, cwd=...)``: `madseg ARGS` in folder ``cwd`` through its entry point, as a finished process."""
+    monkeypatch.delenv("MADSEG_DEBUG", raising=False)
+
+    def call(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["madseg", *args], code, out.out, out.err)
+
+    return call
 
 
 def madseg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -75,21 +98,21 @@ def assert_short(result: subprocess.CompletedProcess, *named: str) -> None:
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
-def test_bad_params_are_named_without_a_traceback(tmp_path, over, named):
+def test_bad_params_are_named_without_a_traceback(tmp_path, cli, over, named):
     write_params(tmp_path, over)
-    result = madseg("check", "--offline", cwd=tmp_path)
+    result = cli("check", "--offline", cwd=tmp_path)
     assert_short(result, *named)
     assert result.returncode == 2
     assert "selection:" not in result.stderr.replace("selection.", "")  # no class problem filed under selection
 
 
-def test_every_problem_is_reported_at_once(tmp_path):
+def test_every_problem_is_reported_at_once(tmp_path, cli):
     write_params(tmp_path, {"pretrain": {"steps": "x"}, "mining": {"n3": 2.5}, "selction": {}})
-    result = madseg("run", "summarize", cwd=tmp_path)  # a stage checks params before it runs
+    result = cli("run", "summarize", cwd=tmp_path)  # a stage checks params before it runs
     assert_short(result, "3 problems", "pretrain.steps", "mining.n3", "selction: unknown key")
 
 
-def test_a_target_with_other_classes_is_told_to_reimport(tmp_path):
+def test_a_target_with_other_classes_is_told_to_reimport(tmp_path, cli):
     torch = pytest.importorskip("torch")
     from madseg.models.checkpoint import make_meta, save_checkpoint
     from madseg.models.registry import build_model
@@ -107,7 +130,7 @@ def test_a_target_with_other_classes_is_told_to_reimport(tmp_path):
     )
     save_checkpoint(tmp_path / "mine.pt", model, meta, provenance={"form": "test"})
     write_params(tmp_path, {"models": {"target": {"source": "checkpoint", "path": "mine.pt"}}})
-    result = madseg("check", "--offline", cwd=tmp_path)
+    result = cli("check", "--offline", cwd=tmp_path)
     assert_short(result, "models.target.path: the model predicts ['background', 'a', 'b']", "import the target again")
     assert "class_map" not in result.stderr
 
@@ -131,9 +154,9 @@ def test_a_target_with_other_classes_is_told_to_reimport(tmp_path):
     ],
     ids=lambda v: "-".join(v[:2]) if isinstance(v, list) and v and v[0] != "Label Studio" else None,
 )
-def test_command_line_mistakes(tmp_path, args, named):
+def test_command_line_mistakes(tmp_path, cli, args, named):
     write_params(tmp_path, {})
-    assert_short(madseg(*args, cwd=tmp_path), *named)
+    assert_short(cli(*args, cwd=tmp_path), *named)
 
 
 def test_debug_shows_the_traceback(tmp_path):
