@@ -50,7 +50,8 @@ def check_params(params: Params, root: Path = Path("."), *, checkpoints: bool = 
     ``checkpoints=False`` skips reading the checkpoints a user brings (torch, seconds): a stage's start does, and
     the stages that load a model then say the same of it.
     """
-    produced = _produced_paths(root)
+    stages = _pipeline_stages(root)
+    produced = _produced_paths(stages)
     problems: list[str] = []
 
     def missing(key: str, path: str | None, what: str) -> bool:
@@ -79,7 +80,7 @@ def check_params(params: Params, root: Path = Path("."), *, checkpoints: bool = 
             params.annotation.simulated.truth_dir,
             "the simulated raters need the pool's truth: give it, or set annotation.backend: labelstudio",
         )
-    if _stage_names(root) & {"validity"}:
+    if "validity" in stages:
         missing("evaluation.eval_pool", params.evaluation.eval_pool, "the validity stage measures on it")
     specs = [("models.target", params.models.target, params.dataset.classes)]
     specs += [(f"models.competitors.{k}", s, s.classes) for k, s in params.models.competitors.items()]
@@ -209,20 +210,16 @@ def _policy_problems(params: Params, root: Path) -> list[str]:
     return []
 
 
-def _stage_names(root: Path) -> set[str]:
+def _pipeline_stages(root: Path) -> dict:
+    """dvc.yaml's stages under ``root`` (read once per check), or {} where there is none."""
     path = root / "dvc.yaml"
-    if not path.exists():
-        return set()
-    return set((yaml.load(path.read_text(), Loader=_LOADER) or {}).get("stages") or {})
+    return ((yaml.load(path.read_text(), Loader=_LOADER) or {}).get("stages") or {}) if path.exists() else {}
 
 
-def _produced_paths(root: Path) -> list[str]:
+def _produced_paths(stages: dict) -> list[str]:
     """The literal outputs of dvc.yaml's stages: a path below one is made by the pipeline, not given by the user."""
-    path = root / "dvc.yaml"
-    if not path.exists():
-        return []
     outs = []
-    for stage in ((yaml.load(path.read_text(), Loader=_LOADER) or {}).get("stages") or {}).values():
+    for stage in stages.values():
         body = stage.get("do", stage)
         for key in ("outs", "metrics", "plots"):
             for out in body.get(key) or []:
