@@ -26,8 +26,8 @@ from madseg.config import load_params
 from madseg.io.atomic import write_json
 from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
+from madseg.io.truth import read_pool_factors
 from madseg.slices import factors_recovered, find_slices, hindsight_bound, slice_table
-from madseg.stages.validity import read_pool_factors
 from madseg.validity import factor_names
 
 log = logging.getLogger("madseg.slice_study")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,22 @@ class FinetuneResult:
     best: GridResult
     grid: list[GridResult]
     t0_before: float
+
+    def curve(self) -> pd.DataFrame:
+        """One loss curve per grid candidate (candidate_lr); lr is the poly-decayed rate at the epoch's end."""
+        rows = [{"candidate_lr": r.lr, **h} for r in self.grid for h in r.history]
+        return pd.DataFrame(rows, columns=["candidate_lr", "epoch", "loss", "lr", "t0_miou"])
+
+    def record(self, *, labelled_images: int, replay_images: int) -> dict:
+        """The round's figures for metrics/finetune/round_<i>.json."""
+        return {
+            "chosen_lr": self.best.lr,
+            "t0_miou_before": self.t0_before,
+            "t0_miou_after": self.best.t0_miou,
+            "labelled_images": labelled_images,
+            "replay_images": replay_images,
+            **{f"grid.{r.lr:g}.t0_miou": r.t0_miou for r in self.grid},
+        }
 
 
 def hflip_augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -192,6 +192,12 @@ def evaluate_model(model: torch.nn.Module, images, masks, *, meta: dict, num_cla
     return mean_iou(cm)
 
 
+def split_miou(predictor, dataset, classes: ClassList, infer_params) -> float:
+    """Dataset mIoU of ``predictor`` on the VOC split T0 (``dataset.val_split``)."""
+    predictions, truth, ids = predict_voc_split(predictor, dataset, classes, infer_params)
+    return mean_iou(sum(confusion_matrix(truth[i], predictions[i], classes.num_classes) for i in ids))
+
+
 def predict_voc_split(predictor, dataset, classes: ClassList, infer_params) -> tuple[dict, dict, list[str]]:
     """Predict a VOC split (T0 by default) -> (predictions by id, truth by id, ids)."""
     from madseg.io.voc import read_split

@@ -127,6 +127,25 @@ class Pretrained:
     lr: float = 0.0
     seconds: float = 0.0
 
+    def provenance(self, *, trained_on: str, images: int, seed: int, t0_miou: float) -> dict:
+        """What the checkpoint records of its training (the weights only when pretrained, so that from-scratch
+        checkpoints keep their bytes)."""
+        out = {"trained_on": trained_on, "images": images, "steps": self.steps, "seed": seed, "t0_miou": t0_miou}
+        return out | ({"pretrained": self.weights} if self.weights else {})
+
+    def record(self, *, t0_miou: float, augment: str) -> dict:
+        """The run's figures for metrics/pretrain/<name>.json."""
+        out = {
+            "t0_miou": t0_miou,
+            "steps": self.steps,
+            "lr": self.lr,
+            "input_size": self.meta["input_size"],
+            "augment": augment,
+            "train_s": round(self.seconds, 1),
+        }
+        described = "; ".join(f"{w['part']}: {w.get('weights') or w['file']}" for w in self.weights)
+        return out | ({"pretrained": described} if self.weights else {})
+
 
 def pretrain_spec(
     spec: ModelSpec,

@@ -138,12 +138,6 @@ def candidate_precision(
     return out
 
 
-def pool_factors(truth: pd.DataFrame) -> pd.Series:
-    """A pool's truth factors (its factors.csv: image_id, factors) as image id -> ';'-joined factor names (''
-    for none)."""
-    return truth.set_index("image_id")["factors"].fillna("").astype(str)
-
-
 def factor_names(named: pd.Series) -> list[str]:
     """The distinct factors of ';'-joined factor cells ('' for none), sorted."""
     return sorted(set(";".join(named.fillna("")).split(";")) - {""})
@@ -192,6 +186,22 @@ def round_gains(scores: Mapping[str, float], first: str, last: str) -> dict[str,
     return gains
 
 
+def t0_of_round(round_key: str, finetunes: Mapping, finetuned: Mapping[str, Mapping]) -> float:
+    """f_t^(round_key)'s T0 mIoU as the fine-tunes measured it, bit for bit what evaluate reports (so validity
+    need not wait for the evaluations): fine-tune i measured f_t^(i) before and f_t^(i+1) after.
+
+    Args:
+        finetunes: fine-tuning round key -> its spec (``.next``: the round it makes).
+        finetuned: fine-tuning round key -> its metrics (t0_miou_before, t0_miou_after).
+    """
+    if round_key in finetuned:
+        return float(finetuned[round_key]["t0_miou_before"])
+    before = [key for key, spec in finetunes.items() if spec.next == round_key]
+    if not before:
+        raise ValueError("validity measures what fine-tuning changed, and params.yaml has no fine-tuning round")
+    return float(finetuned[before[0]]["t0_miou_after"])
+
+
 def rater_bias_rmse(scores: pd.DataFrame, names: Sequence[str], planted: Sequence[float]) -> float:
     """RMSE between the rater model's biases fitted on ``scores`` (image_id, annotator, score) and the biases
     ``planted`` in the raters ``names`` (in that order), both measured from the raters' average."""
@@ -225,7 +235,7 @@ def slice_recovery(
 
     Args:
         slices: the round's slices (find_slices' columns); table: slice_table of the pool (index = image id).
-        m_ids: the images of M; factors_of_pool: image id -> ';'-joined truth factors (:func:`pool_factors`).
+        m_ids: the images of M; factors_of_pool: image id -> ';'-joined truth factors ('' for none).
     Returns:
         factors, factors_recovered_top10, recovered (their names) and :func:`madseg.slices.hindsight_bound`'s
         keys.

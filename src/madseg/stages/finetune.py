@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,8 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def run(params: Params, *, round_key: str) -> None:
-    spec = params.finetunes[round_key]
-    classes = params.dataset.class_list()
+    spec, classes = params.finetunes[round_key], params.dataset.class_list()
     parent = paths.target_checkpoint(round_key)
     model, meta = load_checkpoint(parent)
 
@@ -31,31 +31,20 @@ def run(params: Params, *, round_key: str) -> None:
     s_all = read_csv(paths.annotations_dir(round_key) / "S_all.csv", required=["image_id", "round"])
     prev_dir = paths.labelled_dir(spec.prev)
     previous = read_csv(prev_dir / "index.csv", required=["image_id", "round", "mask"])
-    here_dir = paths.labelled_dir(round_key)
-    labelled = labelled_set(
-        s_all,
-        previous,
-        round_key,
-        new_masks=paths.annotations_dir(round_key) / "masks",
-        previous_masks=prev_dir,
-    )
-    rows = labelled.to_dict("records")
+    new_masks = paths.annotations_dir(round_key) / "masks"
+    rows = labelled_set(s_all, previous, round_key, new_masks=new_masks, previous_masks=prev_dir).to_dict("records")
     missing = [str(row["source"]) for row in rows if not row["source"].exists()]
     if missing:
-        raise FileNotFoundError(
-            f"masks missing for {len(missing)} images of S^(1..{int(round_key) + 1}): {missing[:3]}"
-        )
+        raise FileNotFoundError(f"masks missing for {len(missing)} images of S^(1..{spec.next}): {missing[:3]}")
 
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
-    new_images = [read_rgb(index.loc[row["image_id"], "path"]) for row in rows]
-    new_masks = [read_mask(row["source"], classes) for row in rows]
+    new = [read_rgb(index.loc[r["image_id"], "path"]) for r in rows], [read_mask(r["source"], classes) for r in rows]
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
-
     result = finetune_target(
         model,
         meta,
-        new=(new_images, new_masks),
+        new=new,
         replay=(s0.images, s0.masks),
         val=(t0.images, t0.masks),
         params=params.finetune,
@@ -76,29 +65,18 @@ def run(params: Params, *, round_key: str) -> None:
         **weights_origin(meta["provenance"]),
     }
     save_checkpoint(paths.target_checkpoint(spec.next), result.model, meta, provenance=provenance)
-
-    if here_dir.exists():
-        shutil.rmtree(here_dir)
-    here_dir.mkdir(parents=True)
-    for row in rows:
-        shutil.copyfile(row["source"], here_dir / row["mask"])
-    write_csv(here_dir / "index.csv", pd.DataFrame(rows)[["image_id", "round", "mask"]])
-
-    # one curve per grid candidate (candidate_lr); lr is the poly-decayed rate at the epoch's end
-    curve = pd.DataFrame(
-        [{"candidate_lr": r.lr, **h} for r in result.grid for h in r.history],
-        columns=["candidate_lr", "epoch", "loss", "lr", "t0_miou"],
-    )
-    write_csv(paths.METRICS / "finetune" / f"round_{round_key}_curve.csv", curve)
-    write_json(
-        paths.finetune_metrics(round_key),
-        {
-            "chosen_lr": result.best.lr,
-            "t0_miou_before": result.t0_before,
-            "t0_miou_after": result.best.t0_miou,
-            "labelled_images": len(rows),
-            "replay_images": len(s0.images),
-            **{f"grid.{r.lr:g}.t0_miou": r.t0_miou for r in result.grid},
-        },
-    )
+    _write_labelled_set(paths.labelled_dir(round_key), rows)
+    write_csv(paths.METRICS / "finetune" / f"round_{round_key}_curve.csv", result.curve())
+    record = result.record(labelled_images=len(rows), replay_images=len(s0.images))
+    write_json(paths.finetune_metrics(round_key), record)
     shutil.rmtree(paths.finetune_dir(round_key) / "resume", ignore_errors=True)
+
+
+def _write_labelled_set(folder: Path, rows: list[dict]) -> None:
+    """S^(1..i+1) for the next round: its masks copied into ``folder`` and their index.csv."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for row in rows:
+        shutil.copyfile(row["source"], folder / row["mask"])
+    write_csv(folder / "index.csv", pd.DataFrame(rows)[["image_id", "round", "mask"]])
