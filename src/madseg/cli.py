@@ -148,6 +148,14 @@ def _fetch_weights(args: argparse.Namespace) -> None:
         log.info("in place: %s", path)
 
 
+def _fetch_photos(args: argparse.Namespace) -> None:
+    from madseg.world.photo_sources import DEFAULT_DEST, fetch_sources
+
+    dest = Path(args.dest or DEFAULT_DEST)
+    counts = fetch_sources(dest, debs=Path(args.debs) if args.debs else None)
+    log.info("photo sources in %s: %s; build the photo world with `madseg init --demo --preset photos`", dest, counts)
+
+
 def _serve(args: argparse.Namespace) -> None:
     importlib.import_module("madseg.annotation.server").serve(args.label_studio, args.params, host=args.host)
 
@@ -248,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("action", choices=["fetch"])
     weights.add_argument("--dest", help="folder (default: the torch hub cache, $TORCH_HOME/hub/checkpoints)")
     weights.set_defaults(func=_fetch_weights)
+
+    photos = sub.add_parser("photos", help="`madseg photos fetch` gets the photo world's sources (Debian packages)")
+    photos.add_argument("action", choices=["fetch"])
+    photos.add_argument("--dest", help="folder to write (default: data/photo_sources, world.photos.sources)")
+    photos.add_argument("--debs", help="a folder of the packages' .deb files already downloaded (else apt-get)")
+    photos.set_defaults(func=_fetch_photos)
 
     ls = sub.add_parser("labelstudio-server", help="run Label Studio in the foreground; URL + token -> .env")
     ls.add_argument("--label-studio", default=".venv-labelstudio/bin/label-studio", help="server executable")

@@ -144,8 +144,22 @@ class DatasetParams:
 
 
 @dataclass(frozen=True)
+class PhotoWorldParams:
+    """The photo world's sources and how they split (see madseg.world.photos); read only when world.kind is photos.
+
+    ``sources``: the folder `madseg photos fetch` writes (objects/<class>/, backgrounds/; never committed).
+    ``shares``: of each class's cut-out instances and of the background photos, for train / val / pool (the pool
+    and D_eval share the pool's part, which training never sees).
+    """
+
+    sources: str = "data/photo_sources"
+    shares: list[float] = (0.6, 0.15, 0.25)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
 class WorldParams:
-    """The embedded demo world (see madseg.world)."""
+    """The embedded demo world (see madseg.world): procedural shapes (``kind: shapes``, the default) or real-photo
+    cut-outs on real scene photos (``kind: photos``, classes from dataset.classes; presets/photos.yaml)."""
 
     seed: int = 0
     image_size: int = 64
@@ -159,6 +173,8 @@ class WorldParams:
     near_duplicates: int = 30  # re-encoded/resized/cropped copies of pool images planted in the pool folder
     benchmark_leaks: int = 15  # copies of S0/T0 images planted in the pool folder (crawl must exclude them)
     out_dir: str = "data/world"
+    kind: Literal["shapes", "photos"] = "shapes"
+    photos: PhotoWorldParams = field(default_factory=PhotoWorldParams)
 
 
 @dataclass(frozen=True)

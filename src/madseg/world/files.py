@@ -3,7 +3,8 @@
 Layout: ``voc/`` (S0/T0: JPEGImages, SegmentationClass, ImageSets/Segmentation), ``pool/images/`` (D, with planted
 near-duplicates and leaked benchmark images), ``pool_truth/`` (D's masks by image id, factors.csv, duplicates.csv:
 read only by the simulated annotators and the validity checks), ``eval_pool/`` (D_eval: images/, truth/) and
-``manifest.json``.
+``manifest.json``; the photo world adds ``sources.csv`` (every image's background photo and cut-outs) and the
+sources' packages and licences to the manifest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from madseg.io.atomic import write_bytes, write_json, write_text
 from madseg.io.images import image_id, write_mask
 from madseg.io.tables import write_csv
 from madseg.labels import ClassList
-from madseg.world.generate import iter_world, plant_near_duplicates
+from madseg.world.generate import PlantedCopy, WorldImage, iter_world, plant_near_duplicates
+from madseg.world.photos import cached_sources, read_sources_manifest
 
 
 def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, int]]:
@@ -30,6 +32,8 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
     planted near-duplicates and benchmark leaks, D's truth apart (masks/, factors.csv, duplicates.csv), and the
     held-out D_eval (images/, truth/). Returns the counts per split, kind and factor (also in manifest.json)."""
     root = Path(world.out_dir)
+    if world.kind == "photos":  # missing sources stop the stage before the previous world is removed
+        cached_sources(world.photos.sources, classes.names)
     if root.exists():
         shutil.rmtree(root)
     voc, pool, truth, eval_pool = (
@@ -44,11 +48,13 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
     counts: dict[str, dict[str, int]] = {}
     workers = os.cpu_count() or 1  # every image has its own seed: the bytes do not depend on this
     benchmark: dict[str, tuple[bytes, np.ndarray]] = {}
+    provenance: list[dict] = []  # the photo world's: which photo and cut-outs each image shows
+    render = functools.partial(iter_world, classes=classes.names)
 
     for split in ("train", "val"):
         names = []
         for item in tqdm(
-            iter_world(world, split, workers=workers),
+            render(world, split, workers=workers),
             total=getattr(world, f"n_{split}"),
             desc=f"world {split}",
         ):
@@ -56,6 +62,7 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
             write_label(voc / "SegmentationClass" / f"{item.name}.png", item.label)
             names.append(item.name)
             benchmark[item.name] = (item.jpeg, item.label)
+            provenance.append(_provenance(item, ""))
         write_text(voc / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(names) + "\n")
         counts[split] = {"normal": len(names)}
 
@@ -66,9 +73,10 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
         ("eval_pool", eval_pool / "images", eval_pool / "truth", world.n_eval_pool),
     ):
         rows = []
-        for item in tqdm(iter_world(world, split, workers=workers), total=n, desc=f"world {split}"):
+        for item in tqdm(render(world, split, workers=workers), total=n, desc=f"world {split}"):
             write_file(image_dir / f"{item.name}.jpg", item.jpeg)
             ident = image_id(item.jpeg)
+            provenance.append(_provenance(item, ident))
             write_label(truth_dir / "masks" / f"{ident}.png", item.label)
             rows.append({"image_id": ident, "name": item.name, "kind": item.kind, "factors": ";".join(item.factors)})
             if split == "pool":
@@ -96,11 +104,41 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
     counts |= _write_truth_table(truth, pool_rows, "pool")
     duplicates = pd.DataFrame([(c.name, c.of_name, c.kind) for c in planted], columns=["name", "of_name", "kind"])
     write_csv(truth / "duplicates.csv", duplicates)
-    write_json(
-        root / "manifest.json",
-        {"counts": counts, "duplicates": len(planted), "image_size": world.image_size},
-    )
+    manifest = {"counts": counts, "duplicates": len(planted), "image_size": world.image_size}
+    if world.kind == "photos":
+        manifest |= _photo_provenance(world, root, provenance, planted)
+    write_json(root / "manifest.json", manifest)
     return counts
+
+
+def _provenance(item: WorldImage, ident: str) -> dict:
+    return {
+        "name": item.name,
+        "split": item.split,
+        "image_id": ident,
+        "kind": item.kind,
+        "factors": ";".join(item.factors),
+        "background": item.background,
+        "instances": ";".join(item.instances),
+        "copy_of": "",
+    }
+
+
+def _photo_provenance(world: WorldParams, root: Path, rows: list[dict], planted: list[PlantedCopy]) -> dict:
+    """Write ``root``/sources.csv (each image's background photo and cut-outs; planted copies name their
+    original in copy_of) and return the manifest's ``kind`` and ``sources`` (packages, versions, licences)."""
+    by_name = {row["name"]: row for row in rows}
+    for copy in planted:
+        rows.append(by_name[copy.of_name] | {"name": copy.name, "split": "pool", "copy_of": copy.of_name})
+        rows[-1]["image_id"] = image_id(copy.jpeg)
+    write_csv(root / "sources.csv", pd.DataFrame(rows))
+    table = read_sources_manifest(world.photos.sources)
+    packages = []
+    if table is not None:
+        for (package, version), group in table.groupby(["package", "version"], sort=True):
+            licences = sorted(set(group["licence"]) - {""})
+            packages.append({"package": package, "version": version, "files": len(group), "licences": licences})
+    return {"kind": "photos", "sources": {"folder": world.photos.sources, "packages": packages}}
 
 
 def _write_truth_table(truth_dir: Path, rows: list[dict], split: str) -> dict[str, dict[str, int]]:

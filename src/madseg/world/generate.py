@@ -3,9 +3,10 @@ stage."""
 
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,19 +28,23 @@ class WorldImage:
     factors: tuple[str, ...]
     jpeg: bytes
     label: np.ndarray  # (H, W) uint8
+    background: str = ""  # the photo world's provenance: the background photo's name
+    instances: tuple[str, ...] = ()  # and the pasted cut-outs' (<class>/<name>), in pasting order
 
 
-def plan_kinds(n: int, params: WorldParams, rng: np.random.Generator) -> list[tuple[str, tuple[str, ...]]]:
-    """Kinds and factors for ``n`` pool images: exact shares, shuffled; factors cycle so each one appears."""
+def plan_kinds(
+    n: int, params: WorldParams, rng: np.random.Generator, factors: Sequence[str] = FACTORS
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Kinds and ``factors`` for ``n`` pool images: exact shares, shuffled; factors cycle so each one appears."""
     n_corner = round(n * params.corner_share)
     n_ood = round(n * params.ood_share)
     if n_corner + n_ood > n:
         raise ValueError(f"corner_share + ood_share exceed 1: {params.corner_share} + {params.ood_share}")
     plan: list[tuple[str, tuple[str, ...]]] = [("normal", ())] * (n - n_corner - n_ood) + [("ood", ())] * n_ood
     for i in range(n_corner):
-        first = FACTORS[i % len(FACTORS)]
+        first = factors[i % len(factors)]
         k = int(rng.integers(1, params.max_factors + 1))
-        others = [f for f in FACTORS if f != first and {f, first} != {"tiny_scale", "huge_scale"}]
+        others = [f for f in factors if f != first and {f, first} != {"tiny_scale", "huge_scale"}]
         extra = tuple(rng.choice(others, size=k - 1, replace=False)) if k > 1 else ()
         plan.append(("corner", tuple(sorted((first, *extra)))))
     order = rng.permutation(len(plan))
@@ -54,13 +59,14 @@ def render_image(params: WorldParams, split: str, index: int, kind: str, factors
     return WorldImage(split, f"{split}_{index:06d}", kind, factors, encode_jpeg(image, JPEG_QUALITY), label)
 
 
-def iter_world(params: WorldParams, split: str, workers: int = 1) -> Iterator[WorldImage]:
+def iter_world(params: WorldParams, split: str, workers: int = 1, classes: Sequence[str] = ()) -> Iterator[WorldImage]:
     """All images of one split in index order: train/val are benchmark images; pool/eval_pool follow the
     shares.
 
     ``workers`` > 1 renders them in that many processes: each image has its own seed, so the bytes are the
-    same.
+    same. ``classes`` (the dataset's names, background first) are the photo world's object classes.
     """
+    render, factors = _renderer(params, classes)
     counts = {
         "train": params.n_train,
         "val": params.n_val,
@@ -71,17 +77,40 @@ def iter_world(params: WorldParams, split: str, workers: int = 1) -> Iterator[Wo
     if split in ("train", "val"):
         plan = [("normal", ())] * n
     else:
-        plan = plan_kinds(n, params, np.random.default_rng([params.seed, SPLIT_CODES[split], 10**9]))
+        plan = plan_kinds(n, params, np.random.default_rng([params.seed, SPLIT_CODES[split], 10**9]), factors)
     jobs = [(params, split, index, kind, factors) for index, (kind, factors) in enumerate(plan)]
     if workers <= 1:
-        yield from (render_image(*job) for job in jobs)
+        yield from (render(*job) for job in jobs)
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_render_job, jobs, chunksize=64)
+        yield from pool.imap(functools.partial(_render_job, render), jobs, chunksize=64)
 
 
-def _render_job(job: tuple) -> WorldImage:
-    return render_image(*job)
+def _renderer(params: WorldParams, classes: Sequence[str]) -> tuple[Callable[..., WorldImage], tuple[str, ...]]:
+    """The world kind's image renderer and corner-case factors."""
+    if params.kind == "shapes":
+        return render_image, FACTORS
+    from madseg.world import photos
+
+    # in this process first: a missing sources folder stops here with its message, not in every worker
+    photos.cached_sources(params.photos.sources, tuple(classes))
+    return functools.partial(render_photo_image, classes=tuple(classes)), photos.PHOTO_FACTORS
+
+
+def render_photo_image(
+    params: WorldParams, split: str, index: int, kind: str, factors: tuple[str, ...], *, classes: tuple[str, ...]
+) -> WorldImage:
+    """One photo-world image (madseg.world.photos), seeded by (seed, split, index) alone as :func:`render_image`."""
+    from madseg.world.photos import render_photo
+
+    rng = np.random.default_rng([params.seed, SPLIT_CODES[split], index])
+    image, label, background, instances = render_photo(rng, params, classes, split, kind, factors)
+    name = f"{split}_{index:06d}"
+    return WorldImage(split, name, kind, factors, encode_jpeg(image, JPEG_QUALITY), label, background, instances)
+
+
+def _render_job(render: Callable[..., WorldImage], job: tuple) -> WorldImage:
+    return render(*job)
 
 
 def near_duplicate(jpeg: bytes, label: np.ndarray, how: str, rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
