@@ -53,6 +53,19 @@ def test_data_that_params_name_is_declared_or_the_stage_refuses_to_run(tmp_path)
     assert sync_dvc_yaml(tmp_path, labelstudio, check=True) == []
 
 
+def test_the_photo_worlds_sources_are_a_dependency_of_make_world(tmp_path):
+    shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = load_params(ROOT / "params.yaml")
+    photos = dataclasses.replace(params, world=dataclasses.replace(params.world, kind="photos"))
+    with pytest.raises(PipelineOutOfDate, match=r"data/photo_sources"):
+        check_declared("make_world", photos, tmp_path)
+    assert sync_dvc_yaml(tmp_path, photos) == ["make_world"]
+    check_declared("make_world", photos, tmp_path)
+    assert "data/photo_sources" in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["make_world"]["deps"]
+    assert sync_dvc_yaml(tmp_path, params) == ["make_world"]  # back to the shapes: the folder leaves again
+    assert (tmp_path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
+
+
 def test_the_closure_follows_lazy_relative_and_package_imports():
     files = {p.relative_to(ROOT / "src").as_posix() for p in closure(["madseg.stages.import_scores"])}
     assert "madseg/annotation/simulated.py" in files  # via annotation.backend's relative import

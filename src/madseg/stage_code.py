@@ -107,14 +107,21 @@ TARGET_CURVE = "metrics/pretrain/target_curve.csv"  # written only when the targ
 
 def data_deps(params: Params) -> dict[str, list[str]]:
     """dvc.yaml stage name -> the dependencies params.yaml names: crawl_index's every folder, reference set and URL
-    list (literal paths, sorted: a template cannot expand a list), the truth readers' truth folder (a template),
-    and the file of a target the user brings (a path only some targets have)."""
+    list (literal paths, sorted: a template cannot expand a list), the photo world's sources (make_world), the
+    truth readers' truth folder (a template), and the file of a target the user brings (a path only some targets
+    have)."""
     crawl = {*params.crawl.folders, *params.crawl.reference_sets}
     if params.crawl.url_list:
         crawl.add(params.crawl.url_list)
     truth = [TRUTH_DEP] if params.annotation.backend == "simulated" else []
     target = [params.models.target.path] if params.models.target.path else []
-    return {"crawl_index": sorted(crawl), TARGET_STAGE: target, **{stage: truth for stage in TRUTH_READERS}}
+    world = [params.world.photos.sources] if params.world.kind == "photos" else []
+    return {
+        "crawl_index": sorted(crawl),
+        "make_world": world,
+        TARGET_STAGE: target,
+        **{stage: truth for stage in TRUTH_READERS},
+    }
 
 
 def trains_target(params: Params) -> bool:
@@ -159,7 +166,7 @@ def sync_dvc_yaml(root: Path, params: Params, *, check: bool = False) -> list[st
             continue
         deps = body.get("deps") or []
         kept = [str(d) for d in deps if not str(d).startswith("src/")]
-        if name == "crawl_index":  # every data dependency of the crawl is named by params
+        if name in ("crawl_index", "make_world"):  # every data dependency of theirs is named by params
             kept = named[name]
         elif name in named:  # the params-named ones are written anew; the templated ones stay
             kept = named[name] + [d for d in kept if d != TRUTH_DEP and (name != TARGET_STAGE or "${" in d)]
