@@ -3,6 +3,7 @@ drivers, Ray mining equal to local mining, and an unreachable address."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -97,6 +98,31 @@ def test_two_node_ray_inference_writes_the_local_bytes(cluster, local_store, tmp
     before = {p: p.stat().st_mtime_ns for p in (project / "data/predictions").rglob("*.npz")}
     assert "0 shards computed" in _finish(_infer(project))
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_ray_embedding_writes_the_local_bytes(cluster, tmp_path):
+    import torch
+
+    from madseg.backends import embed_images
+    from madseg.config import RayParams
+    from madseg.io.store import EmbeddingStore
+    from tests.test_embed import SMALL, needs_weights, store_bytes, tiny_pool
+
+    if needs_weights.args[0]:
+        pytest.skip(needs_weights.kwargs["reason"])
+    index = tiny_pool(tmp_path / "pool")
+    local, on_ray = EmbeddingStore(tmp_path / "local"), EmbeddingStore(tmp_path / "ray")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(SMALL.threads)  # as the stage does: the actors run embed.threads too
+    try:
+        assert embed_images(index, local, embed_params=SMALL, device="cpu") == 3
+    finally:
+        torch.set_num_threads(threads)
+    ray_params = RayParams(address=cluster.address, actors=2)
+    params = dataclasses.replace(SMALL, backend="ray")
+    assert embed_images(index, on_ray, embed_params=params, device="cpu", ray_params=ray_params) == 3
+    assert store_bytes(on_ray.root) == store_bytes(local.root)
+    assert embed_images(index, on_ray, embed_params=params, device="cpu", ray_params=ray_params) == 0
 
 
 def _actor_pids() -> list[int]:

@@ -1,4 +1,4 @@
-"""The one place that chooses the local or the Ray backend, for pool prediction and for MAD mining.
+"""The one place that chooses the local or the Ray backend, for pool prediction (and embedding) and MAD mining.
 
 Above the library: stages and commands call this module; :mod:`madseg.inference` and :mod:`madseg.mining` never
 import :mod:`madseg.cluster`. It also reads what the pure mining library takes as arrays: the prediction stores
@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from madseg.cluster import mine_mad_ray, predict_pool_ray
-from madseg.config import DatasetParams, InferParams, MiningParams, RayParams
+from madseg.cluster import embed_pool_ray, mine_mad_ray, predict_pool_ray
+from madseg.config import DatasetParams, EmbedParams, InferParams, MiningParams, RayParams
 from madseg.device import resolve_device
+from madseg.embedding import embed_pool
 from madseg.inference import check_index, fingerprint, load_pool_predictor, predict_pool
-from madseg.io.store import PredictionStore
+from madseg.io.store import EmbeddingStore, PredictionStore
 from madseg.io.voc import iter_masks
 from madseg.labels import ClassList
 from madseg.mining import (
@@ -30,6 +31,7 @@ from madseg.mining import (
     mine_mad,
     proposal,
 )
+from madseg.models.embedders import load_embedder
 
 
 def _predict_local(predictor, source, index, store, *, model_name, classes, infer_params, view, pin_memory, **_) -> int:
@@ -117,6 +119,50 @@ def predict_model(
         device=device,
         view=view,
         policy=policy,
+        pin_memory=here.type == "cuda",
+    )
+
+
+def _embed_local(embedder, index, store, *, embed_params: EmbedParams, pin_memory: bool, **_) -> int:
+    return embed_pool(
+        embedder,
+        index,
+        store,
+        shard_size=embed_params.shard_size,
+        batch_size=embed_params.batch_size,
+        workers=embed_params.workers,
+        pin_memory=pin_memory,
+    )
+
+
+def _embed_ray(embedder, index, store, *, pin_memory: bool, **kw) -> int:
+    return embed_pool_ray(embedder, index, store, **kw)
+
+
+EMBED: dict[str, Callable[..., int]] = {"local": _embed_local, "ray": _embed_ray}
+
+
+def embed_images(
+    index: pd.DataFrame,
+    store: EmbeddingStore,
+    *,
+    embed_params: EmbedParams,
+    device: str = "auto",
+    ray_params: RayParams | None = None,
+) -> int:
+    """Embed the pool ``index`` (columns id, path; sorted by id) into ``store`` with ``embed_params.model``,
+    resuming finished shards, on the backend ``embed_params.backend`` names (the same bytes on either). A missing
+    weight file stops here, before any image is read. Returns shards computed."""
+    backend = embed_params.backend
+    here = resolve_device("cpu" if backend == "ray" else device)  # a Ray driver only reads the input policy
+    embedder = load_embedder(embed_params.model, device=here, image_size=embed_params.image_size)
+    return _backend(EMBED, backend, "embed")(
+        embedder,
+        index,
+        store,
+        embed_params=embed_params,
+        ray_params=ray_params,
+        device=device,
         pin_memory=here.type == "cuda",
     )
 

@@ -38,7 +38,15 @@ VALIDITY_ONLY_DEPS = (
     "metrics/study.json",
 )  # what the report reads of them, if there
 DEMO_OUTPUTS = (
-    *("data/world", "data/index", "data/attributes", "data/slices", "data/predictions", "data/mining"),
+    *(
+        "data/world",
+        "data/index",
+        "data/attributes",
+        "data/embeddings",
+        "data/slices",
+        "data/predictions",
+        "data/mining",
+    ),
     *("data/study", "data/compare", "models/competitors", "models/export", "metrics"),
 )
 IMPORTED_TARGET = "models/imported/target.pt"

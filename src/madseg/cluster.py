@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from madseg.config import InferParams, RayParams
+from madseg.config import EmbedParams, InferParams, RayParams
+from madseg.embedding import build_embedding_shard, embedding_fingerprint, finalize_embeddings
 from madseg.inference import build_shard, check_index, fingerprint, load_pool_predictor, pending_shards
 from madseg.io.images import read_rgb
-from madseg.io.store import PredictionStore
+from madseg.io.store import EmbeddingStore, PredictionStore, ShardedStore
 from madseg.labels import ClassList
 from madseg.mining import GroupTops, mad_frame, merge_tops, shard_tops
+from madseg.models.embedders import Embedder, load_embedder
 from madseg.models.predictors import Prediction
 from madseg.stops import ClusterUnreachable
 
@@ -137,44 +140,42 @@ def _decode_batch(row: dict, *, policy, mean, std, view: str | None = None) -> d
     }
 
 
-class _PredictBatch:
-    """Ray Data actor: the model, loaded once per actor, predicting prepared batches."""
+def _pack_prediction(pred: Prediction) -> dict:
+    maps, map_shapes = _ragged(pred.maps)
+    return {"maps": maps, "map_shapes": map_shapes, "entropy": pred.entropy, "maxprob": pred.maxprob}
 
-    def __init__(
-        self,
-        source: str,
-        classes: ClassList,
-        device: str,
-        threads: int,
-        batch_size: int,
-        view: str | None,
-        policy: Mapping[str, Any] | None,
-    ):
+
+def _unpack_prediction(row: dict) -> Prediction:
+    return Prediction(_unragged(row["maps"], row["map_shapes"]), row["entropy"], row["maxprob"])
+
+
+def _pack_features(features: np.ndarray) -> dict:
+    return {"features": features}
+
+
+def _unpack_features(row: dict) -> np.ndarray:
+    return row["features"]
+
+
+class _PredictBatch:
+    """Ray Data actor: the predictor (a model, or an embedder), loaded once per actor by ``load(device=...)``,
+    turning prepared batches into what ``pack`` makes of its ``infer`` result."""
+
+    def __init__(self, load: Callable[..., Any], device: str, threads: int, pack: Callable[[Any], dict]):
         import torch
 
         from madseg.device import resolve_device
 
         torch.set_num_threads(threads)  # the local backend's threads, so the two give the same bytes
-        # with a view, its maps are mapped back onto the images (the decoding tasks applied the view)
-        self.predictor = load_pool_predictor(
-            source, classes=classes, device=resolve_device(device), batch_size=batch_size, view=view, policy=policy
-        )
+        self.predictor, self.pack = load(device=resolve_device(device)), pack
 
     def __call__(self, row: dict) -> dict:
         import torch
 
         tensors = [torch.from_numpy(t) for t in _unragged(row["pixels"], row["dims"])]
         same = all(t.shape == tensors[0].shape for t in tensors)
-        pred = self.predictor.infer(torch.stack(tensors) if same else tensors, [tuple(s) for s in row["shapes"]])
-        maps, map_shapes = _ragged(pred.maps)
-        return {
-            "shard": row["shard"],
-            "batch": row["batch"],
-            "maps": maps,
-            "map_shapes": map_shapes,
-            "entropy": pred.entropy,
-            "maxprob": pred.maxprob,
-        }
+        result = self.predictor.infer(torch.stack(tensors) if same else tensors, [tuple(s) for s in row["shapes"]])
+        return {"shard": row["shard"], "batch": row["batch"], **self.pack(result)}
 
 
 def predict_pool_ray(
@@ -198,11 +199,94 @@ def predict_pool_ray(
     ``view``: every image seen through it (:mod:`madseg.models.views`); ``policy``: params' input policy, which
     the actors apply too. Returns the shards computed.
     """
-    ray_params = ray_params or RayParams()
     ids = check_index(index)
     fp = fingerprint(source, ids, probe.policy, view)
-    size, batch = infer_params.shard_size, infer_params.batch_size
-    todo = pending_shards(store, index, fp, size)
+    load = partial(
+        load_pool_predictor,
+        os.path.abspath(source),
+        classes=classes,
+        batch_size=infer_params.batch_size,
+        view=view,
+        policy=policy,
+    )
+    computed = pool_pass_ray(
+        probe,
+        load,
+        index,
+        store,
+        fingerprint=fp,
+        build=lambda shard_ids, predictions: build_shard(shard_ids, predictions, classes),
+        pack=(_pack_prediction, _unpack_prediction),
+        name=f"infer {model_name}",
+        shard_size=infer_params.shard_size,
+        batch_size=infer_params.batch_size,
+        threads=infer_params.threads,
+        ray_params=ray_params,
+        device=device,
+        view=view,
+    )
+    store.finalize(model=model_name, classes=classes.names, shard_size=infer_params.shard_size, ids=ids, fingerprint=fp)
+    return computed
+
+
+def embed_pool_ray(
+    probe: Embedder,
+    index: pd.DataFrame,
+    store: EmbeddingStore,
+    *,
+    embed_params: EmbedParams,
+    ray_params: RayParams | None = None,
+    device: str = "auto",
+) -> int:
+    """:func:`madseg.embedding.embed_pool` as a Ray Data job (the same store, byte for byte): the pool pass
+    of the predictions with an embedder in the actors. Returns the shards computed."""
+    fp = embedding_fingerprint(probe, check_index(index))
+    load = partial(load_embedder, probe.name, image_size=embed_params.image_size)
+    computed = pool_pass_ray(
+        probe,
+        load,
+        index,
+        store,
+        fingerprint=fp,
+        build=build_embedding_shard,
+        pack=(_pack_features, _unpack_features),
+        name=f"embed {probe.name}",
+        shard_size=embed_params.shard_size,
+        batch_size=embed_params.batch_size,
+        threads=embed_params.threads,
+        ray_params=ray_params,
+        device=device,
+    )
+    finalize_embeddings(store, probe, index, embed_params.shard_size, fp)
+    return computed
+
+
+def pool_pass_ray(
+    probe,
+    load: Callable[..., Any],
+    index: pd.DataFrame,
+    store: ShardedStore,
+    *,
+    fingerprint: str,
+    build: Callable[[list[str], list], Any],
+    pack: tuple[Callable[[Any], dict], Callable[[dict], Any]],
+    name: str,
+    shard_size: int,
+    batch_size: int,
+    threads: int,
+    ray_params: RayParams | None = None,
+    device: str = "auto",
+    view: str | None = None,
+) -> int:
+    """:func:`madseg.inference.pool_pass` as a Ray Data job: the pending shards cut into the local batches,
+    decoded and prepared in tasks with ``probe``'s input policy (seen through ``view``), turned into results in
+    actors that ``load(device=...)`` their predictor, packed into rows and back (``pack``: to a row, from a row);
+    the driver writes ``build(shard ids, results)`` as soon as a shard's batches are back. Returns the shards
+    computed; the caller finalizes the store."""
+    ray_params = ray_params or RayParams()
+    ids = check_index(index)
+    size, batch = shard_size, batch_size
+    todo = pending_shards(store, index, fingerprint, size)
     paths = [os.path.abspath(p) for p in index["path"]]  # workers do not share the driver's folder
     rows, batches_of = [], {}
     for s in todo:
@@ -210,58 +294,44 @@ def predict_pool_ray(
         starts = range(s * size, stop, batch)
         batches_of[s] = len(starts)
         rows += [{"shard": s, "batch": b, "paths": paths[i : min(i + batch, stop)]} for b, i in enumerate(starts)]
-    if rows:
-        with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
-            _quiet_data_context(ray)
-            n_actors, gpus = actor_plan(
-                ray,
-                actors=ray_params.actors,
-                threads=infer_params.threads,
-                cpus_per_actor=ray_params.cpus_per_actor,
-                use_gpus=device != "cpu",
-            )
-            log.info(
-                "%s: %d shards in %d batches on %d Ray actors (%g GPU each)",
-                model_name,
-                len(todo),
-                len(rows),
-                n_actors,
-                gpus,
-            )
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            # decoding asks for half a CPU: it mostly waits on reads, and resources unlike the actors' keep Ray
-            # Data from fusing it into them (decoding then runs in tasks, in parallel, on any node)
-            ds = ds.map(
-                _decode_batch,
-                fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std, "view": view},
-                num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25,
-            )
-            ds = ds.map(
-                _PredictBatch,
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_gpus=gpus,
-                num_cpus=ray_params.cpus_per_actor,
-                fn_constructor_args=(
-                    os.path.abspath(source),
-                    classes,
-                    device,
-                    infer_params.threads,
-                    batch,
-                    view,
-                    policy,
-                ),
-            )
-            done: dict[int, dict[int, Prediction]] = {}
-            for row in tqdm(_rows_or_cause(ds), total=len(rows), desc=f"infer {model_name} (ray)", unit="batch"):
-                s = int(row["shard"])
-                done.setdefault(s, {})[int(row["batch"])] = Prediction(
-                    _unragged(row["maps"], row["map_shapes"]), row["entropy"], row["maxprob"]
-                )
-                if len(done[s]) == batches_of[s]:
-                    parts = done.pop(s)
-                    predictions = [parts[b] for b in range(batches_of[s])]
-                    store.write_shard(s, build_shard(ids[s * size : (s + 1) * size], predictions, classes), fp)
-    store.finalize(model=model_name, classes=classes.names, shard_size=size, ids=ids, fingerprint=fp)
+    if not rows:
+        return 0
+    to_row, from_row = pack
+    with ray_session(ray_params.address, ray_params.connect_timeout_s) as ray:
+        _quiet_data_context(ray)
+        n_actors, gpus = actor_plan(
+            ray,
+            actors=ray_params.actors,
+            threads=threads,
+            cpus_per_actor=ray_params.cpus_per_actor,
+            use_gpus=device != "cpu",
+        )
+        log.info(
+            "%s: %d shards in %d batches on %d Ray actors (%g GPU each)", name, len(todo), len(rows), n_actors, gpus
+        )
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        # decoding asks for half a CPU: it mostly waits on reads, and resources unlike the actors' keep Ray
+        # Data from fusing it into them (decoding then runs in tasks, in parallel, on any node)
+        ds = ds.map(
+            _decode_batch,
+            fn_kwargs={"policy": probe.policy, "mean": probe.mean, "std": probe.std, "view": view},
+            num_cpus=0.5 if ray_params.cpus_per_actor != 0.5 else 0.25,
+        )
+        ds = ds.map(
+            _PredictBatch,
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            num_gpus=gpus,
+            num_cpus=ray_params.cpus_per_actor,
+            fn_constructor_args=(load, device, threads, to_row),
+        )
+        done: dict[int, dict[int, Any]] = {}
+        for row in tqdm(_rows_or_cause(ds), total=len(rows), desc=f"{name} (ray)", unit="batch"):
+            s = int(row["shard"])
+            done.setdefault(s, {})[int(row["batch"])] = from_row(row)
+            if len(done[s]) == batches_of[s]:
+                parts = done.pop(s)
+                results = [parts[b] for b in range(batches_of[s])]
+                store.write_shard(s, build(ids[s * size : (s + 1) * size].tolist(), results), fingerprint)
     return len(todo)
 
 

@@ -381,10 +381,27 @@ class EvaluationParams:
 
 
 @dataclass(frozen=True)
+class EmbedParams:
+    """The pool's ImageNet features for the slices (madseg.embedding); same bytes on either backend."""
+
+    model: Literal["mobilenet_v2"] = "mobilenet_v2"  # madseg.models.embedders.EMBEDDERS
+    image_size: int = 224  # every image squashed to this square (the whole frame; small images upsampled)
+    backend: Literal["local", "ray"] = "local"
+    batch_size: int = 64
+    workers: int = 1  # local backend: DataLoader processes decoding images
+    shard_size: int = 1024
+    threads: int = 2  # torch threads of the embedding process (each Ray actor too)
+
+
+@dataclass(frozen=True)
 class SlicesParams:
     # k of the k-means that groups the pool into kinds of image (madseg.slices.find_slices)
     clusters: int = 12
     seed: int = 0
+    # the pool's embeddings (embed stage) beside the attributes in the clustering: this many principal
+    # components, scaled to this share of the attributes' total variance (0: attributes only)
+    embedding_dims: int = 32
+    embedding_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -413,6 +430,7 @@ class Params:
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for pretraining, fine-tuning and inference
     ray: RayParams = field(default_factory=RayParams)
     slices: SlicesParams = field(default_factory=SlicesParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
     world: WorldParams = field(default_factory=WorldParams)  # the demo world only; a campaign has none
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from madseg.io.images import read_rgb
 from madseg.io.shard import Shard, area_fractions
-from madseg.io.store import PredictionStore, ids_digest
+from madseg.io.store import PredictionStore, ShardedStore, ids_digest
 from madseg.labels import ClassList
 from madseg.metrics import confusion_matrix, mean_iou
 from madseg.models.input_policy import InputPolicy
@@ -80,7 +80,7 @@ def check_index(index: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def pending_shards(store: PredictionStore, index: pd.DataFrame, fingerprint: str, shard_size: int) -> list[int]:
+def pending_shards(store: ShardedStore, index: pd.DataFrame, fingerprint: str, shard_size: int) -> list[int]:
     """The shards of ``index`` that ``store`` does not hold finished (same fingerprint, intact bytes)."""
     ids = index["id"]
     return [
@@ -122,8 +122,42 @@ def predict_pool(
     consecutive images of a shard (the Ray backend cuts the same batches). Returns the shards computed.
     """
     ids = check_index(index)
+    computed = pool_pass(
+        predictor,
+        index,
+        store,
+        build=lambda shard_ids, predictions: build_shard(shard_ids, predictions, classes),
+        desc=f"infer {model_name}",
+        fingerprint=fingerprint,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        workers=workers,
+        pin_memory=pin_memory,
+    )
+    store.finalize(model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint)
+    return computed
+
+
+def pool_pass(
+    predictor,
+    index: pd.DataFrame,
+    store: ShardedStore,
+    *,
+    build: Callable[[list[str], list], Any],
+    desc: str,
+    fingerprint: str,
+    shard_size: int,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+) -> int:
+    """The local pool pass behind :func:`predict_pool` (and the embeddings): every pending shard of ``index``
+    read in ``batch_size`` batches, each batch's ``predictor.infer`` result (or ``predict`` of precomputed
+    predictions) collected in order, ``build(shard ids, results)`` written as the shard. Returns the shards
+    computed; the caller finalizes the store."""
+    check_index(index)
     todo = pending_shards(store, index, fingerprint, shard_size)
-    for s in tqdm(todo, desc=f"infer {model_name}", unit="shard"):
+    for s in tqdm(todo, desc=desc, unit="shard"):
         rows = index.iloc[s * shard_size : (s + 1) * shard_size]
         loader = DataLoader(
             _Images(rows["path"].tolist(), predictor),
@@ -132,16 +166,15 @@ def predict_pool(
             collate_fn=_collate,
             pin_memory=pin_memory,
         )
-        predictions, offset = [], 0
+        results, offset = [], 0
         for batch, shapes in loader:
             batch_ids = rows["id"].iloc[offset : offset + len(shapes)].tolist()
             offset += len(shapes)
             if predictor.needs_pixels:
-                predictions.append(predictor.infer(batch, shapes))
+                results.append(predictor.infer(batch, shapes))
             else:
-                predictions.append(predictor.predict([None] * len(batch_ids), batch_ids))
-        store.write_shard(s, build_shard(rows["id"].tolist(), predictions, classes), fingerprint)
-    store.finalize(model=model_name, classes=classes.names, shard_size=shard_size, ids=ids, fingerprint=fingerprint)
+                results.append(predictor.predict([None] * len(batch_ids), batch_ids))
+        store.write_shard(s, build(rows["id"].tolist(), results), fingerprint)
     return len(todo)
 
 

@@ -53,6 +53,7 @@ def mining_dir(round_key: str) -> Path:
 
 
 POOL_ATTRIBUTES = Path("data/attributes/pool.csv")  # cheap per-image attributes of the pool (madseg.slices)
+POOL_EMBEDDINGS = Path("data/embeddings/pool")  # ImageNet features of the pool (EmbeddingStore; madseg.embedding)
 SLICES = Path("data/slices")
 
 

@@ -75,6 +75,8 @@ def find_slices(
     table: pd.DataFrame,
     in_group: np.ndarray,
     *,
+    embedding: np.ndarray | None = None,
+    embedding_weight: float = 1.0,
     worst: np.ndarray | None = None,
     top: int = 20,
     clusters: int = 12,
@@ -86,7 +88,9 @@ def find_slices(
 
     1. The NUMERIC attributes in robust units (minus the pool's median, over its interquartile range, clipped
        to +-5: a tail stays far from the bulk without one extreme image stretching the axis), plus membership
-       in the group as one more coordinate (Domino's error-aware clustering).
+       in the group as one more coordinate (Domino's error-aware clustering). With ``embedding`` (what the
+       images show, e.g. :func:`embedding_coords`), its coordinates too, scaled so that their total variance
+       is ``embedding_weight`` times the attributes': content shapes the clusters, the rules still name them.
     2. k-means (k-means++ seeded by ``seed``, the best of 10 starts) into ``clusters`` clusters of the pool
        (fitted on the group and at most FIT_ROWS other images, so that it scales to any pool).
     3. Each cluster is described by the condition, or pair of conditions on two attributes, whose group images
@@ -100,6 +104,7 @@ def find_slices(
 
     Args:
         in_group: (N,) bool, e.g. membership in M.
+        embedding: (N, E) float, the images' content coordinates in ``table``'s row order (optional).
         worst: (N,) bool, e.g. among the lowest-rated images of S (optional).
     Returns:
         COLUMNS: rule, how well it matches the slice's group images (rule_precision, rule_recall), pool_size
@@ -115,7 +120,11 @@ def find_slices(
         return pd.DataFrame(columns=COLUMNS)
     if clusters < 1:
         raise ValueError(f"clusters must be at least 1, got {clusters}")
-    coords = np.hstack([robust_units(table[[a for a in NUMERIC if a in table]]), in_group[:, None]])
+    attributes = robust_units(table[[a for a in NUMERIC if a in table]])
+    parts = [attributes, in_group[:, None]]
+    if embedding is not None and embedding_weight > 0:
+        parts.append(scaled_to(np.asarray(embedding, np.float64), attributes, embedding_weight, len(table)))
+    coords = np.hstack(parts)
     # the centres are fitted on the group and a seeded sample of the rest, then every image joins its nearest:
     # a pool of a million images costs one pass more than one of FIT_ROWS
     rest = np.flatnonzero(~in_group)
@@ -182,6 +191,35 @@ def _merge_alike(kinds: list[np.ndarray], in_group: np.ndarray, singles: list) -
         described[i] = (described[i][0] | described[j][0], joint)
         ids[i] = len(kinds) + len(joints)  # a new id: the joined kind's pairs are described afresh
         del described[j], ids[j]
+
+
+def scaled_to(x: np.ndarray, reference: np.ndarray, weight: float, n: int) -> np.ndarray:
+    """(N, E) ``x`` scaled so that its total variance is ``weight`` times the (N, A) ``reference``'s (the two
+    then pull on k-means' distances in that ratio, whatever their dimensions); ValueError unless it has ``n``
+    rows."""
+    if x.ndim != 2 or len(x) != n:
+        raise ValueError(f"embedding must be (N, E) for {n} images, got {x.shape}")
+    spread = float(x.var(axis=0).sum())
+    return x * np.sqrt(weight * float(reference.var(axis=0).sum()) / spread) if spread > 0 else x * 0.0
+
+
+def embedding_coords(features: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
+    """(N, D) image features -> their first ``dims`` principal components (N, min(dims, D, N)) float64.
+
+    Fitted on at most FIT_ROWS images drawn with ``seed`` (a million-image pool costs one projection more);
+    each component's sign is fixed (its largest loading positive), so the same features give the same numbers.
+    """
+    x = np.asarray(features, np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, D), got {x.shape}")
+    fit = x
+    if len(x) > FIT_ROWS:
+        fit = x[np.sort(np.random.default_rng(seed).choice(len(x), FIT_ROWS, replace=False))]
+    centre = fit.mean(axis=0)
+    _, _, vt = np.linalg.svd(fit - centre, full_matrices=False)
+    vt = vt[: max(0, min(dims, len(vt)))]
+    vt *= np.where(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    return (x - centre) @ vt.T
 
 
 def robust_units(values: pd.DataFrame, clip: float = 5.0) -> np.ndarray:
@@ -299,6 +337,10 @@ def round_slices(
     m_ids: Sequence[str],
     mos: pd.DataFrame | None = None,
     *,
+    embedding_ids: Sequence[str] | None = None,
+    embeddings: np.ndarray | None = None,
+    embedding_dims: int = 32,
+    embedding_weight: float = 1.0,
     top: int = 20,
     clusters: int = 15,
     seed: int = 0,
@@ -311,17 +353,35 @@ def round_slices(
         m_ids: the images of M.
         mos: the round's ratings (image_id, mos, vetoed): the lowest-rated quarter of the rated, non-vetoed
             images of M are "worst". None: no ratings yet.
+        embedding_ids, embeddings: the pool's image features (N, D) and whose they are (the embed stage's
+            store), reduced to ``embedding_dims`` principal components and clustered beside the attributes with
+            ``embedding_weight`` (:func:`find_slices`). None: the attributes alone.
     Returns:
         find_slices' columns.
     """
     table = slice_table(attributes, target_stats, class_names)
+    embedding = None
+    if embeddings is not None and embedding_dims > 0:
+        rows = pd.Index(list(embedding_ids if embedding_ids is not None else [])).get_indexer(table.index)
+        if (rows < 0).any():
+            raise ValueError(f"no embedding for {int((rows < 0).sum())} of the {len(table)} pool images")
+        embedding = embedding_coords(np.asarray(embeddings)[rows], embedding_dims, seed)
     in_m = table.index.isin(list(m_ids))
     worst = None
     if mos is not None and len(mos):
         rated = mos[~mos["vetoed"].astype(bool)]
         cut = rated["mos"].quantile(0.25)
         worst = table.index.isin(rated.loc[rated["mos"] <= cut, "image_id"])
-    return find_slices(table, in_m, worst=worst, top=top, clusters=clusters, seed=seed)
+    return find_slices(
+        table,
+        in_m,
+        embedding=embedding,
+        embedding_weight=embedding_weight,
+        worst=worst,
+        top=top,
+        clusters=clusters,
+        seed=seed,
+    )
 
 
 def factors_recovered(slices: pd.DataFrame, m_factors: pd.Series, factors: Sequence[str], top: int = 10) -> list[str]:

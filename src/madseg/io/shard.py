@@ -60,3 +60,15 @@ class Shard:
         for i, m in enumerate(self.maps):
             if m.ndim != 2 or m.dtype != np.uint8:
                 raise ValueError(f"map of image {self.ids[i]} must be (H, W) uint8, got {m.shape} {m.dtype}")
+
+
+@dataclass
+class EmbeddingShard:
+    """One shard of an embedding store: ``features[i]`` is image ``ids[i]``'s feature vector."""
+
+    ids: list[str]
+    features: np.ndarray  # (N, D) float16: the encoder's global-average-pooled features
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or self.features.shape[0] != len(self.ids):
+            raise ValueError(f"features must be (N, D) for {len(self.ids)} ids, got {self.features.shape}")

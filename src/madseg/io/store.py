@@ -1,4 +1,4 @@
-"""A sharded prediction store: a pool of a million images is ~1,000 files per model, not a million.
+"""Sharded stores: a pool of a million images is ~1,000 files per model, not a million.
 
 Layout of a store folder::
 
@@ -11,6 +11,9 @@ Shard ``s`` holds rows ``[s * shard_size, (s + 1) * shard_size)`` of the pool in
 different models over one index line up shard by shard and can be streamed in lockstep. A shard counts as done
 only if its sidecar exists, names the store's fingerprint and matches the shard's bytes; anything else is
 recomputed (resume) or reported as corrupt (read).
+
+:class:`EmbeddingStore` keeps the same layout, manifest and resume rules for an image encoder's features
+(shards hold ids (N,) str and features (N, D) float16); both are a :class:`ShardedStore` with their own codec.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from madseg.io.atomic import read_json, remove_interrupted_writes, write_bytes, write_json
-from madseg.io.shard import Shard
+from madseg.io.shard import EmbeddingShard, Shard
 
 FORMAT_VERSION = 1
 
@@ -69,8 +72,25 @@ def _decode(data: bytes, what: str) -> Shard:
         raise CorruptShardError(f"{what}: cannot decode shard ({e})") from None
 
 
-class PredictionStore:
-    """A folder of shards for one model over one pool index."""
+def _encode_embeddings(shard: EmbeddingShard) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, ids=np.array(shard.ids, dtype="U"), features=shard.features.astype(np.float16))
+    return buf.getvalue()
+
+
+def _decode_embeddings(data: bytes, what: str) -> EmbeddingShard:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return EmbeddingShard(ids=z["ids"].tolist(), features=z["features"])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise CorruptShardError(f"{what}: cannot decode shard ({e})") from None
+
+
+class ShardedStore:
+    """A folder of shards for one model over one pool index; subclasses name the shard codec."""
+
+    encode = staticmethod(_encode)
+    decode = staticmethod(_decode)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -84,7 +104,7 @@ class PredictionStore:
 
     def write_shard(self, s: int, shard: Shard, fingerprint: str) -> None:
         """Write shard ``s`` atomically, then its sidecar (so a sidecar always describes a whole shard)."""
-        data = _encode(shard)
+        data = self.encode(shard)
         write_bytes(self.shard_path(s), data)
         write_json(
             self._sidecar(s),
@@ -106,7 +126,7 @@ class PredictionStore:
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             return False
         try:
-            return _decode(data, str(path)).ids == list(expected_ids)
+            return self.decode(data, str(path)).ids == list(expected_ids)
         except CorruptShardError:
             return False
 
@@ -157,10 +177,6 @@ class PredictionStore:
             raise FileNotFoundError(f"{self.root}: not a finished prediction store (no manifest.json)")
         return read_json(path)
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
     def __len__(self) -> int:
         return int(self.manifest["count"])
 
@@ -182,7 +198,22 @@ class PredictionStore:
         data = path.read_bytes()
         if verify and hashlib.sha256(data).hexdigest() != manifest["shards"][s]:
             raise CorruptShardError(f"{path}: checksum mismatch (truncated or modified shard)")
-        return _decode(data, str(path))
+        return self.decode(data, str(path))
+
+    def _shard_ids(self, s: int) -> list[str]:
+        with np.load(self.shard_path(s), allow_pickle=False) as z:
+            return z["ids"].tolist()
+
+    def ids(self) -> list[str]:
+        return [i for s in range(len(self.manifest["shards"])) for i in self._shard_ids(s)]
+
+
+class PredictionStore(ShardedStore):
+    """A model's predictions over one pool index: per-image maps and statistics."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
 
     def stats(self) -> pd.DataFrame:
         """Per-image statistics without the maps: columns id, area_<class>..., entropy, maxprob (float32).
@@ -221,13 +252,6 @@ class PredictionStore:
             raise KeyError(f"{self.root}: no prediction for images {missing[:5]}{'...' if len(missing) > 5 else ''}")
         return out
 
-    def _shard_ids(self, s: int) -> list[str]:
-        with np.load(self.shard_path(s), allow_pickle=False) as z:
-            return z["ids"].tolist()
-
-    def ids(self) -> list[str]:
-        return [i for s in range(len(self.manifest["shards"])) for i in self._shard_ids(s)]
-
     def check_covers(self, *, model: str, classes: Sequence[str], ids_sha256: str, count: int) -> None:
         """ValueError unless the store predicts ``classes`` over exactly the pool index's images (``count`` ids
         whose :func:`ids_digest` is ``ids_sha256``); ``model`` names the store in the message."""
@@ -241,6 +265,24 @@ class PredictionStore:
                 f"{self.root}: model {model!r}'s predictions cover other images than the pool index "
                 f"({manifest['count']} vs {count} images); re-run its inference"
             )
+
+
+class EmbeddingStore(ShardedStore):
+    """An image encoder's features over one pool index (shards of :class:`madseg.io.shard.EmbeddingShard`)."""
+
+    encode = staticmethod(_encode_embeddings)
+    decode = staticmethod(_decode_embeddings)
+
+    def features(self) -> tuple[list[str], np.ndarray]:
+        """Every image's id, in index order, and its features (N, D) float32, filled shard by shard."""
+        count, ids, out, at = len(self), [], None, 0
+        for shard in self.iter_shards():
+            if out is None:
+                out = np.empty((count, shard.features.shape[1]), np.float32)
+            out[at : at + len(shard.ids)] = shard.features
+            ids += shard.ids
+            at += len(shard.ids)
+        return ids, out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def ids_digest(ids: Sequence[str], chunk: int = 65536) -> str:

@@ -8,6 +8,7 @@ STAGES = (
     "make_world",
     "crawl_index",
     "attributes",
+    "embed",
     "pretrain",
     "infer",
     "mine",

@@ -1,4 +1,5 @@
-"""slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes (never the truth), in words.
+"""slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes and the pool's ImageNet
+features (the embed stage; never the truth), named in words by the attributes.
 
 Writes data/slices/round_<R>/slices.csv (rule and how well it matches, pool size and share, M size and share,
 lift, share of the lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and,
@@ -12,7 +13,7 @@ import logging
 from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import write_json
-from madseg.io.store import PredictionStore
+from madseg.io.store import EmbeddingStore, PredictionStore
 from madseg.io.tables import read_csv, write_csv
 from madseg.slices import round_slices
 
@@ -25,12 +26,17 @@ def run(params: Params, *, round_key: str) -> None:
     m = read_csv(paths.mining_dir(round_key) / "M.csv", required=["image_id"])
     mos = read_csv(paths.annotations_dir(round_key) / "mos.csv", required=["image_id", "mos", "vetoed"])
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
+    embedding_ids, embeddings = EmbeddingStore(paths.POOL_EMBEDDINGS).features()
     slices = round_slices(
         attributes,
         stats,
         params.dataset.class_list().names,
         m["image_id"].tolist(),
         mos,
+        embedding_ids=embedding_ids,
+        embeddings=embeddings,
+        embedding_dims=params.slices.embedding_dims,
+        embedding_weight=params.slices.embedding_weight,
         clusters=params.slices.clusters,
         seed=params.slices.seed,
     )
