@@ -34,12 +34,17 @@ lint: env
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# one worker per core, at most 4: the tests that share the tiny project, the Label Studio server or the Ray
+# cluster run on one worker each (tests/conftest.py), so each is built once per run
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 # the three set-ups are independent: side by side they take the longest one's time, not the sum
 test:
 	@$(MAKE) --no-print-directory -j3 env $(LS_VENV)/.installed browser
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
-	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" MADSEG_LABEL_STUDIO="$(CURDIR)/$(LS_VENV)/bin/label-studio" \
+		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Optional third command: a real Label Studio server for teams that label for real (URL + token -> .env).
 # HOST=0.0.0.0 lets annotators on other machines in (it warns what that exposes); the default keeps it local.

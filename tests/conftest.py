@@ -14,6 +14,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `make test` runs the suite on several workers (pytest-xdist, --dist loadgroup). The session fixtures that cost
+# minutes or start servers are built once per run: every test that uses one runs on the same worker. (pytest 9
+# ignores these groups with pytest-xdist 3.8, hence pyproject's pytest<9.)
+SHARED_FIXTURES = ("tiny_project", "label_studio", "cluster")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
+        if len(shared) > 1:
+            raise pytest.UsageError(f"{item.nodeid} uses {shared}: a test may need one shared fixture at most")
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
 
 def label_studio_executable() -> Path:
     return Path(os.environ.get("MADSEG_LABEL_STUDIO") or ROOT / ".venv-labelstudio" / "bin" / "label-studio")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+
+from madseg.config import merge_overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,12 +42,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
 
 
 def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = (
-            merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "competitors" else v
-        )
-    return out
+    """``over`` applied to a copy of ``base`` as a preset is (a null removes an entry)."""
+    return merge_overlay(copy.deepcopy(base), over)
 
 
 def copy_tracked(work: Path) -> None:
