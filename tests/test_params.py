@@ -72,14 +72,15 @@ def test_a_bad_choice_fails_at_load_listing_the_valid_values(tmp_path, dotted, v
         load_params(tmp_path / "params.yaml")
 
 
-def test_an_overlay_merges_key_by_key_and_a_null_removes_a_mapping(tmp_path):
+def test_an_overlay_merges_key_by_key_and_a_null_removes_an_entry(tmp_path):
     overlay = {
-        "models": {"target": {"steps": 7}, "competitors": {"lraspp": None}},
-        "crawl": {"url_list": None},  # a null in place of a value stays a null
+        "models": {"target": {"steps": 7, "kwargs": {"decoder_channels": None}}, "competitors": {"lraspp": None}},
+        "crawl": {"url_list": None},  # a parameter that may be null defaults to null
     }
     (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     base = load_params(ROOT / "params.yaml")
     params = load_params(ROOT / "params.yaml", overlay=tmp_path / "overlay.yaml")
     assert params.models.target.steps == 7 and params.models.target.arch == base.models.target.arch
+    assert params.models.target.kwargs == {k: v for k, v in base.models.target.kwargs.items() if k != "decoder_channels"}
     assert set(params.models.competitors) == set(base.models.competitors) - {"lraspp"}
     assert params.crawl.url_list is None and params.crawl.folders == base.crawl.folders

@@ -474,12 +474,13 @@ def _read_yaml(path: Path) -> dict:
 
 def merge_overlay(base: dict, overlay: dict) -> dict:
     """Merge ``overlay`` into ``base`` in place (its comments stay), mappings key by key, anything else replaced:
-    how a preset applies. A null in place of a mapping removes that entry (e.g. a competitor). Returns ``base``."""
+    how a preset applies. A null removes that entry (a competitor, a model's keyword): parameters that may be null
+    default to null. Returns ``base``."""
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merge_overlay(base[key], value)
-        elif value is None and isinstance(base.get(key), dict):
-            del base[key]
+        elif value is None:
+            base.pop(key, None)
         else:
             base[key] = value
     return base

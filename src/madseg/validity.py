@@ -211,6 +211,24 @@ def rater_bias_rmse(scores: pd.DataFrame, names: Sequence[str], planted: Sequenc
     return float(np.sqrt(np.mean(error**2)))
 
 
+def precision_ratios(precision: Mapping[str, float | None]) -> dict[str, float | None]:
+    """What M is worth against the baselines at its budget, from :func:`candidate_precision`'s figures: the
+    ratio of truly wrong shares (MAD over random), the target's mean per-image mIoU on M and on entropy's picks over
+    that on the random sample (lower: harder images found), and the random sample's wrong share (how often the
+    target fails on the pool at large). None where a figure is missing."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return float(a / b) if a is not None and b else None
+
+    random_miou = precision.get("random.mean_image_miou")
+    return {
+        "precision_ratio_vs_random": ratio(precision.get("mad"), precision.get("random")),
+        "m_over_random_miou": ratio(precision.get("mad.mean_image_miou"), random_miou),
+        "entropy_over_random_miou": ratio(precision.get("entropy.mean_image_miou"), random_miou),
+        "target_wrong_share": precision.get("random.wrong_share"),
+    }
+
+
 def study_margins(study: Mapping, options: Mapping) -> dict:
     """The cross-seed margins of scripts/validity_study.py (``study``: its metrics/study.json), the paper's
     recipe under the same names as the options, and each option's figures (``options``: its

@@ -83,9 +83,7 @@ def run(params: Params) -> None:
         **validity.round_gains(scores, "0", final),
         # the share of the images the final target was fine-tuned on (S^(1..n)) carrying each factor of the pool
         **{f"share_in_S.{f}": v for f, v in validity.factor_shares(pool_factors, s_all["image_id"]).items()},
-        "precision_ratio_vs_random": (
-            float(precision_read["mad"] / precision_read["random"]) if precision_read["random"] else None
-        ),
+        **validity.precision_ratios(precision_read.to_dict()),
         **validity.study_margins(*(read_json(f) if f.exists() else {} for f in (STUDY, STUDY_OPTIONS))),
         "aggregation.bias_rmse": _rater_bias_rmse(params),
     }
