@@ -81,6 +81,7 @@ def test_an_overlay_merges_key_by_key_and_a_null_removes_an_entry(tmp_path):
     base = load_params(ROOT / "params.yaml")
     params = load_params(ROOT / "params.yaml", overlay=tmp_path / "overlay.yaml")
     assert params.models.target.steps == 7 and params.models.target.arch == base.models.target.arch
-    assert params.models.target.kwargs == {k: v for k, v in base.models.target.kwargs.items() if k != "decoder_channels"}
+    kept = {k: v for k, v in base.models.target.kwargs.items() if k != "decoder_channels"}
+    assert params.models.target.kwargs == kept and "decoder_channels" in base.models.target.kwargs
     assert set(params.models.competitors) == set(base.models.competitors) - {"lraspp"}
     assert params.crawl.url_list is None and params.crawl.folders == base.crawl.folders

@@ -46,8 +46,10 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_project):
     table = pd.read_csv(tiny_project / "metrics/table1.csv")
     assert table["model"].iloc[0] == "target"
     validity = json.loads((tiny_project / "metrics/validity.json").read_text())
-    for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random"):
+    for key in ("corner_miou_gain", "t0_drop", "precision_ratio_vs_random", "target_wrong_share"):
         assert isinstance(validity[key], float), key
+    precision = json.loads((tiny_project / "metrics/mining_precision.json").read_text())
+    assert validity["m_over_random_miou"] == precision["mad.mean_image_miou"] / precision["random.mean_image_miou"]
     # the cross-seed study has not run in this scratch repo: its margins are absent, not invented
     assert validity["mad_minus_entropy"] is None and validity["seeds"] is None
 

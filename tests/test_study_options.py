@@ -89,3 +89,24 @@ def test_validity_folds_in_the_studys_margins_and_the_gains_of_fine_tuning():
     assert gains == pytest.approx(
         {"corner_miou_gain": 7.0, "normal_miou_change": 1.0, "t0_drop": 1.0, "gain.blur": 20.0}
     )
+
+
+def test_precision_ratios_compare_m_and_entropy_with_random_and_say_none_where_unmeasured():
+    from madseg.validity import precision_ratios
+
+    precision = {
+        "mad": 0.6,
+        "random": 0.3,
+        "mad.mean_image_miou": 0.25,
+        "entropy.mean_image_miou": 0.4,
+        "random.mean_image_miou": 0.5,
+        "random.wrong_share": 0.3,
+    }
+    assert precision_ratios(precision) == {
+        "precision_ratio_vs_random": 2.0,
+        "m_over_random_miou": 0.5,
+        "entropy_over_random_miou": 0.8,
+        "target_wrong_share": 0.3,
+    }
+    nothing = precision_ratios({"mad": 0.6, "random": 0.0})
+    assert set(nothing.values()) == {None}
