@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def test_init_writes_a_campaign_that_checks_clean(clone, tmp_path):
     assert demo.returncode == 0, demo.stderr
     assert (clone / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
     assert yaml.safe_load((clone / "dvc.yaml").read_text()) == yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_a_demo_preset_never_inherits_the_default_worlds_study(clone):
+    (clone / "metrics").mkdir()
+    (clone / "metrics/study.json").write_text('{"mad_minus_entropy": 0.78}')  # measured on the default world
+    demo = madseg("init", "--demo", "--preset", "photos", cwd=clone)
+    assert demo.returncode == 0, demo.stderr
+    for name in ("study.json", "study_options.json"):
+        assert json.loads((clone / "metrics" / name).read_text()) == {"status": "not run"}
+    assert yaml.safe_load((clone / "params.yaml").read_text())["world"]["kind"] == "photos"
 
 
 def test_init_keeps_data_in_place_as_external_dependencies(clone, tmp_path):

@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 
 from madseg.checks import IMAGE_SUFFIXES, SizeSummary, check_params, image_sizes, suited_policy
 from madseg.config import Params, load_params, merge_overlay, rounds_params
+from madseg.io.atomic import write_json
 from madseg.labels import make_class_list
 from madseg.stage_code import sync_dvc_yaml
 from madseg.stops import ConfigError, ExpectedStop
@@ -37,6 +38,7 @@ VALIDITY_ONLY_DEPS = (
     "metrics/validity.json",
     "metrics/study.json",
 )  # what the report reads of them, if there
+STUDY_RECORDS = ("metrics/study.json", "metrics/study_options.json")  # dependencies of validity and the report
 DEMO_OUTPUTS = (
     *(
         "data/world",
@@ -105,13 +107,18 @@ def init_campaign(root: Path, spec: CampaignSpec, *, force: bool = False) -> lis
 
 
 def init_demo(root: Path, *, preset: str | None = None) -> None:
-    """Bring back the embedded demo's params.yaml and dvc.yaml (a fresh clone's), with a preset overlay if named."""
+    """Bring back the embedded demo's params.yaml and dvc.yaml (a fresh clone's), with a preset overlay if named.
+
+    The committed study figures (scripts/validity_study.py's, which the validity stage and the report fold in) were
+    measured on the default demo: under a preset they read "not run" until the study runs there."""
     if preset is None:
         (root / "params.yaml").write_text(_template_text("params.yaml"))
     else:
         params = _read_template("params.yaml")
         merge_overlay(params, _read_preset(root, preset))
         _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
+        for rel in STUDY_RECORDS:
+            write_json(root / rel, {"status": "not run"})
     _write_pipeline(root, keep_validity=True, demo=True)
     sync_dvc_yaml(root, load_params(root / "params.yaml"))
 
