@@ -2,8 +2,9 @@
 
 Reads a finished photo-world project (`madseg photos fetch`, `madseg init --demo --preset photos`, `madseg demo`):
 its metrics/validity.json (T0 of every round, the corner-case gain, M's mIoU beside entropy's and random's picks at
-the same budget), metrics/slices.json (the truth factors the final round's top 10 slices recover) and, where
-scripts/validity_study.py has run there, metrics/study.json (MAD's margins over entropy and random across seeds).
+the same budget), metrics/slices.json (the truth factors the final round's top 10 slices recover),
+metrics/rounds/round_0.json (every model's T0) and, where scripts/validity_study.py has run there,
+metrics/study.json (MAD's margins over entropy and random across seeds).
 A figure that was not measured is written as null, never guessed. Run from this project's root:
 
     .venv/bin/python scripts/photo_study.py PHOTO_PROJECT [--host "2-core AMD EPYC"] [--minutes 41.5]
@@ -25,6 +26,7 @@ OUT = Path("metrics/photo_study.json")
 def photo_study(project: Path) -> dict:
     """The flat figures of ``project`` (a finished photo-world demo); None where one was not measured."""
     validity = read_json(project / "metrics/validity.json")
+    round_0 = read_json(project / "metrics/rounds/round_0.json")
     slices = read_json(project / "metrics/slices.json")
     study_file = project / "metrics/study.json"
     study = read_json(study_file) if study_file.exists() else {}
@@ -40,6 +42,8 @@ def photo_study(project: Path) -> dict:
         "seeds": study.get("seeds", 1),
         "slices_factors_recovered": slices.get("slices_factors_recovered"),
         "slices_factors": slices.get("factors"),
+        # every model's T0 at round 0: the competitors should be strong too (within 15 points of the target)
+        **{f"T0.{key[: -len('.T0.miou')]}": value for key, value in round_0.items() if key.endswith(".T0.miou")},
     }
 
 
