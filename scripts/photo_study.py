@@ -17,6 +17,7 @@ import datetime
 import logging
 from pathlib import Path
 
+from madseg import paths
 from madseg.io.atomic import read_json, write_json
 
 log = logging.getLogger("madseg.photo_study")
@@ -28,7 +29,7 @@ def photo_study(project: Path) -> dict:
     validity = read_json(project / "metrics/validity.json")
     round_0 = read_json(project / "metrics/rounds/round_0.json")
     slices = read_json(project / "metrics/slices.json")
-    study_file = project / "metrics/study.json"
+    study_file = project / paths.STUDY
     study = read_json(study_file) if study_file.exists() else {}
     return {
         "target_T0": validity.get("target_0.T0"),

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
+from madseg import paths
 from madseg.checks import IMAGE_SUFFIXES, SizeSummary, check_params, image_sizes, suited_policy
 from madseg.config import Params, load_params, merge_overlay, rounds_params
 from madseg.io.atomic import write_json
@@ -34,11 +35,7 @@ from madseg.stops import ConfigError, ExpectedStop
 log = logging.getLogger(__name__)
 
 DEMO_STAGES = ("make_world", "validity")  # the demo world and its hidden-truth checks
-VALIDITY_ONLY_DEPS = (
-    "metrics/validity.json",
-    "metrics/study.json",
-)  # what the report reads of them, if there
-STUDY_RECORDS = ("metrics/study.json", "metrics/study_options.json")  # dependencies of validity and the report
+VALIDITY_ONLY_DEPS = (str(paths.METRICS / "validity.json"), str(paths.STUDY))  # what the report reads of them
 DEMO_OUTPUTS = (
     *(
         "data/world",
@@ -117,8 +114,8 @@ def init_demo(root: Path, *, preset: str | None = None) -> None:
         params = _read_template("params.yaml")
         merge_overlay(params, _read_preset(root, preset))
         _write_yaml(root / "params.yaml", params, header=CAMPAIGN_HEADER)
-        for rel in STUDY_RECORDS:
-            write_json(root / rel, {"status": "not run"})
+        for record in (paths.STUDY, paths.STUDY_OPTIONS):
+            write_json(root / record, {"status": "not run"})
     _write_pipeline(root, keep_validity=True, demo=True)
     sync_dvc_yaml(root, load_params(root / "params.yaml"))
 

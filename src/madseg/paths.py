@@ -71,6 +71,10 @@ def finetune_dir(round_key: str) -> Path:
 
 
 METRICS = Path("metrics")
+# scripts/validity_study.py's records (outside CI: about an hour), folded in by the validity stage and the report;
+# they belong to the world they were measured on
+STUDY = METRICS / "study.json"
+STUDY_OPTIONS = METRICS / "study_options.json"
 
 
 def round_metrics(round_key: str) -> Path:

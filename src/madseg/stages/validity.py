@@ -30,8 +30,6 @@ from madseg.models.predictors import load_predictor
 from madseg.slices import slice_table
 
 log = logging.getLogger(__name__)
-STUDY = paths.METRICS / "study.json"  # written by scripts/validity_study.py (outside CI: about an hour)
-STUDY_OPTIONS = paths.METRICS / "study_options.json"  # written by scripts/validity_study.py --options
 
 
 def run(params: Params) -> None:
@@ -84,7 +82,7 @@ def run(params: Params) -> None:
         # the share of the images the final target was fine-tuned on (S^(1..n)) carrying each factor of the pool
         **{f"share_in_S.{f}": v for f, v in validity.factor_shares(pool_factors, s_all["image_id"]).items()},
         **validity.precision_ratios(precision_read.to_dict()),
-        **validity.study_margins(*(read_json(f) if f.exists() else {} for f in (STUDY, STUDY_OPTIONS))),
+        **validity.study_margins(*(read_json(f) if f.exists() else {} for f in (paths.STUDY, paths.STUDY_OPTIONS))),
         "aggregation.bias_rmse": _rater_bias_rmse(params),
     }
     write_csv(paths.METRICS / "validity_eval_pool.csv", pd.DataFrame(rows))
