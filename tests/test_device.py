@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from madseg.config import ConfigError, load_params
-from madseg.device import resolve_device
+from madseg.device import cpu_chunks, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,41 @@ def test_bad_choice_values_fail_at_load_listing_the_valid_ones(tmp_path):
     params = load_params(_params(tmp_path, models__input_policy__kind="shorter_side"))
     policy = params.models.input_policy.policy(params.models.input_size)
     assert policy.kind == "shorter_side" and policy.size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("shape", "sizes"),
+    [
+        ((64, 3, 64, 64), [64]),  # the demo's batch: whole (2**18 pixels)
+        ((65, 3, 64, 64), [64, 1]),
+        ((10, 3, 224, 224), [5, 5]),  # the embedder's input
+        ((3, 3, 384, 512), [1, 1, 1]),  # a photo alone is over the budget: one image per chunk
+    ],
+)
+def test_cpu_chunks_split_a_batch_into_whole_images_within_the_pixel_budget(shape, sizes):
+    batch = torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape)
+    chunks = cpu_chunks(batch)
+    assert [len(c) for c in chunks] == sizes
+    assert torch.equal(torch.cat(chunks), batch)
+
+
+def test_a_predictor_on_the_cpu_returns_every_image_of_a_chunked_batch_in_order():
+    from madseg.models.input_policy import InputPolicy
+    from madseg.models.predictors import TorchPredictor
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 3, padding=1).double().eval()
+    lut = torch.arange(4).numpy()
+    predictor = TorchPredictor(
+        net,
+        device=torch.device("cpu"),
+        batch_size=8,
+        lut=lut,
+        policy=InputPolicy(kind="resize", size=(300, 300)),
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    batch = torch.randn(6, 3, 300, 300, dtype=torch.float64)  # 90,000 pixels each: chunks of 2
+    with torch.inference_mode():
+        expected = torch.cat([net(image[None]) for image in batch])
+    assert torch.equal(predictor.forward(batch), expected)

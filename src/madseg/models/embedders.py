@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from madseg.device import cpu_chunks
 from madseg.models.input_policy import InputPolicy
 from madseg.models.weights import WeightsNotFound, checkpoints_dir, find_local, load_file_into
 
@@ -92,10 +93,10 @@ class Embedder:
         batch = batch.to(self.device)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
-                out = self.module(batch)
+                pooled = self.module(batch).float().mean(dim=(2, 3))
         else:
-            out = self.module(batch)
-        return out.float().mean(dim=(2, 3)).cpu().numpy().astype(np.float16)
+            pooled = torch.cat([self.module(chunk).mean(dim=(2, 3)) for chunk in cpu_chunks(batch)])
+        return pooled.cpu().numpy().astype(np.float16)
 
     def predict(self, images: Sequence[np.ndarray], ids: Sequence[str] = ()) -> np.ndarray:
         return self.infer([self.prepare(im) for im in images])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from madseg.device import resolve_device
+from madseg.device import cpu_chunks, resolve_device
 from madseg.io.images import read_mask
 from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.models.input_policy import InputPolicy, native_maps, resize_map
@@ -105,7 +105,7 @@ class TorchPredictor:
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return self.module(batch)
-        return self.module(batch)
+        return torch.cat([self.module(chunk) for chunk in cpu_chunks(batch)])
 
     @torch.inference_mode()
     def infer(self, tensors: torch.Tensor | Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> Prediction:
