@@ -3,6 +3,9 @@ shards) against the target's plain pool inference (`infer`) on the same images, 
 in the same run and interleaved (``--repeats`` pairs; every figure is the median over the pairs, so another
 process sharing the cores weighs on both alike).
 
+Also, interleaved the same way, the embedding on whole batches (before :func:`madseg.device.cpu_chunks`): the
+chunks' speed-up (``chunked_over_whole_batch*``).
+
 Twice: on the demo's 64-px images and on 128-px images (the same generated content, upsampled: the encoder sees
 224 px either way, the target its own input size). Writes metrics/bench/embed.json.
 
@@ -26,6 +29,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+import madseg.device
 from madseg.config import load_params
 from madseg.embedding import embed_pool
 from madseg.inference import fingerprint, predict_pool
@@ -75,6 +79,10 @@ def main() -> None:
         "embed_images_per_s_large": large["embed"],
         "infer_images_per_s_large": large["infer"],
         "ratio_to_infer_large": large["ratio"],
+        "embed_images_per_s_whole_batch": small["whole"],
+        "chunked_over_whole_batch": small["speedup"],
+        "embed_images_per_s_whole_batch_large": large["whole"],
+        "chunked_over_whole_batch_large": large["speedup"],
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     shutil.rmtree(tmp, ignore_errors=True)
@@ -82,6 +90,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     for label, r in (("64 px", small), (f"{args.large_side} px", large)):
         print(f"{label}: embed {r['embed']} img/s vs infer {r['infer']} img/s -> ratio {r['ratio']}")
+        print(f"  in CPU chunks {r['speedup']}x as fast as on whole batches ({r['whole']} img/s)")
 
 
 def _pool(params, folder: Path, n: int, side: int | None) -> pd.DataFrame:
@@ -136,29 +145,40 @@ def _measure(index: pd.DataFrame, tmp: Path, params, args) -> dict:
         )
         return time.perf_counter() - start
 
-    def embed(r: int) -> float:
+    def embed(r: int, *, whole: bool = False) -> float:
+        # the reference: each batch whole, as before the CPU chunks (a pixel budget no batch reaches)
+        budget = madseg.device.CPU_CHUNK_PIXELS
+        madseg.device.CPU_CHUNK_PIXELS = 2**62 if whole else budget
         start = time.perf_counter()
-        embed_pool(
-            embedder,
-            index,
-            EmbeddingStore(tmp / f"emb_{r}"),
-            shard_size=shards,
-            batch_size=args.batch,
-            workers=args.workers,
-        )
+        try:
+            embed_pool(
+                embedder,
+                index,
+                EmbeddingStore(tmp / f"emb_{r}_{whole}"),
+                shard_size=shards,
+                batch_size=args.batch,
+                workers=args.workers,
+            )
+        finally:
+            madseg.device.CPU_CHUNK_PIXELS = budget
         return time.perf_counter() - start
 
-    embed_s, infer_s = [], []
+    def whole_batches(r: int) -> float:
+        return embed(r, whole=True)
+
+    times: dict = {embed: [], infer: [], whole_batches: []}
     for r in range(args.repeats):
-        order = (embed, infer) if r % 2 == 0 else (infer, embed)
+        order = (embed, infer, whole_batches) if r % 2 == 0 else (whole_batches, infer, embed)
         for run in order:
-            (embed_s if run is embed else infer_s).append(run(r))
-        log.info("repeat %d: embed %.2f s, infer %.2f s", r, embed_s[-1], infer_s[-1])
-    n = len(index)
+            times[run].append(run(r))
+        log.info("repeat %d: %s", r, {run.__name__: round(t[-1], 2) for run, t in times.items()})
+    n, embed_s, infer_s, whole_s = len(index), times[embed], times[infer], times[whole_batches]
     return {
         "embed": round(n / statistics.median(embed_s), 1),
         "infer": round(n / statistics.median(infer_s), 1),
         "ratio": round(statistics.median(i / e for e, i in zip(embed_s, infer_s, strict=True)), 4),
+        "whole": round(n / statistics.median(whole_s), 1),
+        "speedup": round(statistics.median(w / e for e, w in zip(embed_s, whole_s, strict=True)), 2),
     }
 
 
