@@ -10,6 +10,8 @@ import yaml
 
 from madseg.config import ConfigError, load_params
 from madseg.device import cpu_chunks, resolve_device
+from madseg.models.input_policy import InputPolicy
+from madseg.models.predictors import TorchPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,9 +65,6 @@ def test_cpu_chunks_split_a_batch_into_whole_images_within_the_pixel_budget(shap
 
 
 def test_a_predictor_on_the_cpu_returns_every_image_of_a_chunked_batch_in_order():
-    from madseg.models.input_policy import InputPolicy
-    from madseg.models.predictors import TorchPredictor
-
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 4, 3, padding=1).double().eval()
     lut = torch.arange(4).numpy()
