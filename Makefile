@@ -19,7 +19,8 @@ pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 PIP_FIND_LINKS ?= $(call pip_config,find-links)
 PIP_INDEX_URL ?= $(call pip_config,index-url)
 PIP_EXTRA_INDEX_URL ?= $(call pip_config,extra-index-url)
-UV_SOURCES := $(addprefix --find-links=,$(PIP_FIND_LINKS)) $(addprefix --index-url=,$(PIP_INDEX_URL)) \
+# `=`, not `:=`: expanded only when an install runs, so other targets ask pip nothing
+UV_SOURCES = $(addprefix --find-links=,$(PIP_FIND_LINKS)) $(addprefix --index-url=,$(PIP_INDEX_URL)) \
 	$(addprefix --extra-index-url=,$(PIP_EXTRA_INDEX_URL)) --index-strategy=unsafe-best-match
 
 # $(call install,VENV,REQUIREMENTS): a virtualenv holding uv, then the requirements installed by it

@@ -163,16 +163,13 @@ def _measure(index: pd.DataFrame, tmp: Path, params, args) -> dict:
             madseg.device.CPU_CHUNK_PIXELS = budget
         return time.perf_counter() - start
 
-    def whole_batches(r: int) -> float:
-        return embed(r, whole=True)
-
-    times: dict = {embed: [], infer: [], whole_batches: []}
+    runs = {"embed": embed, "infer": infer, "whole": lambda r: embed(r, whole=True)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(args.repeats):
-        order = (embed, infer, whole_batches) if r % 2 == 0 else (whole_batches, infer, embed)
-        for run in order:
-            times[run].append(run(r))
-        log.info("repeat %d: %s", r, {run.__name__: round(t[-1], 2) for run, t in times.items()})
-    n, embed_s, infer_s, whole_s = len(index), times[embed], times[infer], times[whole_batches]
+        for name in runs if r % 2 == 0 else reversed(runs):  # interleaved, the order alternating
+            times[name].append(runs[name](r))
+        log.info("repeat %d: %s", r, {name: round(t[-1], 2) for name, t in times.items()})
+    n, embed_s, infer_s, whole_s = len(index), times["embed"], times["infer"], times["whole"]
     return {
         "embed": round(n / statistics.median(embed_s), 1),
         "infer": round(n / statistics.median(infer_s), 1),
