@@ -8,8 +8,8 @@ demo's runner instead
   chain of stages first: the models' pretraining, then each round's chain, while the evaluations, the export and
   the validity check fill the cores that the rounds' small stages leave idle;
 - starts `madseg run ...` commands as processes forked from one that has imported the stage modules once;
-- removes a stage's outputs before running it and records them with `dvc commit` as soon as it finishes, as
-  `dvc repro` does, so an interrupted demo keeps what it finished and a later `dvc repro` has nothing to do.
+- removes a stage's outputs before running it and records them in dvc.lock as soon as it finishes, as `dvc repro`
+  does, so an interrupted demo keeps what it finished and a later `dvc repro` has nothing to do.
 
 Weights depend on ``pretrain.threads`` / ``finetune.threads`` (params.yaml) and predictions on no thread count (a
 forward pass is bitwise the same on 1 and 2 threads), never on how many stages ran at once nor on how a stage's
@@ -79,8 +79,8 @@ def run_side_by_side(
     first (one `dvc repro`). A stage starts once the
     targets it depends on have finished, and runs if DVC then finds it changed (so a retrained model that came
     out bit for bit the same does not rerun its inference); among the stages ready to start, the one heading
-    the longest chain of targets goes first. Each runs its own command in its own process and is recorded with
-    `dvc commit` as soon as it succeeds, also when another failed. Returns the names of those run, in order.
+    the longest chain of targets goes first. Each runs its own command in its own process and is recorded as
+    `dvc commit` would as soon as it succeeds, also when another failed. Returns the names of those run, in order.
     """
     with contextlib.chdir(project):  # DVC resolves stage names against the working directory
         return _run_side_by_side(targets, jobs=jobs, dvc=dvc, upstream=upstream)
