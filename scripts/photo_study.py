@@ -40,7 +40,7 @@ def photo_study(project: Path) -> dict:
         "mad_minus_random": study.get("mad_minus_random"),
         "corner_miou_gain": validity.get("corner_miou_gain"),
         "t0_drop": validity.get("t0_drop"),
-        "seeds": study.get("seeds", 1),
+        "seeds": len(study.get("seeds", [])) or None,  # how many seeds the study's margins are the mean of
         "slices_factors_recovered": slices.get("slices_factors_recovered"),
         "slices_factors": slices.get("factors"),
         # every model's T0 at round 0: the competitors should be strong too (within 15 points of the target)
