@@ -5,6 +5,9 @@ its metrics/validity.json (T0 of every round, the corner-case gain, M's mIoU bes
 the same budget), metrics/slices.json (the truth factors the final round's top 10 slices recover),
 metrics/rounds/round_0.json (every model's T0) and, where scripts/validity_study.py has run there,
 metrics/study.json (MAD's margins over entropy and random across seeds).
+Beside them, why MAD's picks are or are not hard for the target (truth-based, round 0): where the target and a
+competitor disagree in M, how often the competitor is the worse of the two (``m_competitor_worse_share``), and how
+often each competitor beats the target on random in-domain pool images (``pool_competitor_better.<name>``).
 A figure that was not measured is written as null, never guessed. Run from this project's root:
 
     .venv/bin/python scripts/photo_study.py PHOTO_PROJECT [--host "2-core AMD EPYC"] [--minutes 41.5]
@@ -17,8 +20,15 @@ import datetime
 import logging
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from madseg import paths
+from madseg.config import load_params
 from madseg.io.atomic import read_json, write_json
+from madseg.io.store import PredictionStore
+from madseg.io.truth import read_factors, read_truth_masks
+from madseg.metrics import image_miou
 
 log = logging.getLogger("madseg.photo_study")
 OUT = Path("metrics/photo_study.json")
@@ -48,6 +58,44 @@ def photo_study(project: Path) -> dict:
     }
 
 
+def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
+    """Round 0, against the pool's hidden truth: the share of M's (image, competitor) picks, out-of-domain images
+    aside, where the competitor's per-image mIoU is under the target's (the disagreement is mostly the competitor's
+    own error), and per competitor the share of ``sample`` random in-domain normal pool images (seeded) on which it
+    beats the target."""
+    params = load_params(project / "params.yaml")
+    classes, truth_dir = params.dataset.class_list(), project / params.annotation.simulated.truth_dir
+    k, kinds = classes.num_classes, read_factors(truth_dir).set_index("image_id")["kind"]
+    target = PredictionStore(project / paths.target_predictions("0"))
+    competitors = {
+        name: PredictionStore(project / paths.competitor_predictions(name)) for name in params.models.competitors
+    }
+
+    def mious(store: PredictionStore, ids: list[str], masks: dict) -> pd.Series:
+        return pd.Series({i: image_miou(m, masks[i], k) for i, m in store.read_maps(ids).items()})
+
+    picks = pd.read_csv(project / paths.mining_dir("0") / "M.csv")
+    picks = picks[picks["image_id"].map(kinds) != "ood"]
+    masks = read_truth_masks(truth_dir, sorted(set(picks["image_id"])), classes)
+    on_target = mious(target, sorted(masks), masks)
+    worse = [
+        mious(competitors[name], sorted(set(group["image_id"])), masks).reindex(group["image_id"]).to_numpy()
+        < on_target.reindex(group["image_id"]).to_numpy()
+        for name, group in picks.groupby("competitor")
+    ]
+    normal = sorted(set(kinds.index[kinds == "normal"]) & set(target.ids()))
+    drawn = sorted(np.random.default_rng(seed).choice(normal, min(sample, len(normal)), replace=False))
+    masks = read_truth_masks(truth_dir, drawn, classes)
+    baseline = mious(target, drawn, masks)
+    return {
+        "m_competitor_worse_share": float(np.concatenate(worse).mean()),
+        **{
+            f"pool_competitor_better.{name}": float((mious(store, drawn, masks) > baseline).mean())
+            for name, store in competitors.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("project", type=Path, help="a finished photo-world project")
@@ -55,7 +103,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="the demo's wall time there")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = photo_study(args.project)
+    figures = photo_study(args.project) | who_is_wrong(args.project)
     figures.update(host=args.host, demo_minutes=args.minutes, date=datetime.date.today().isoformat())
     write_json(OUT, figures)
     for key, value in figures.items():
