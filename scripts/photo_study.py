@@ -59,10 +59,11 @@ def photo_study(project: Path) -> dict:
 
 
 def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
-    """Round 0, against the pool's hidden truth: the share of M's (image, competitor) picks, out-of-domain images
-    aside, where the competitor's per-image mIoU is under the target's (the disagreement is mostly the competitor's
-    own error), and per competitor the share of ``sample`` random in-domain normal pool images (seeded) on which it
-    beats the target."""
+    """Round 0, against the pool's hidden truth. Per competitor, on the images of M it proposed (out-of-domain ones
+    aside): the target's mean per-image mIoU (``m_target_miou.<name>``) and the share where the competitor's is
+    under the target's (``m_competitor_worse.<name>``: the disagreement is mostly the competitor's own error); on
+    ``sample`` random in-domain normal pool images (seeded), the share it beats the target on
+    (``pool_competitor_better.<name>``). ``m_competitor_worse_share``: over all of M's picks."""
     params = load_params(project / "params.yaml")
     classes, truth_dir = params.dataset.class_list(), project / params.annotation.simulated.truth_dir
     k, kinds = classes.num_classes, read_factors(truth_dir).set_index("image_id")["kind"]
@@ -72,28 +73,25 @@ def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
     }
 
     def mious(store: PredictionStore, ids: list[str], masks: dict) -> pd.Series:
-        return pd.Series({i: image_miou(m, masks[i], k) for i, m in store.read_maps(ids).items()})
+        return pd.Series({i: image_miou(m, masks[i], k) for i, m in store.read_maps(sorted(ids)).items()})
 
     picks = pd.read_csv(project / paths.mining_dir("0") / "M.csv")
     picks = picks[picks["image_id"].map(kinds) != "ood"]
     masks = read_truth_masks(truth_dir, sorted(set(picks["image_id"])), classes)
-    on_target = mious(target, sorted(masks), masks)
-    worse = [
-        mious(competitors[name], sorted(set(group["image_id"])), masks).reindex(group["image_id"]).to_numpy()
-        < on_target.reindex(group["image_id"]).to_numpy()
-        for name, group in picks.groupby("competitor")
-    ]
+    on_target = mious(target, list(masks), masks)
+    figures, worse = {}, []
+    for name, group in picks.groupby("competitor"):
+        ids = group["image_id"]
+        worse.append(mious(competitors[name], ids, masks).loc[ids].to_numpy() < on_target.loc[ids].to_numpy())
+        figures[f"m_target_miou.{name}"] = float(on_target.loc[ids].mean())
+        figures[f"m_competitor_worse.{name}"] = float(worse[-1].mean())
     normal = sorted(set(kinds.index[kinds == "normal"]) & set(target.ids()))
     drawn = sorted(np.random.default_rng(seed).choice(normal, min(sample, len(normal)), replace=False))
     masks = read_truth_masks(truth_dir, drawn, classes)
     baseline = mious(target, drawn, masks)
-    return {
-        "m_competitor_worse_share": float(np.concatenate(worse).mean()),
-        **{
-            f"pool_competitor_better.{name}": float((mious(store, drawn, masks) > baseline).mean())
-            for name, store in competitors.items()
-        },
-    }
+    for name, store in competitors.items():
+        figures[f"pool_competitor_better.{name}"] = float((mious(store, drawn, masks) > baseline).mean())
+    return {"m_competitor_worse_share": float(np.concatenate(worse).mean()), **figures}
 
 
 def main() -> None:
