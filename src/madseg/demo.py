@@ -185,15 +185,20 @@ def _start_preloaded_process() -> None:
     """Start the process that `madseg run` commands fork from (Python's forkserver), which imports the stage
     modules once, in the background: the first fork waits for it.
 
-    Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported.
+    Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported. It
+    starts in the folder that holds the madseg package, not in the project: a project folder may be gone before
+    the imports are done (torch reads the working directory as it is imported), and each stage's process moves to
+    its own project anyway.
     """
+    import madseg
     from madseg.stages import STAGES
 
     forkserver.set_forkserver_preload(["madseg.runner", "madseg.demo", *(f"madseg.stages.{s}" for s in STAGES)])
     saved = {key: os.environ.get(key) for key in STAGE_ENV}
     os.environ.update(STAGE_ENV)
     try:
-        forkserver.ensure_running()
+        with contextlib.chdir(Path(madseg.__file__).parents[1]):
+            forkserver.ensure_running()
     finally:
         for key, value in saved.items():
             if value is None:
