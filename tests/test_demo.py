@@ -93,7 +93,12 @@ def test_the_stage_heading_the_longest_chain_starts_first(tmp_path):
 def test_the_runner_records_stages_in_the_bytes_dvc_commit_writes(repo):
     # `dvc repro source` records source; the runner records a and after_a with its own writer of the lock file
     assert run_side_by_side(repo, ["a", "after_a"], jobs=2, dvc=DVC) == ["a", "after_a"]
+    dvc_yaml = (repo / "dvc.yaml").read_text()
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace("+ 'a'", "+ 'A'"))  # a's entry, between two others, changes
+    assert run_side_by_side(repo, ["a", "after_a"], jobs=2, dvc=DVC) == ["a", "after_a"]
     recorded = (repo / "dvc.lock").read_bytes()
+    assert list(yaml.safe_load(recorded)["stages"]) == ["source", "a", "after_a"]
+    assert b"+ 'A'" in recorded
     sh(["dvc", "commit", "-f", "-q", "a", "after_a"], repo)  # DVC rewrites the whole lock file
     assert (repo / "dvc.lock").read_bytes() == recorded
     assert set(yaml.safe_load(sh(["dvc", "status", "--json"], repo).stdout)) == {"b", "after_b"}
