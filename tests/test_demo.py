@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from madseg.demo import SIDE_NICENESS, run_side_by_side
+from madseg.demo import run_side_by_side
 from madseg.stops import StagesNotRun
 from tests.project import run as sh
 
@@ -88,22 +88,6 @@ def test_the_stage_heading_the_longest_chain_starts_first(tmp_path):
     )
     # one at a time: the order they ran in is the order they started in; leaf and after_head tie: dvc.yaml's order
     assert run_side_by_side(project, None, jobs=1, dvc=DVC) == ["source", "head", "leaf", "after_head"]
-
-
-def test_a_stage_off_the_longest_chain_runs_at_a_lower_cpu_priority(tmp_path):
-    niceness = "str(__import__('os').nice(0))"
-    project = _project(
-        tmp_path,
-        {
-            "source": {"cmd": _write("u.txt", "'u'"), "outs": ["u.txt"]},
-            "head": {"cmd": _write("h.txt", niceness), "deps": ["u.txt"], "outs": ["h.txt"]},
-            "after_head": {"cmd": _write("n.txt", "'n'"), "deps": ["h.txt"], "outs": ["n.txt"]},
-            "side": {"cmd": _write("s.txt", niceness), "deps": ["u.txt"], "outs": ["s.txt"]},
-        },
-    )
-    run_side_by_side(project, None, jobs=2, dvc=DVC)
-    head, side = (int((project / name).read_text()) for name in ("h.txt", "s.txt"))
-    assert side == head + SIDE_NICENESS  # it yields the cores to the stages the whole run waits on
 
 
 def test_the_runner_records_stages_in_the_bytes_dvc_commit_writes(repo):

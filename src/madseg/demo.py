@@ -6,8 +6,7 @@ torch, segmentation-models-pytorch and timm again: about 6 s on these cores, and
 demo's runner instead
 - runs stages that do not depend on each other side by side, up to ``jobs`` at a time, those heading the longest
   chain of stages first: the models' pretraining, then each round's chain, while the evaluations, the export and
-  the validity check fill the cores that the rounds' small stages leave idle, at a lower CPU priority, so that they
-  slow no stage of the longest chain;
+  the validity check fill the cores that the rounds' small stages leave idle;
 - starts `madseg run ...` commands as processes forked from one that has imported the stage modules once;
 - removes a stage's outputs before running it and records them in dvc.lock as soon as it finishes, as `dvc repro`
   does, so an interrupted demo keeps what it finished and a later `dvc repro` has nothing to do.
@@ -42,8 +41,6 @@ log = logging.getLogger(__name__)
 
 # small models use few threads well: OpenMP threads that wait should sleep, not spin on a core another stage needs
 STAGE_ENV = {"TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-# the niceness of a stage off the longest chain: beside a stage on it, it gets about a tenth of a shared core
-SIDE_NICENESS = 10
 
 
 def main(project: Path = Path("."), jobs: int | None = None) -> None:
@@ -114,9 +111,9 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, ups
     if ends:
         _check([dvc, "repro", *sorted(stage.addressing for stage in ends)])
 
-    def run_one(name: str, niceness: int) -> int:
+    def run_one(name: str) -> int:
         began = time.monotonic()
-        code = _launch(stages[name].cmd, niceness)
+        code = _launch(stages[name].cmd)
         log.info("%s %s in %.0f s", name, "finished" if code == 0 else f"FAILED ({code})", time.monotonic() - began)
         return code
 
@@ -134,15 +131,12 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, ups
                 if changed:  # and a rerun starts without stale outputs
                     stage.remove_outs(ignore_remove=False, force=False)
             if changed:
-                longest = max(chain[n] for n in (*waiting, *running.values(), name))
-                running[pool.submit(run_one, name, 0 if chain[name] == longest else SIDE_NICENESS)] = name
+                running[pool.submit(run_one, name)] = name
             else:
                 settled[name] = "up to date"
 
     # settled: name -> ran | up to date | failed | blocked, in the order each was settled
-    chain = _chain_lengths(needs)
-    waiting = sorted(needs, key=lambda name: -chain[name])  # sorted() is stable: ties keep dvc.yaml's order
-    running, settled, codes = {}, {}, {}
+    waiting, running, settled, codes = _longest_chain_first(needs), {}, {}, {}
     _start_preloaded_process()
     with Repo() as repo, ThreadPoolExecutor(jobs) as pool:
         # one object per stage for the whole run, as in `dvc repro`: each holds its own lock entry, which only
@@ -167,11 +161,11 @@ def _run_side_by_side(targets: Sequence[str] | None, *, jobs: int, dvc: str, ups
     return [name for name, state in settled.items() if state == "ran"]
 
 
-def _chain_lengths(needs: dict[str, set[str]]) -> dict[str, int]:
-    """The length of the longest chain of stages each stage heads, through the stages that need it, transitively.
+def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:
+    """The stages ordered by the length of the longest chain of stages they head (ties: as given).
 
-    Starting long chains first keeps the critical path busy and leaves short side branches (evaluations, reports)
-    for cores that would idle.
+    A stage's chain runs through the stages that need it, transitively; starting long chains first keeps the
+    critical path busy and leaves short side branches (evaluations, reports) for cores that would idle.
     """
     needed_by: dict[str, set[str]] = {name: set() for name in needs}
     for name, deps in needs.items():
@@ -184,7 +178,7 @@ def _chain_lengths(needs: dict[str, set[str]]) -> dict[str, int]:
             chain[name] = 1 + max((length(after) for after in needed_by[name]), default=0)
         return chain[name]
 
-    return {name: length(name) for name in needs}
+    return sorted(needs, key=lambda name: -length(name))  # sorted() is stable: ties keep the given order
 
 
 def _start_preloaded_process() -> None:
@@ -213,24 +207,20 @@ def _start_preloaded_process() -> None:
                 os.environ[key] = value
 
 
-def _launch(cmd: str | list[str], niceness: int = 0) -> int:
-    """Run a stage's command to its end, ``niceness`` lower in CPU priority than the runner; returns its exit code.
-    `madseg run ...` forks from the preloaded process."""
+def _launch(cmd: str | list[str]) -> int:
+    """Run a stage's command to its end; returns its exit code. `madseg run ...` forks from the preloaded process."""
     cmd = cmd if isinstance(cmd, str) else " && ".join(cmd)  # DVC runs a list of commands one after the other
     argv = shlex.split(cmd)
     if argv[:2] != ["madseg", "run"] or re.search(r"[|&;<>()$`\n]", cmd):  # what only a shell can run
-        shell = ["/bin/sh", "-c", cmd] if niceness == 0 else ["nice", "-n", str(niceness), "/bin/sh", "-c", cmd]
-        return subprocess.run(shell, env={**os.environ, **STAGE_ENV}).returncode
-    context = multiprocessing.get_context("forkserver")
-    process = context.Process(target=_run_madseg, args=(argv[1:], os.getcwd(), niceness))
+        return subprocess.run(cmd, shell=True, env={**os.environ, **STAGE_ENV}).returncode
+    process = multiprocessing.get_context("forkserver").Process(target=_run_madseg, args=(argv[1:], os.getcwd()))
     process.start()
     process.join()
     return process.exitcode
 
 
-def _run_madseg(argv: list[str], cwd: str, niceness: int) -> None:
+def _run_madseg(argv: list[str], cwd: str) -> None:
     os.chdir(cwd)  # the preloaded process may have been started for another project
-    os.nice(niceness)
     multiprocessing.set_start_method(None, force=True)  # the stage's own workers start as in a plain process
     from madseg.runner import main
 
