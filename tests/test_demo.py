@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
+from madseg import demo
 from madseg.demo import run_side_by_side
 from madseg.stops import StagesNotRun
 from tests.project import run as sh
@@ -119,11 +121,20 @@ def test_a_rerun_starts_without_the_stale_outputs_as_dvc_repro_would(tmp_path):
     assert (project / "out" / "x.txt").read_text() == "2"
 
 
-def test_a_madseg_stage_runs_in_a_preloaded_process_and_its_failure_is_reported(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("preloaded", [True, False])
+def test_a_madseg_stage_runs_in_a_preloaded_process_once_it_is_ready_and_its_failure_is_reported(
+    tmp_path, monkeypatch, caplog, preloaded
+):
     project = _project(tmp_path, {"bogus": {"cmd": "madseg run no_such_stage", "outs": ["never.txt"]}})
     caplog.set_level(logging.INFO, logger="madseg.demo")
-    # no shell could find madseg: the stage must fork from the runner
-    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(demo, "_preloaded", threading.Event())
+    if preloaded:
+        demo._start_preloaded_process()
+        assert demo._preloaded.wait(120)
+        monkeypatch.setattr(demo.subprocess, "run", None)  # the stage must fork from the preloaded process
+    else:
+        monkeypatch.setattr(demo, "_fork_once", lambda: None)  # never ready: the stage starts as a plain process
+    monkeypatch.setenv("PATH", str(tmp_path))  # in neither way may it need a shell to find madseg
     with pytest.raises(StagesNotRun, match=r"bogus \(failed\)"):
         run_side_by_side(project, None, jobs=2, dvc=DVC)
     # madseg's own exit code for an unknown stage (a params mistake: 2); a shell that cannot find madseg gives 127

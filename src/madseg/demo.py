@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -181,9 +182,14 @@ def _longest_chain_first(needs: dict[str, set[str]]) -> list[str]:
     return sorted(needs, key=lambda name: -length(name))  # sorted() is stable: ties keep the given order
 
 
+# set once the preloaded process has forked a first process: until then, stages start as plain processes
+_preloaded = threading.Event()
+
+
 def _start_preloaded_process() -> None:
     """Start the process that `madseg run` commands fork from (Python's forkserver), which imports the stage
-    modules once, in the background: the first fork waits for it.
+    modules once, in the background. Until its imports are done (seconds; more while they are first compiled), the
+    first stages (the world, which needs no torch) start as plain processes instead of waiting for it.
 
     Its environment (STAGE_ENV) is fixed when it starts: OpenMP and tqdm read theirs when they are imported. It
     starts in the folder that holds the madseg package, not in the project: a project folder may be gone before
@@ -205,14 +211,26 @@ def _start_preloaded_process() -> None:
                 os.environ.pop(key)
             else:
                 os.environ[key] = value
+    threading.Thread(target=_fork_once, daemon=True).start()
+
+
+def _fork_once() -> None:
+    process = multiprocessing.get_context("forkserver").Process(target=int)  # returns at once
+    process.start()
+    process.join()
+    _preloaded.set()
 
 
 def _launch(cmd: str | list[str]) -> int:
-    """Run a stage's command to its end; returns its exit code. `madseg run ...` forks from the preloaded process."""
+    """Run a stage's command to its end; returns its exit code. `madseg run ...` forks from the preloaded process
+    once it is ready."""
     cmd = cmd if isinstance(cmd, str) else " && ".join(cmd)  # DVC runs a list of commands one after the other
     argv = shlex.split(cmd)
+    env = {**os.environ, **STAGE_ENV}
     if argv[:2] != ["madseg", "run"] or re.search(r"[|&;<>()$`\n]", cmd):  # what only a shell can run
-        return subprocess.run(cmd, shell=True, env={**os.environ, **STAGE_ENV}).returncode
+        return subprocess.run(cmd, shell=True, env=env).returncode
+    if not _preloaded.is_set():
+        return subprocess.run([sys.executable, "-m", "madseg.cli", *argv[1:]], env=env).returncode
     process = multiprocessing.get_context("forkserver").Process(target=_run_madseg, args=(argv[1:], os.getcwd()))
     process.start()
     process.join()

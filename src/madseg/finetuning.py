@@ -241,8 +241,6 @@ def finetune_target(
     policy = InputPolicy.from_meta(meta)  # the views the target was pretrained on
     new_t = policy.training_views(*new, meta["mean"], meta["std"])
     replay_t = policy.training_views(*replay, meta["mean"], meta["std"])
-    t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
-    log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
     shared = dict(
         model=model,
         new=new_t,
@@ -262,10 +260,16 @@ def finetune_target(
         # through shared memory
         log.info("training %d learning rates, %d at a time", len(jobs), workers)
         context = torch.multiprocessing.get_context("spawn")
+        scored = copy.deepcopy(model)  # sending the jobs moves the model's weights to shared memory meanwhile
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            fitted = [future.result() for future in [pool.submit(_fit_candidate, **job) for job in jobs]]
+            futures = [pool.submit(_fit_candidate, **job) for job in jobs]
+            # while the candidates' processes start (importing torch takes seconds)
+            t0_before = evaluate_model(scored, *val, meta=meta, num_classes=num_classes, device=device)
+            fitted = [future.result() for future in futures]
     else:
+        t0_before = evaluate_model(model, *val, meta=meta, num_classes=num_classes, device=device)
         fitted = [_fit_candidate(**job) for job in jobs]
+    log.info("T0 mIoU before fine-tuning: %.4f", t0_before)
     grid = [result for _, result in fitted]
     for result in grid:
         log.info("lr %g: T0 mIoU %.4f", result.lr, result.t0_miou)
