@@ -7,7 +7,8 @@ demo's runner instead
 - runs stages that do not depend on each other side by side, up to ``jobs`` at a time, those heading the longest
   chain of stages first: the models' pretraining, then each round's chain, while the evaluations, the export and
   the validity check fill the cores that the rounds' small stages leave idle;
-- starts `madseg run ...` commands as processes forked from one that has imported the stage modules once;
+- starts `madseg run ...` commands as processes forked from one that has imported the stage modules once (as
+  plain processes until it is ready);
 - removes a stage's outputs before running it and records them in dvc.lock as soon as it finishes, as `dvc repro`
   does, so an interrupted demo keeps what it finished and a later `dvc repro` has nothing to do.
 
@@ -251,7 +252,7 @@ def _commit(stage) -> bool:
     DVC rewrites its lock file by parsing it as comment-keeping YAML and dumping all of it again: 3.5-6 s for the
     demo's 100-stage lock on 2 cores, on the critical path of every round's chain of small stages. The runner
     dumps only this stage's entry, with DVC's own writer, and puts it in place of the old one (or after the
-    last): the same bytes (a test pins them against `dvc commit`'s) in a tenth of a second, and atomically, so an
+    last): the same bytes (a test pins them against `dvc commit`'s) in about 10 ms, and atomically, so an
     interrupted demo never leaves half a lock file.
     """
     from dvc.exceptions import DvcException
