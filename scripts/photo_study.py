@@ -50,7 +50,7 @@ def photo_study(project: Path) -> dict:
         "mad_minus_random": study.get("mad_minus_random"),
         # the goals hold "in 3 of 3 seeds": the worst seed's margin, and in how many seeds MAD's target was ahead
         **{
-            f"mad_minus_{other}_{figure}": value(study.get(f"mad_minus_{other}_by_seed") or [None])
+            f"mad_minus_{other}_{figure}": value(_measured(study.get(f"mad_minus_{other}_by_seed")) or [None])
             for other in ("entropy", "random")
             for figure, value in (("min", min), ("max", max))
         },
@@ -64,6 +64,11 @@ def photo_study(project: Path) -> dict:
         # every model's T0 at round 0: the competitors should be strong too (within 15 points of the target)
         **{f"T0.{key[: -len('.T0.miou')]}": value for key, value in round_0.items() if key.endswith(".T0.miou")},
     }
+
+
+def _measured(values: list | None) -> list[float]:
+    """The seeds' figures that were measured (a strategy not run at a seed is NaN there)."""
+    return [v for v in values or [] if v is not None and v == v]
 
 
 def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
