@@ -68,7 +68,7 @@ def photo_study(project: Path) -> dict:
 
 def _measured(values: list | None) -> list[float]:
     """The seeds' figures that were measured (a strategy not run at a seed is NaN there)."""
-    return [v for v in values or [] if v is not None and v == v]
+    return [v for v in values or [] if pd.notna(v)]
 
 
 def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
