@@ -38,6 +38,7 @@ from pathlib import Path
 from madseg import paths
 from madseg.io.atomic import write_text
 from madseg.stops import StagesNotRun
+from madseg.workers import stop_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +217,13 @@ def _start_preloaded_process() -> None:
 
 
 def _fork_once() -> None:
-    process = multiprocessing.get_context("forkserver").Process(target=int)  # returns at once
-    process.start()
-    process.join()
+    try:
+        process = multiprocessing.get_context("forkserver").Process(target=int)  # returns at once
+        process.start()
+        process.join()
+    except OSError as e:  # the stages still run, each as a plain process
+        log.warning("no preloaded process for the stages (%s): each starts as a plain process", e)
+        return
     _preloaded.set()
 
 
@@ -239,6 +244,7 @@ def _launch(cmd: str | list[str]) -> int:
 
 
 def _run_madseg(argv: list[str], cwd: str) -> None:
+    stop_with_parent()  # the forkserver, which ends with the demo
     os.chdir(cwd)  # the preloaded process may have been started for another project
     multiprocessing.set_start_method(None, force=True)  # the stage's own workers start as in a plain process
     from madseg.runner import main

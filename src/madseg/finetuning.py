@@ -235,6 +235,7 @@ def finetune_target(
     from madseg.device import resolve_device
     from madseg.inference import evaluate_model
     from madseg.models.input_policy import InputPolicy
+    from madseg.workers import stop_with_parent
 
     device = device or resolve_device("auto")
     torch.set_num_threads(params.threads)
@@ -261,7 +262,7 @@ def finetune_target(
         log.info("training %d learning rates, %d at a time", len(jobs), workers)
         context = torch.multiprocessing.get_context("spawn")
         scored = copy.deepcopy(model)  # sending the jobs moves the model's weights to shared memory meanwhile
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=stop_with_parent) as pool:
             futures = [pool.submit(_fit_candidate, **job) for job in jobs]
             # while the candidates' processes start (importing torch takes seconds)
             t0_before = evaluate_model(scored, *val, meta=meta, num_classes=num_classes, device=device)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from madseg.crawl.hashing import _layout_of_thumb, _phash_of_thumb, _thumb
 from madseg.crawl.records import ACCEPTED_FORMATS, ImageRecord, Limits, Reject, _Rejected
 from madseg.io.images import image_id, to_rgb_image
+from madseg.workers import stop_with_parent
 
 _MIN_POOL_ITEMS = 256  # below this a process pool costs more to start than it saves
 
@@ -145,7 +146,7 @@ def iter_inspect(
         # fork: workers inherit the imported modules (no re-import, ~ms start). This runs after the download
         # threads have ended, and the workers take no lock of the parent's (no logging, no tqdm)
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=stop_with_parent) as ex:
             pending = collections.deque(ex.submit(_inspect_batch, c) for c in itertools.islice(tasks, 4 * workers))
             while pending:
                 results = pending.popleft().result()

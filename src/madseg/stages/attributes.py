@@ -35,7 +35,9 @@ def attributes_of_images(paths_: Sequence[str], workers: int = 1) -> pd.DataFram
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        from madseg.workers import stop_with_parent
+
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=stop_with_parent) as pool:
             rows = list(pool.map(_attributes_of_file, paths_, chunksize=64))
     else:
         rows = [_attributes_of_file(p) for p in paths_]

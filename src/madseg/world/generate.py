@@ -14,6 +14,7 @@ from PIL import Image
 
 from madseg.config import WorldParams
 from madseg.io.images import encode_jpeg
+from madseg.workers import stop_with_parent
 from madseg.world.scenes import FACTORS, render_scene, sample_scene
 
 SPLIT_CODES = {"train": 0, "val": 1, "pool": 2, "eval_pool": 3, "dup": 4}
@@ -82,7 +83,7 @@ def iter_world(params: WorldParams, split: str, workers: int = 1, classes: Seque
     if workers <= 1:
         yield from (render(*job) for job in jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=stop_with_parent) as pool:
         yield from pool.imap(functools.partial(_render_job, render), jobs, chunksize=64)
 
 
