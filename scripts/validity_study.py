@@ -9,8 +9,8 @@ two ways, per seed:
    held-out D_eval (their largest disagreements, labelled by the simulated annotators);
 2. the ground-truth way: each target's mIoU on all of D_eval (hidden truth; never mined by any strategy).
 
-Writes metrics/study.json (margins, their spread, the seeds, the minutes it took), metrics/study.csv (one row
-per experiment) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
+Writes metrics/study.json (margins, their spread, the seeds, the minutes this invocation took and the sum of
+the experiments' own), metrics/study.csv (one row per experiment, with the minutes it ran) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
 metrics/validity.json. Every experiment runs in its own temporary workspace (`dvc exp run --temp`), so the
 workspace stays on the main line. Run from the project root, outside CI (on 2 CPU cores about 10 minutes per
 experiment, or two at a time with --jobs 2):
@@ -144,7 +144,8 @@ def run_experiments(
 
     Each experiment trains its learning-rate candidates on cores // jobs worker processes. The weights depend
     on finetune.threads (params.yaml) only, so a study's numbers do not depend on ``jobs``.
-    Yields each finished experiment's row in completion order.
+    Yields each finished experiment's row in completion order, with the minutes it ran (None for one collected
+    from an earlier run).
     """
     baseline = git("rev-parse", "HEAD").strip()  # experiments are stored under the commit they started from
     workers = max(1, (os.cpu_count() or 1) // jobs)
@@ -154,7 +155,8 @@ def run_experiments(
         finished = set(git("for-each-ref", "--format=%(refname)", prefix).split())
         for key in [k for k in pending if prefix + experiment_name(k[1], k[2], k[0]) in finished]:
             pending.remove(key)
-            yield collect(*key, final_round, baseline)
+            yield collect(*key, final_round, baseline) | {"minutes": None}
+    started: dict[tuple[str, str, int], float] = {}
     while pending or running:
         while pending and len(running) < jobs:
             key = pending.pop(0)
@@ -166,6 +168,7 @@ def run_experiments(
             log_file = ROOT / STUDY / f"{name.removeprefix('study-')}.log"
             with log_file.open("w") as out:  # the child keeps its own fd
                 running[key] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
+            started[key] = time.monotonic()
         time.sleep(5)
         for key, proc in list(running.items()):
             if proc.poll() is None:
@@ -174,7 +177,7 @@ def run_experiments(
             if proc.returncode:  # the others go on; the summary covers what finished
                 log.error("experiment %s failed (exit %d); see its log in %s", key, proc.returncode, STUDY)
                 continue
-            yield collect(*key, final_round, baseline)
+            yield collect(*key, final_round, baseline) | {"minutes": round((time.monotonic() - started[key]) / 60, 1)}
 
 
 def eval_pool_index() -> Path:
@@ -306,7 +309,8 @@ def main() -> None:
                 competitions[(seed, other)] = compete(seed, other, pool, args.n)
     table = pd.DataFrame(rows)
     summary = summarize(table, competitions, sorted({int(s) for s in table["seed"]}), final_round)
-    summary["minutes"] = round((time.monotonic() - start) / 60, 1)
+    summary["minutes"] = round((time.monotonic() - start) / 60, 1)  # this invocation's; with --resume, a part
+    summary["experiment_minutes"] = round(float(table["minutes"].sum()), 1) if "minutes" in table else None
     summary["command"] = "python scripts/validity_study.py " + " ".join(sys.argv[1:])
     summary["fixed_lr"] = args.lr
     summary["jobs"] = args.jobs
