@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import struct
 import tarfile
 import zlib
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 from scipy import ndimage
 
@@ -21,11 +23,11 @@ from madseg.config import load_params
 from madseg.io.images import read_mask, read_rgb
 from madseg.labels import IGNORE_INDEX
 from madseg.stages import make_world
-from madseg.stops import BadInput
+from madseg.stops import BadInput, ConfigError
 from madseg.world import files as world_files
 from madseg.world import photo_sources
 from madseg.world.generate import iter_world
-from madseg.world.photos import PHOTO_FACTORS, Cutout, PhotoSources, compose
+from madseg.world.photos import PHOTO_FACTORS, Cutout, PhotoSources, compose, world_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "apple", "bolt", "cone"]
@@ -225,6 +227,30 @@ def test_a_class_without_cut_outs_is_named(tmp_path):
         make_world.run(params)
 
 
+def test_a_class_made_of_several_folders_takes_the_cut_outs_of_each(tmp_path):
+    params = _params(tmp_path, make_sources(tmp_path / "sources"))
+    classes = ["background", "fruit_or_bolt", "cone"]
+    photos = dataclasses.replace(params.world.photos, folders={"fruit_or_bolt": ["apple", "bolt"]})
+    sources = world_sources(dataclasses.replace(params.world, photos=photos), classes)
+    by_class = {c.cls: set() for c in sources.cutouts}
+    for c in sources.cutouts:
+        by_class[c.cls].add(c.name.split("/")[0])
+    assert by_class == {1: {"apple", "bolt"}, 2: {"cone"}}
+    assert len(sources.cutouts) == 15
+
+
+@pytest.mark.parametrize(
+    ("folders", "problem"),
+    [({"dog": ["apple"]}, "['dog'] not among"), ({"apple": ["bolt"]}, "['bolt'] are given to more than one class")],
+)
+def test_folders_of_unknown_classes_or_given_twice_are_refused(tmp_path, folders, problem):
+    params = tmp_path / "params.yaml"
+    overlay = {"dataset": {"classes": CLASSES}, "world": {"kind": "photos", "photos": {"folders": folders}}}
+    params.write_text(yaml.safe_dump(overlay))
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_params(ROOT / "params.yaml", overlay=params)
+
+
 # ----------------------------------------------------------------------------------------------- the sources
 def _rcc(files: dict[str, bytes], compress: set[str] = frozenset()) -> bytes:
     """A Qt binary resource archive (format 1) of ``files`` in one folder ``/res``: root, folder, files."""
@@ -352,8 +378,8 @@ def test_fetch_without_apt_get_names_the_packages(tmp_path, monkeypatch):
 def test_the_shipped_selection_names_the_classes_of_the_preset():
     selection = photo_sources.read_selection()
     preset = load_params(ROOT / "params.yaml", overlay=ROOT / "presets/photos.yaml")
-    roles = set(selection["role"])
-    assert roles == {*preset.dataset.class_list().names[1:], "background"}
+    folders = {f for names in preset.world.photos.folders_of(preset.dataset.classes) for f in names}
+    assert set(selection["role"]) == {*folders, "background"}
     assert not selection.duplicated(["role", "name"]).any()
     assert not selection["path"].str.startswith("/").any()
     assert preset.world.kind == "photos"

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -152,10 +153,17 @@ class PhotoWorldParams:
     ``sources``: the folder `madseg photos fetch` writes (objects/<class>/, backgrounds/; never committed).
     ``shares``: of each class's cut-out instances and of the background photos, for train / val / pool (the pool
     and D_eval share the pool's part, which training never sees).
+    ``folders``: the objects/ folders a class of dataset.classes is made of, where not just its own name (e.g.
+    ``animal: [bird, mammal]``).
     """
 
     sources: str = "data/photo_sources"
     shares: list[float] = (0.6, 0.15, 0.25)  # type: ignore[assignment]
+    folders: dict[str, list[str]] = field(default_factory=dict)
+
+    def folders_of(self, classes: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """The objects/ folders of each class of ``classes`` but the first (background), in order."""
+        return tuple(tuple(self.folders.get(name, [name])) for name in classes[1:])
 
 
 @dataclass(frozen=True)
@@ -504,6 +512,12 @@ def _check_classes(params: Params, problems: list[str]) -> None:
         params.dataset.class_list()
     except ValueError as e:
         problems.append(f"dataset.classes: {e}")
+    folders = params.world.photos.folders
+    if unknown := sorted(set(folders) - set(params.dataset.classes[1:])):
+        problems.append(f"world.photos.folders: {unknown} not among dataset.classes' foreground classes")
+    taken = [f for name in params.dataset.classes[1:] for f in folders.get(name, [name])]
+    if twice := sorted({f for f in taken if taken.count(f) > 1}):
+        problems.append(f"world.photos.folders: the folders {twice} are given to more than one class")
 
 
 def check_test_set_feasible(num_foreground: int, t_size: int, t_cap: int) -> None:

@@ -24,7 +24,7 @@ from madseg.io.images import image_id, write_mask
 from madseg.io.tables import write_csv
 from madseg.labels import ClassList
 from madseg.world.generate import PlantedCopy, WorldImage, iter_world, plant_near_duplicates
-from madseg.world.photos import cached_sources, read_sources_manifest
+from madseg.world.photos import read_sources_manifest, world_sources
 
 
 def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, int]]:
@@ -33,7 +33,7 @@ def write_world(world: WorldParams, classes: ClassList) -> dict[str, dict[str, i
     held-out D_eval (images/, truth/). Returns the counts per split, kind and factor (also in manifest.json)."""
     root = Path(world.out_dir)
     if world.kind == "photos":  # missing sources stop the stage before the previous world is removed
-        cached_sources(world.photos.sources, classes.names)
+        world_sources(world, classes.names)
     if root.exists():
         shutil.rmtree(root)
     voc, pool, truth, eval_pool = (

@@ -94,7 +94,7 @@ def _renderer(params: WorldParams, classes: Sequence[str]) -> tuple[Callable[...
     from madseg.world import photos
 
     # in this process first: a missing sources folder stops here with its message, not in every worker
-    photos.cached_sources(params.photos.sources, tuple(classes))
+    photos.world_sources(params, classes)
     return functools.partial(render_photo_image, classes=tuple(classes)), photos.PHOTO_FACTORS
 
 

@@ -62,9 +62,15 @@ class PhotoSources:
     backgrounds: tuple[tuple[str, np.ndarray], ...]  # (name, (H, W, 3) uint8)
 
 
-def load_sources(folder: str | Path, classes: Sequence[str]) -> PhotoSources:
-    """Read ``folder``/objects/<class>/*.png for every class but the first (background) and
-    ``folder``/backgrounds/*.jpg. Raises BadInput saying how to fetch them when the folder or a class is missing."""
+def load_sources(
+    folder: str | Path, classes: Sequence[str], folders: Sequence[Sequence[str]] | None = None
+) -> PhotoSources:
+    """Read the cut-outs of every class but the first (background) and ``folder``/backgrounds/*.jpg.
+
+    A class's cut-outs are ``folder``/objects/<f>/*.png for each folder f of its entry in ``folders`` (one per
+    foreground class, in order; by default the class's own name). Raises BadInput saying how to fetch them when
+    the sources folder or a class's folder is missing.
+    """
     from madseg.world.photo_sources import how_to_fetch
 
     root = Path(folder)
@@ -75,17 +81,18 @@ def load_sources(folder: str | Path, classes: Sequence[str]) -> PhotoSources:
             f"world.photos.sources: {root} holds no photo sources (objects/, backgrounds/) — {how_to_fetch()}"
         )
     cutouts = []
-    for cls, name in enumerate(classes[1:], start=1):
-        files = sorted((root / "objects" / name).glob("*.png"))
-        if not files:
-            have = sorted(p.name for p in (root / "objects").iterdir() if p.is_dir())
-            raise BadInput(
-                f"world.photos.sources: no cut-outs of class {name!r} in {root / 'objects'} (it has {have}) — "
-                "name dataset.classes after its folders"
-            )
-        for path in files:
-            rgba = np.asarray(Image.open(path).convert("RGBA"))
-            cutouts.append(Cutout(cls, f"{name}/{path.stem}", rgba, int((rgba[..., 3] >= ALPHA_TRUTH).sum())))
+    for cls, (name, names) in enumerate(zip(classes[1:], folders or [[c] for c in classes[1:]], strict=True), 1):
+        for sub in names:
+            files = sorted((root / "objects" / sub).glob("*.png"))
+            if not files:
+                have = sorted(p.name for p in (root / "objects").iterdir() if p.is_dir())
+                raise BadInput(
+                    f"world.photos.sources: no cut-outs in {root / 'objects' / sub} for class {name!r} (objects/ "
+                    f"has {have}) — name dataset.classes after its folders, or map them in world.photos.folders"
+                )
+            for path in files:
+                rgba = np.asarray(Image.open(path).convert("RGBA"))
+                cutouts.append(Cutout(cls, f"{sub}/{path.stem}", rgba, int((rgba[..., 3] >= ALPHA_TRUTH).sum())))
     backgrounds = tuple(
         (p.stem, np.asarray(Image.open(p).convert("RGB"))) for p in sorted((root / "backgrounds").glob("*.jpg"))
     )
@@ -94,10 +101,15 @@ def load_sources(folder: str | Path, classes: Sequence[str]) -> PhotoSources:
     return PhotoSources(tuple(cutouts), backgrounds)
 
 
+def world_sources(params: WorldParams, classes: Sequence[str]) -> PhotoSources:
+    """The sources of ``params.photos`` for ``classes``, loaded once per process (every rendering worker loads
+    them once)."""
+    return _cached_sources(params.photos.sources, tuple(classes), params.photos.folders_of(classes))
+
+
 @functools.lru_cache(maxsize=2)
-def cached_sources(folder: str, classes: tuple[str, ...]) -> PhotoSources:
-    """:func:`load_sources`, once per process (every rendering worker loads them once)."""
-    return load_sources(folder, classes)
+def _cached_sources(folder: str, classes: tuple[str, ...], folders: tuple[tuple[str, ...], ...]) -> PhotoSources:
+    return load_sources(folder, classes, folders)
 
 
 def read_sources_manifest(folder: str | Path) -> pd.DataFrame | None:
@@ -144,7 +156,7 @@ def render_photo(
 ) -> tuple[np.ndarray, np.ndarray, str, tuple[str, ...]]:
     """One photo-world image of ``split`` drawn with ``rng`` (madseg.world.generate seeds it by (seed, split,
     index)): :func:`compose` on that split's cut-outs and backgrounds of the sources, loaded once per process."""
-    sources = cached_sources(params.photos.sources, classes)
+    sources = world_sources(params, classes)
     cutouts, backgrounds = split_assets(sources, params.seed, params.photos.shares)[ASSET_SPLIT[split]]
     return compose(rng, sources, cutouts, backgrounds, params.image_size, kind, factors)
 
