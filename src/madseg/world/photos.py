@@ -81,8 +81,9 @@ def load_sources(
             f"world.photos.sources: {root} holds no photo sources (objects/, backgrounds/) — {how_to_fetch()}"
         )
     cutouts = []
-    for cls, (name, names) in enumerate(zip(classes[1:], folders or [[c] for c in classes[1:]], strict=True), 1):
-        for sub in names:
+    per_class = folders or [[name] for name in classes[1:]]
+    for cls, (name, class_folders) in enumerate(zip(classes[1:], per_class, strict=True), start=1):
+        for sub in class_folders:
             files = sorted((root / "objects" / sub).glob("*.png"))
             if not files:
                 have = sorted(p.name for p in (root / "objects").iterdir() if p.is_dir())
