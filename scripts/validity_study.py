@@ -10,8 +10,8 @@ two ways, per seed:
 2. the ground-truth way: each target's mIoU on all of D_eval (hidden truth; never mined by any strategy).
 
 Writes metrics/study.json (margins, their spread, the seeds, the minutes this invocation took and the sum of
-the experiments' own), metrics/study.csv (one row per experiment, with the minutes it ran) and metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into
-metrics/validity.json. Every experiment runs in its own temporary workspace (`dvc exp run --temp`), so the
+the experiments' own), metrics/study.csv (one row per experiment, with the minutes it ran) and
+metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into metrics/validity.json. Every experiment runs in its own temporary workspace (`dvc exp run --temp`), so the
 workspace stays on the main line. Run from the project root, outside CI (on 2 CPU cores about 10 minutes per
 experiment, or two at a time with --jobs 2):
 
