@@ -11,9 +11,10 @@ two ways, per seed:
 
 Writes metrics/study.json (margins, their spread, the seeds, the minutes this invocation took and the sum of
 the experiments' own), metrics/study.csv (one row per experiment, with the minutes it ran) and
-metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into metrics/validity.json. Every experiment runs in its own temporary workspace (`dvc exp run --temp`), so the
-workspace stays on the main line. Run from the project root, outside CI (on 2 CPU cores about 10 minutes per
-experiment, or two at a time with --jobs 2):
+metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into metrics/validity.json. Every
+experiment runs in its own temporary workspace (`dvc exp run --temp`), so the workspace stays on the main line.
+Run from the project root, outside CI (on 2 CPU cores about 10 minutes per experiment, or two at a time with
+--jobs 2):
 
     .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random] [--jobs 2]
 
