@@ -515,7 +515,7 @@ def _check_classes(params: Params, problems: list[str]) -> None:
     folders = params.world.photos.folders
     if unknown := sorted(set(folders) - set(params.dataset.classes[1:])):
         problems.append(f"world.photos.folders: {unknown} not among dataset.classes' foreground classes")
-    taken = [f for name in params.dataset.classes[1:] for f in folders.get(name, [name])]
+    taken = [f for names in params.world.photos.folders_of(params.dataset.classes) for f in names]
     if twice := sorted({f for f in taken if taken.count(f) > 1}):
         problems.append(f"world.photos.folders: the folders {twice} are given to more than one class")
 
