@@ -411,9 +411,10 @@ class SlicesParams:
     clusters: int = 12
     seed: int = 0
     # the pool's embeddings (embed stage) beside the attributes in the clustering: this many principal
-    # components, scaled to this share of the attributes' total variance (0: attributes only)
+    # components, scaled to this share of the attributes' total variance (0: attributes only; the default, since
+    # ImageNet features follow what images show more than how they are degraded: docs/study.md "Failure slices")
     embedding_dims: int = 32
-    embedding_weight: float = 1.0
+    embedding_weight: float = 0.0
 
 
 @dataclass(frozen=True)

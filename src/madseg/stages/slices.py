@@ -1,5 +1,5 @@
-"""slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes and the pool's ImageNet
-features (the embed stage; never the truth), named in words by the attributes.
+"""slices@<round>: the kinds of image M^(i+1) holds, clustered on cheap attributes (and on the pool's ImageNet
+features from the embed stage when slices.embedding_weight > 0; never the truth), named in words by the attributes.
 
 Writes data/slices/round_<R>/slices.csv (rule and how well it matches, pool size and share, M size and share,
 lift, share of the lowest-rated images, examples, M's images in the slice), metrics/slices/round_<R>.json and,
