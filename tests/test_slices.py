@@ -120,6 +120,13 @@ def test_a_truthless_pool_gives_slices_and_factors_validate_them():
     m_ids = table.index[in_m].tolist()
     mos = pd.DataFrame({"image_id": m_ids, "mos": np.where(np.isin(m_ids, planted), 1.0, 4.0), "vetoed": False})
     slices = round_slices(attributes, stats, CLASSES, m_ids, mos)
+    # embeddings at weight 0 (the default) are not even looked at: none of these ids has a row, and no error
+    unread = round_slices(
+        attributes, stats, CLASSES, m_ids, mos, embedding_ids=[], embeddings=np.zeros((0, 4)), embedding_weight=0.0
+    )
+    pd.testing.assert_frame_equal(unread, slices)
+    with pytest.raises(ValueError, match="no embedding for"):
+        round_slices(attributes, stats, CLASSES, m_ids, mos, embedding_ids=[], embeddings=np.zeros((0, 4)))
     assert {"rule", "pool_size", "group_share", "lift", "worst_share", "examples", "group_ids"} <= set(slices)
     assert slices.iloc[0]["rule"].startswith("contrast <") and slices.iloc[0]["worst_share"] > 0.9
     assert round_slices(attributes, stats, CLASSES, m_ids, None)["worst_share"].isna().all()  # no ratings yet

@@ -355,13 +355,13 @@ def round_slices(
             images of M are "worst". None: no ratings yet.
         embedding_ids, embeddings: the pool's image features (N, D) and whose they are (the embed stage's
             store), reduced to ``embedding_dims`` principal components and clustered beside the attributes with
-            ``embedding_weight`` (:func:`find_slices`). None: the attributes alone.
+            ``embedding_weight`` (:func:`find_slices`). None, or a weight of 0: the attributes alone.
     Returns:
         find_slices' columns.
     """
     table = slice_table(attributes, target_stats, class_names)
     embedding = None
-    if embeddings is not None and embedding_dims > 0:
+    if embeddings is not None and embedding_dims > 0 and embedding_weight > 0:
         rows = pd.Index(list(embedding_ids if embedding_ids is not None else [])).get_indexer(table.index)
         if (rows < 0).any():
             raise ValueError(f"no embedding for {int((rows < 0).sum())} of the {len(table)} pool images")
