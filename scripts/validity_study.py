@@ -73,6 +73,7 @@ OPTIONS: dict[str, list[str]] = {
     "round_robin": ["selection.method=round_robin"],
     "rater_model": ["selection.scores=rater_model"],
     "photometric": ["finetune.augment=photometric"],
+    "weight_average": ["finetune.weight_average=0.5"],  # WiSE-FT: halfway back to f_t^(i) after each fine-tune
 }
 
 

@@ -11,6 +11,7 @@ import torch
 from madseg.config import FinetuneParams
 from madseg.finetuning import (
     GridResult,
+    average_weights,
     finetune_target,
     flip_and_photometric,
     hflip_augment,
@@ -18,6 +19,7 @@ from madseg.finetuning import (
     pick_best,
     train_sgd_poly,
 )
+from madseg.inference import evaluate_model
 from madseg.models.checkpoint import make_meta
 from madseg.models.registry import build_model
 
@@ -101,6 +103,41 @@ def test_grid_is_recorded_and_the_best_t0_model_is_returned():
     assert [g.lr for g in result.grid] == [1e-4, 5e-2]
     assert result.best.t0_miou == max(g.t0_miou for g in result.grid)
     assert all(len(g.history) == 2 for g in result.grid)
+
+
+def test_weight_averaging_keeps_the_share_asked_for_and_scores_the_averaged_model():
+    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(5)}
+    tuned = {"w": torch.tensor([2.0, 4.0, -2.0]), "bn.num_batches_tracked": torch.tensor(9)}
+    half = average_weights(start, tuned, 0.5)
+    assert torch.equal(half["w"], torch.tensor([1.0, 2.0, -1.0])) and int(half["bn.num_batches_tracked"]) == 9
+    assert torch.equal(average_weights(start, tuned, 1.0)["w"], tuned["w"])
+    with pytest.raises(ValueError, match="different architectures"):
+        average_weights(start, {"w": tuned["w"]}, 0.5)
+
+    model, meta = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = {}
+    for share in (1.0, 0.5):
+        params = FinetuneParams(lr_grid=(5e-2,), epochs=2, batch_size=4, workers=1, weight_average=share)
+        runs[share] = finetune_target(
+            model,
+            meta,
+            new=_data(8, 1),
+            replay=_data(16, 2),
+            val=_data(8, 3),
+            params=params,
+            num_classes=2,
+            device=torch.device("cpu"),
+        )
+    tuned, averaged = runs[1.0].model.state_dict(), runs[0.5].model.state_dict()
+    for k, v in before.items():  # the same training, then halfway back to the start
+        if v.is_floating_point():
+            assert torch.allclose(averaged[k], (v + tuned[k]) / 2, atol=1e-6), k
+    weight = next(k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, tuned[k]))
+    assert not torch.equal(averaged[weight], tuned[weight])
+    # the lr is chosen on the model that is kept: its T0 is scored after averaging
+    kept = evaluate_model(runs[0.5].model, *_data(8, 3), meta=meta, num_classes=2, device=torch.device("cpu"))
+    assert runs[0.5].best.t0_miou == kept
 
 
 def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):

@@ -72,6 +72,15 @@ def test_a_bad_choice_fails_at_load_listing_the_valid_values(tmp_path, dotted, v
         load_params(tmp_path / "params.yaml")
 
 
+@pytest.mark.parametrize("share", [0, 1.5, -0.5])
+def test_a_weight_average_outside_0_1_fails_at_load(tmp_path, share):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["finetune"]["weight_average"] = share
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"finetune.weight_average: must be in \(0, 1\], got"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_an_overlay_merges_key_by_key_and_a_null_removes_an_entry(tmp_path):
     overlay = {
         "models": {"target": {"steps": 7, "kwargs": {"decoder_channels": None}}, "competitors": {"lraspp": None}},

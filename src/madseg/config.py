@@ -377,6 +377,9 @@ class FinetuneParams:
     # beyond the flips, on every fine-tuning batch (S and replay alike, whatever the strategy): photometric =
     # contrast scaling, channel permutation, greyscale (madseg.training.photometric); null = the paper's recipe
     augment: Literal["photometric"] | None = None
+    # the fine-tuned weights' share in the result, the rest f_t^(i)'s (weight-space ensembling, WiSE-FT: Wortsman
+    # et al., CVPR 2022): 1.0 = the paper's recipe; 0.5 keeps more of what T0 was good at (docs/photo_world.md)
+    weight_average: float = 1.0
     seed: int = 0
     threads: int = 1  # torch threads per candidate (the weights depend on it)
     workers: int = 2  # grid candidates trained side by side, one process each
@@ -469,7 +472,7 @@ def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None 
         params = None
     if params is not None:
         params = _name_models(params, problems)
-        for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views):
+        for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views, _check_finetune):
             check(params, problems)
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems))
@@ -497,6 +500,11 @@ def merge_overlay(base: dict, overlay: dict) -> dict:
         else:
             base[key] = value
     return base
+
+
+def _check_finetune(params: Params, problems: list[str]) -> None:
+    if not 0 < params.finetune.weight_average <= 1:
+        problems.append(f"finetune.weight_average: must be in (0, 1], got {params.finetune.weight_average}")
 
 
 def _check_device(params: Params, problems: list[str]) -> None:

@@ -63,6 +63,18 @@ def pick_best(results: Sequence[GridResult]) -> GridResult:
     return sorted(results, key=lambda r: (-r.t0_miou, r.lr))[0]
 
 
+def average_weights(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], share: float) -> dict:
+    """The state dict ``start + share * (tuned - start)`` of two state dicts of one architecture: floating
+    tensors (weights, batch-norm statistics) interpolated on ``tuned``'s device, counters taken from ``tuned``.
+    share 1.0 is ``tuned``, 0.0 is ``start``."""
+    if start.keys() != tuned.keys():
+        raise ValueError("the two state dicts are of different architectures")
+    return {
+        k: torch.lerp(start[k].to(v.device, v.dtype), v, share) if v.is_floating_point() else v
+        for k, v in tuned.items()
+    }
+
+
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     return base_lr * (1.0 - step / max(total, 1)) ** power
 
@@ -316,6 +328,8 @@ def _fit_candidate(
         augment=hflip_augment if params.augment is None else flip_and_photometric,
         freeze_bn=params.freeze_bn,
     )
+    if params.weight_average < 1:  # scored on T0 as averaged: the lr is chosen for the model that is kept
+        candidate.load_state_dict(average_weights(model.state_dict(), candidate.state_dict(), params.weight_average))
     score = evaluate_model(candidate, *val, meta=meta, num_classes=num_classes, device=device)
     history[-1]["t0_miou"] = score
     state = {k: v.cpu() for k, v in candidate.state_dict().items()}
