@@ -72,6 +72,7 @@ OPTIONS: dict[str, list[str]] = {
     "views": ["mining.self_consistency=[contrast_stretch]", "mining.n3=12"],
     "round_robin": ["selection.method=round_robin"],
     "rater_model": ["selection.scores=rater_model"],
+    "mean_scores": ["selection.scores=mean"],  # the paper's mean of the ratings, now that the rater model is default
     "photometric": ["finetune.augment=photometric"],
     "weight_average": ["finetune.weight_average=0.5"],  # WiSE-FT: halfway back to f_t^(i) after each fine-tune
 }
