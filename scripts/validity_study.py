@@ -126,6 +126,13 @@ def dvc_cache() -> Path:
     return Path(output("dvc", "cache", "dir").strip())
 
 
+def target_file(option: str, strategy: str, seed: int) -> Path:
+    """Where an experiment's final target is kept (data/study/, never committed). --resume takes a row of the
+    study's CSVs for done only where this file exists: a clone's committed CSVs describe experiments run
+    elsewhere (the demo world's, in a project of another world)."""
+    return ROOT / STUDY / f"{experiment_name(strategy, seed, option).removeprefix('study-')}.pt"
+
+
 def collect(option: str, strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
     name = experiment_name(strategy, seed, option)
@@ -134,7 +141,7 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
     model = f"models/target_{final_round}.pt"
     (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
-    shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], ROOT / STUDY / f"{name.removeprefix('study-')}.pt")
+    shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], target_file(option, strategy, seed))
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
 
@@ -294,10 +301,8 @@ def main() -> None:
         return study_options(args, final_round)
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
-    done = {
-        (r["strategy"], int(r["seed"])) for r in rows if (ROOT / STUDY / f"{r['strategy']}-s{r['seed']}.pt").exists()
-    }
-    rows = [r for r in rows if (r["strategy"], int(r["seed"])) in done]
+    rows = [r for r in rows if target_file("paper", r["strategy"], int(r["seed"])).exists()]
+    done = {(r["strategy"], int(r["seed"])) for r in rows}
     todo = [("paper", st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -329,6 +334,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
     main_study = ROOT / "metrics" / "study.json"
     if args.resume and main_study.exists() and json.loads(main_study.read_text()).get("fixed_lr") == args.lr:
         rows += [{"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")]
+    rows = [r for r in rows if target_file(r["option"], r["strategy"], int(r["seed"])).exists()]
     done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
     todo = [
         (option, st, seed)

@@ -3,6 +3,7 @@ answers."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -110,3 +111,31 @@ def test_precision_ratios_compare_m_and_entropy_with_random_and_say_none_where_u
     }
     nothing = precision_ratios({"mad": 0.6, "random": 0.0})
     assert set(nothing.values()) == {None}
+
+
+def test_resume_takes_a_row_for_done_only_where_its_final_target_is_kept(tmp_path, monkeypatch):
+    """A clone of the demo carries the demo's committed study CSVs; in a project of another world, --resume must
+    rerun those experiments, not report the demo's figures as its own."""
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / study.STUDY).mkdir(parents=True)
+    rows = [{"option": "views", "strategy": "mad", "seed": seed, "corner_miou_gain": 1.0} for seed in (0, 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics" / "study_options.csv", index=False)
+    (tmp_path / "metrics" / "study.json").write_text('{"fixed_lr": null}')
+    pd.DataFrame([{"strategy": "mad", "seed": 0}]).to_csv(tmp_path / "metrics" / "study.csv", index=False)
+    study.target_file("views", "mad", 1).write_bytes(b"a target this project trained")
+    study.target_file("paper", "mad", 0).write_bytes(b"another")
+    assert study.target_file("paper", "mad", 0).name == "mad-s0.pt"  # the paper's recipe keeps its old names
+    asked = []
+
+    def run_experiments(todo, *args, **kwargs):
+        asked.extend(todo)
+        return iter(())
+
+    monkeypatch.setattr(study, "run_experiments", run_experiments)
+    monkeypatch.setattr(study, "summarize_options", lambda table, final_round: {"rows": len(table)})
+    options = ["paper", "views"]
+    study.study_options(
+        argparse.Namespace(resume=True, options=options, strategies=["mad"], seeds=[0, 1], lr=None, jobs=1), "2"
+    )
+    assert asked == [("views", "mad", 0), ("paper", "mad", 1)]
