@@ -85,21 +85,20 @@ def _model():
     return build_model("smp.Unet", 2, **kwargs), meta
 
 
+def _finetune(model, meta, params):
+    """finetune_target on the CPU with the tests' planted data: 8 new images, 16 replayed, 8 for T0."""
+    new, replay, val = _data(8, 1), _data(16, 2), _data(8, 3)
+    return finetune_target(
+        model, meta, new=new, replay=replay, val=val, params=params, num_classes=2, device=torch.device("cpu")
+    )
+
+
 def test_grid_is_recorded_and_the_best_t0_model_is_returned():
     model, meta = _model()
     params = dataclasses.replace(
         FinetuneParams(), lr_grid=(1e-4, 5e-2), epochs=2, batch_size=4, workers=1
     )  # side by side: next test
-    result = finetune_target(
-        model,
-        meta,
-        new=_data(8, 1),
-        replay=_data(16, 2),
-        val=_data(8, 3),
-        params=params,
-        num_classes=2,
-        device=torch.device("cpu"),
-    )
+    result = _finetune(model, meta, params)
     assert [g.lr for g in result.grid] == [1e-4, 5e-2]
     assert result.best.t0_miou == max(g.t0_miou for g in result.grid)
     assert all(len(g.history) == 2 for g in result.grid)
@@ -119,16 +118,7 @@ def test_weight_averaging_keeps_the_share_asked_for_and_scores_the_averaged_mode
     runs = {}
     for share in (1.0, 0.5):
         params = FinetuneParams(lr_grid=(5e-2,), epochs=2, batch_size=4, workers=1, weight_average=share)
-        runs[share] = finetune_target(
-            model,
-            meta,
-            new=_data(8, 1),
-            replay=_data(16, 2),
-            val=_data(8, 3),
-            params=params,
-            num_classes=2,
-            device=torch.device("cpu"),
-        )
+        runs[share] = _finetune(model, meta, params)
     tuned, averaged = runs[1.0].model.state_dict(), runs[0.5].model.state_dict()
     for k, v in before.items():  # the same training, then halfway back to the start
         if v.is_floating_point():
