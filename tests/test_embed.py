@@ -1,16 +1,18 @@
 """The embed stage's library: ImageNet features stored like predictions (same bytes again, resumed after an
-interruption), a missing weight file refused in one line, and slices that see content: look-alike images that
-no attribute tells apart land in one slice."""
+interruption), a missing weight file refused in one line, the stage idle while the slices do not use them, and
+slices that see content: look-alike images that no attribute tells apart land in one slice."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from madseg.config import EmbedParams
+from madseg import paths
+from madseg.config import EmbedParams, load_params
 from madseg.embedding import embed_pool
 from madseg.io.images import encode_jpeg, image_id
 from madseg.io.store import EmbeddingStore
@@ -18,6 +20,7 @@ from madseg.models import weights
 from madseg.models.embedders import load_embedder
 from madseg.runner import exit_code
 from madseg.slices import embedding_coords, find_slices
+from madseg.stages import embed as embed_stage
 
 SMALL = EmbedParams(image_size=64, batch_size=4, shard_size=5, threads=1, workers=0)
 
@@ -88,6 +91,33 @@ def test_a_missing_weight_file_stops_in_one_line(tmp_path, monkeypatch, capsys):
     assert "mobilenet_v2-b0353104.pth" in err and "madseg weights fetch" in err
     with pytest.raises(ValueError, match="unknown embedder 'vit'; valid: \\['mobilenet_v2'\\]"):
         load_embedder("vit")
+
+
+def test_the_stage_embeds_only_when_the_slices_use_the_embeddings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(embed_stage, "embed_images", lambda index, store, **kw: calls.append(len(index)) or 0)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.slices.embedding_weight == 0  # the default: no pass over the pool, not even its index read
+    embed_stage.run(params)
+    note = paths.POOL_EMBEDDINGS / "NOT_COMPUTED"
+    assert calls == [] and list(paths.POOL_EMBEDDINGS.iterdir()) == [note]  # DVC's output: a note saying why
+    finished = paths.POOL_EMBEDDINGS / "shards" / "00000.npz"  # what an earlier run at a weight above 0 left
+    finished.parent.mkdir()
+    finished.write_bytes(b"kept")
+    embed_stage.run(params)
+    assert finished.read_bytes() == b"kept"  # kept, to be resumed when the weight is raised again
+    index = tiny_pool(tmp_path / "pool", n=3)
+    paths.POOL_INDEX.parent.mkdir(parents=True)
+    index.to_csv(paths.POOL_INDEX, index=False)
+    used = dataclasses.replace(params, slices=dataclasses.replace(params.slices, embedding_weight=0.25))
+    embed_stage.run(used)
+    assert calls == [3] and not note.exists()
+    unused = dataclasses.replace(
+        params, slices=dataclasses.replace(params.slices, embedding_weight=1.0, embedding_dims=0)
+    )
+    embed_stage.run(unused)
+    assert calls == [3]
 
 
 def test_slices_with_embeddings_put_planted_look_alikes_into_one_slice():

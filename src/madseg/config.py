@@ -419,6 +419,11 @@ class SlicesParams:
     embedding_dims: int = 32
     embedding_weight: float = 0.0
 
+    @property
+    def uses_embeddings(self) -> bool:
+        """Whether the slices cluster on the embeddings at all: only then does the embed stage compute them."""
+        return self.embedding_weight > 0 and self.embedding_dims > 0
+
 
 @dataclass(frozen=True)
 class RoundSpec:

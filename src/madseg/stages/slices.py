@@ -27,7 +27,7 @@ def run(params: Params, *, round_key: str) -> None:
     mos = read_csv(paths.annotations_dir(round_key) / "mos.csv", required=["image_id", "mos", "vetoed"])
     stats = PredictionStore(paths.target_predictions(round_key)).stats()
     embedding_ids, embeddings = None, None
-    if params.slices.embedding_weight > 0 and params.slices.embedding_dims > 0:  # a million images: 2.5 GB to read
+    if params.slices.uses_embeddings:  # a million images: 2.5 GB to read
         embedding_ids, embeddings = EmbeddingStore(paths.POOL_EMBEDDINGS).features()
     slices = round_slices(
         attributes,
