@@ -17,7 +17,7 @@ from madseg.finetuning import (
     hflip_augment,
     mixed_batches,
     pick_best,
-    train_sgd_poly,
+    train_poly,
 )
 from madseg.inference import evaluate_model
 from madseg.models.checkpoint import make_meta
@@ -45,7 +45,7 @@ def test_frozen_batch_norm_keeps_its_pretrained_statistics(freeze_bn):
         torch.randn(8, 3, 4, 4) + 3.0,
         torch.randint(0, 3, (8, 4, 4)),
     )  # shifted inputs move the statistics
-    train_sgd_poly(
+    train_poly(
         model,
         data,
         data,
@@ -130,7 +130,9 @@ def test_weight_averaging_keeps_the_share_asked_for_and_scores_the_averaged_mode
     assert runs[0.5].best.t0_miou == kept
 
 
-def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path, optimizer):
+    """Also AdamW's moments come back: a resumed run ends on the uninterrupted run's weights bit for bit."""
     from madseg.models.input_policy import InputPolicy
 
     policy = InputPolicy(size=(32, 32))
@@ -145,18 +147,21 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path):
         poly_power=0.9,
         seed=0,
         device=torch.device("cpu"),
+        optimizer=optimizer,
     )
     straight, _ = _model()
-    train_sgd_poly(straight, new, replay, epochs=3, **kw)
+    train_poly(straight, new, replay, epochs=3, **kw)
 
     resumed, _ = _model()
-    train_sgd_poly(resumed, new, replay, epochs=3, resume_dir=tmp_path, stop_after=2, **kw)  # "killed" after epoch 2
+    train_poly(resumed, new, replay, epochs=3, resume_dir=tmp_path, stop_after=2, **kw)  # "killed" after epoch 2
     assert (tmp_path / "state.pt").exists()
     fresh, _ = _model()  # a new process: weights come back from the saved state
-    history = train_sgd_poly(fresh, new, replay, epochs=3, resume_dir=tmp_path, **kw)
+    history = train_poly(fresh, new, replay, epochs=3, resume_dir=tmp_path, **kw)
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for a, b in zip(straight.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; valid: \\['adamw', 'sgd'\\]"):
+        train_poly(fresh, new, replay, epochs=1, **{**kw, "optimizer": "adam"})
 
 
 @pytest.mark.slow  # two spawned processes, each importing torch

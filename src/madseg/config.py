@@ -371,6 +371,7 @@ class FinetuneParams:
     batch_size: int = 8
     replay_ratio: float = 0.875
     poly_power: float = 0.9
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper's (with momentum); adamw: as the pretraining's
     momentum: float = 0.9
     weight_decay: float = 5e-4
     freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)

@@ -3,7 +3,7 @@
 The paper's recipe: SGD (momentum 0.9, weight decay 5e-4), polynomial learning-rate decay, small batches, and
 an initial learning rate picked from a grid by mIoU on T0 — the choice is what keeps the fine-tuned target
 from forgetting the benchmark. Every batch mixes newly labelled images with replayed S0 images at
-``replay_ratio``.
+``replay_ratio``. AdamW (decoupled weight decay) may replace SGD, as for a target pretrained with it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     return base_lr * (1.0 - step / max(total, 1)) ** power
 
 
-def train_sgd_poly(
+def train_poly(
     model: torch.nn.Module,
     new: tuple[torch.Tensor, torch.Tensor],
     replay: tuple[torch.Tensor, torch.Tensor],
@@ -93,12 +93,14 @@ def train_sgd_poly(
     poly_power: float,
     seed: int,
     device: torch.device,
+    optimizer: str = "sgd",
     resume_dir: Path | None = None,
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     stop_after: int | None = None,
     freeze_bn: bool = True,
 ) -> list[dict]:
-    """Fine-tune ``model`` in place; resumable per epoch.
+    """Fine-tune ``model`` in place with ``optimizer`` ('sgd' with ``momentum``, or 'adamw') and a polynomially
+    decaying learning rate; resumable per epoch.
 
     Args:
         new: images (N, 3, H, W) float32 normalised, masks (N, H, W) int64 (255 = ignore) of S^(1..i+1).
@@ -116,13 +118,18 @@ def train_sgd_poly(
     per_epoch = max(1, -(-max(n_new, 1) // max(1, batch_size - round(batch_size * replay_ratio))))
     total = per_epoch * epochs
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        step_rule = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        step_rule = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: ['adamw', 'sgd']")
     rng = np.random.default_rng(seed)
     plan = mixed_batches(n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng)
     gen = torch.Generator().manual_seed(seed)
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: plain SGD's numbers
-    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    parts = {"model": model, "optimizer": step_rule, "scaler": scaler}
     state_path = resume_dir / "state.pt" if resume_dir else None
     history, start_epoch = _resume(state_path, parts, gen, device)
     if start_epoch:
@@ -141,13 +148,13 @@ def train_sgd_poly(
             y = torch.cat([new[1][fresh], replay[1][rep]]).to(device)
             if augment is not None:
                 x, y = augment(x, y, gen)
-            for group in optimizer.param_groups:
+            for group in step_rule.param_groups:
                 group["lr"] = poly_lr(lr, step, total, poly_power)
-            optimizer.zero_grad(set_to_none=True)
+            step_rule.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):  # mixed precision on GPUs
                 loss = loss_fn(model(x), y)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            scaler.step(step_rule)
             scaler.update()
             losses.append(loss.item())
         end_lr = poly_lr(lr, (epoch + 1) * per_epoch, total, poly_power)
@@ -311,7 +318,7 @@ def _fit_candidate(
     torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
     candidate = copy.deepcopy(model)
-    history = train_sgd_poly(
+    history = train_poly(
         candidate,
         new,
         replay,
@@ -320,6 +327,7 @@ def _fit_candidate(
         batch_size=params.batch_size,
         replay_ratio=params.replay_ratio,
         momentum=params.momentum,
+        optimizer=params.optimizer,
         weight_decay=params.weight_decay,
         poly_power=params.poly_power,
         seed=params.seed,
