@@ -128,7 +128,7 @@ def train_poly(
     plan = mixed_batches(n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng)
     gen = torch.Generator().manual_seed(seed)
     cuda = device.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: plain SGD's numbers
+    scaler = torch.amp.GradScaler(enabled=cuda)  # on the CPU it and autocast are no-ops: the optimizer's own numbers
     parts = {"model": model, "optimizer": step_rule, "scaler": scaler}
     state_path = resume_dir / "state.pt" if resume_dir else None
     history, start_epoch = _resume(state_path, parts, gen, device)
