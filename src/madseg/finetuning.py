@@ -75,6 +75,17 @@ def average_weights(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tenso
     }
 
 
+# finetune.optimizer: the paper's SGD with momentum, or AdamW (decoupled weight decay; no momentum term to set)
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda weights, *, lr, momentum, weight_decay: torch.optim.SGD(
+        weights, lr=lr, momentum=momentum, weight_decay=weight_decay
+    ),
+    "adamw": lambda weights, *, lr, momentum, weight_decay: torch.optim.AdamW(
+        weights, lr=lr, weight_decay=weight_decay
+    ),
+}
+
+
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     return base_lr * (1.0 - step / max(total, 1)) ** power
 
@@ -118,12 +129,9 @@ def train_poly(
     per_epoch = max(1, -(-max(n_new, 1) // max(1, batch_size - round(batch_size * replay_ratio))))
     total = per_epoch * epochs
     model.to(device)
-    if optimizer == "sgd":
-        step_rule = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        step_rule = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: ['adamw', 'sgd']")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
+    step_rule = OPTIMIZERS[optimizer](model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     plan = mixed_batches(n_new, n_replay, batch_size=batch_size, replay_ratio=replay_ratio, steps=total, rng=rng)
     gen = torch.Generator().manual_seed(seed)
