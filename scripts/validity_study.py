@@ -75,6 +75,9 @@ OPTIONS: dict[str, list[str]] = {
     "mean_scores": ["selection.scores=mean"],  # the paper's mean of the ratings, now that the rater model is default
     "photometric": ["finetune.augment=photometric"],
     "weight_average": ["finetune.weight_average=0.5"],  # WiSE-FT: halfway back to f_t^(i) after each fine-tune
+    # MAD's groups ranked by the mean distance to all competitors; they then overlap more, and n3 36 gives the
+    # photo world's three competitors the |M| of the paper's ranking at n3 20 (round 0: 188 images)
+    "committee": ["+mining.rank_by=committee", "mining.n3=36"],
 }
 
 

@@ -203,10 +203,12 @@ def test_ray_mining_equals_local_mining(cluster, tmp_path):
         seed=0,
         exclude=exclude,
     )
-    local = propose("mad", **kwargs)
-    on_ray = propose("mad", **kwargs, backend="ray", ray_params=RayParams(address=cluster.address))
-    assert len(local.m) > 20
-    assert on_ray.candidates.equals(local.candidates) and on_ray.m.equals(local.m)
+    ray_params = RayParams(address=cluster.address)
+    for rank_by in ("pair", "committee"):
+        local = propose("mad", **kwargs, rank_by=rank_by)
+        on_ray = propose("mad", **kwargs, rank_by=rank_by, backend="ray", ray_params=ray_params)
+        assert len(local.m) > 15  # committee: the groups of one class and direction t hold the same images
+        assert on_ray.candidates.equals(local.candidates) and on_ray.m.equals(local.m)
 
 
 def test_ray_mining_refuses_stores_over_other_pools(cluster, tmp_path):

@@ -126,6 +126,34 @@ def test_pixel_accuracy_distance(tmp_path):
     assert grp["image_id"].tolist() == ids and grp["distance"].tolist() == pytest.approx([32 / 256, 16 / 256])
 
 
+def test_committee_ranks_where_all_competitors_disagree_over_one_competitors_failure(tmp_path):
+    ids = _ids(6)
+    target = [box(y=i, x=i) for i in range(6)]  # every image: one 4x4 disc
+    comps = {name: [m.copy() for m in target] for name in ("g", "h", "u")}
+    lone = 1  # g alone fails here: a square where the target and the other two see the disc
+    comps["g"][lone] = box(y=1, x=1, cls=SQUARE)
+    shared = 4  # all three see the disc shifted: the target is the odd one out
+    for name in comps:
+        comps[name][shared] = box(y=6, x=6)
+    stores = {"target": make_store(tmp_path / "t", "target", ids, target)}
+    stores |= {name: make_store(tmp_path / name, name, ids, maps) for name, maps in comps.items()}
+
+    def g_disc(cands):
+        return cands[(cands.competitor == "g") & (cands["class"] == "disc") & (cands.direction == "t")]
+
+    pair = g_disc(mine(stores, WIDE, n3=2))
+    assert pair["image_id"].tolist() == [ids[lone], ids[shared]]  # the paper's: g's own failure first
+    assert (pair["score"] == pair["distance"]).all()
+    committee = g_disc(mine(stores, WIDE, n3=2, rank_by="committee"))
+    assert committee["image_id"].tolist() == [ids[shared], ids[lone]]
+    by_id = committee.set_index("image_id")
+    assert by_id.loc[ids[lone], "distance"] == pytest.approx(2 / 3)  # still the distance to g
+    assert by_id.loc[ids[lone], "score"] == pytest.approx(2 / 9)  # the mean over g, h and u
+    assert by_id.loc[ids[shared], "score"] == pytest.approx(by_id.loc[ids[shared], "distance"])
+    with pytest.raises(ValueError, match=r"unknown mining\.rank_by 'vote'; valid: \['pair', 'committee'\]"):
+        mine(stores, WIDE, rank_by="vote")
+
+
 # ----------------------------------------------------------------------------------------- brute force
 def brute_force(ids, target, comps: dict, bands, n3, distance="miou") -> pd.DataFrame:
     """The plain reference: every image, every class, every direction, one metric call per image pair."""

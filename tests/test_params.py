@@ -56,6 +56,7 @@ def test_no_dataclass_default_disagrees_with_params_yaml():
     [
         ("mining.strategy", "maad", "mad, entropy, random"),
         ("mining.distance", "iou", "miou, pixel_accuracy"),
+        ("mining.rank_by", "vote", "pair, committee"),
         ("annotation.backend", "labelstudi0", "simulated, labelstudio"),
         ("models.input_policy.kind", "squash", "resize, shorter_side, tiles"),
     ],

@@ -54,7 +54,9 @@ def _predict_ray(predictor, source, index, store, *, pin_memory: bool, **kw) -> 
     return predict_pool_ray(predictor, source, index, store, **kw)  # actors pin memory on their own nodes
 
 
-def _mine_local(target, competitors, bands, classes, *, n3, distance, exclude, ray_params=None) -> pd.DataFrame:
+def _mine_local(
+    target, competitors, bands, classes, *, n3, distance, exclude, rank_by="pair", ray_params=None
+) -> pd.DataFrame:
     target_shards, total = target.iter_shards(), len(target.manifest["shards"])
     competitor_shards = {name: store.iter_shards() for name, store in competitors.items()}
     return mine_mad(
@@ -67,6 +69,7 @@ def _mine_local(target, competitors, bands, classes, *, n3, distance, exclude, r
         progress=True,
         total=total,
         exclude=exclude,
+        rank_by=rank_by,
     )
 
 
@@ -180,6 +183,7 @@ def propose(
     exclude: Iterable[str] = (),
     backend: str = "local",
     ray_params: RayParams | None = None,
+    rank_by: str = "pair",
 ) -> Proposal:
     """A round's candidates by ``strategy`` (:func:`madseg.mining.proposal`): MAD mined from the stores on
     ``backend`` ('local', or 'ray': one Ray task per shard, ``ray_params`` the ray section, the same M) first,
@@ -187,8 +191,18 @@ def propose(
     check_strategy(strategy)
     mine = _backend(MINE, backend, "mining")
     exclude = frozenset(exclude)
-    check_mad_args(competitors, bands, classes, n3, distance)
-    mad = mine(target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, ray_params=ray_params)
+    check_mad_args(competitors, bands, classes, n3, distance, rank_by)
+    mad = mine(
+        target,
+        competitors,
+        bands,
+        classes,
+        n3=n3,
+        distance=distance,
+        exclude=exclude,
+        rank_by=rank_by,
+        ray_params=ray_params,
+    )
     stats = None if strategy == "mad" else target.stats()
     return proposal(strategy, mad, classes=classes, target_stats=stats, seed=seed, exclude=exclude)
 

@@ -382,12 +382,21 @@ def mine_store_shard(
     n3: int,
     distance: str = "miou",
     exclude: frozenset[str] = frozenset(),
+    rank_by: str = "pair",
 ) -> GroupTops:
     """:func:`madseg.mining.shard_tops` of shard ``shard_index`` read from stores by path (a Ray task's work)."""
     target = PredictionStore(target_root).read_shard(shard_index)
     competitors = ((name, PredictionStore(root).read_shard(shard_index)) for name, root in competitor_roots.items())
     return shard_tops(
-        target, competitors, bands, classes, n3=n3, distance=distance, exclude=exclude, shard_index=shard_index
+        target,
+        competitors,
+        bands,
+        classes,
+        n3=n3,
+        distance=distance,
+        exclude=exclude,
+        shard_index=shard_index,
+        rank_by=rank_by,
     )
 
 
@@ -400,6 +409,7 @@ def mine_mad_ray(
     n3: int,
     distance: str,
     exclude: frozenset[str],
+    rank_by: str = "pair",
     ray_params: RayParams | None = None,
 ) -> pd.DataFrame:
     """:func:`madseg.mining.mine_mad` over whole stores as one Ray task per shard; the same candidate table."""
@@ -411,7 +421,9 @@ def mine_mad_ray(
         task = ray.remote(mine_store_shard)
         excluded = ray.put(exclude)
         pending = [
-            task.remote(str(target.root), roots, s, bands, classes, n3=n3, distance=distance, exclude=excluded)
+            task.remote(
+                str(target.root), roots, s, bands, classes, n3=n3, distance=distance, exclude=excluded, rank_by=rank_by
+            )
             for s in range(n_shards)
         ]
         with tqdm(total=n_shards, desc="mine (ray)", unit="shard") as bar:

@@ -303,6 +303,9 @@ class MiningParams:
     backend: Literal["local", "ray"] = "local"
     n3: int = 20
     distance: Literal["miou", "pixel_accuracy"] = "miou"
+    # what ranks each MAD group: pair = the distance to the group's competitor (the paper's); committee = the
+    # mean distance to all competitors, so that one competitor's own failures rank lower (madseg.mining.mad)
+    rank_by: Literal["pair", "committee"] = "pair"
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0

@@ -54,6 +54,7 @@ def run(params: Params, *, round_key: str) -> None:
         classes=classes,
         n3=mp.n3,
         distance=mp.distance,
+        rank_by=mp.rank_by,
         seed=mp.seed + int(round_key),
         exclude=trained_on,
         backend=mp.backend,
@@ -65,6 +66,8 @@ def run(params: Params, *, round_key: str) -> None:
     write_csv(out / "M.csv", m)
     write_candidate_overlays(out / "overlays", m, index, target, competitors, classes, mp.overlay_min_side)
     head = {"strategy": mp.strategy, "n3": mp.n3, "distance": mp.distance, "pool_size": len(ids)}
+    if mp.rank_by != "pair":  # the paper's ranking leaves the metrics as they were
+        head["rank_by"] = mp.rank_by
     metrics = {**head, "excluded_trained_on": len(trained_on), **proposal.summary(mp.strategy)}
     write_json(paths.METRICS / "mining" / f"round_{round_key}.json", metrics)
     log.info("round %s: %s proposed |M| = %d (MAD's |M| = %d)", round_key, mp.strategy, len(m), len(proposal.mad_m))
