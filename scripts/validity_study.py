@@ -77,7 +77,9 @@ OPTIONS: dict[str, list[str]] = {
     "weight_average": ["finetune.weight_average=0.5"],  # WiSE-FT: halfway back to f_t^(i) after each fine-tune
     # MAD's groups ranked by the mean distance to all competitors; they then overlap more, and n3 36 gives the
     # photo world's three competitors the |M| of the paper's ranking at n3 20 (round 0: 188 images)
-    "committee": ["+mining.rank_by=committee", "mining.n3=36"],
+    "committee": ["++mining.rank_by=committee", "mining.n3=36"],
+    # the optimizer the pretrained targets were trained with (the photos preset's); ++ adds a key params.yaml lacks
+    "adamw": ["++finetune.optimizer=adamw", "finetune.lr_grid=[0.0001,0.0003]"],
 }
 
 

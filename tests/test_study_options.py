@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from madseg.config import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("validity_study", ROOT / "scripts" / "validity_study.py")
 study = importlib.util.module_from_spec(spec)
@@ -34,6 +36,21 @@ def test_recipes_produce_the_documented_params():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["selection"]["scores"] == "rater_model" and params["selection"]["method"] == "lowest"
     assert params["mining"]["self_consistency"] == [] and params["finetune"]["augment"] is None
+
+
+@pytest.mark.parametrize("option", sorted(study.OPTIONS))
+def test_every_option_sets_keys_the_params_know_to_valid_values(tmp_path, option):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for setting in study.option_params(option):
+        dotted, value = setting.lstrip("+").split("=", 1)
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node[key]
+        assert leaf in node or setting.startswith("+"), f"{setting}: params.yaml lacks the key; add it with ++"
+        node[leaf] = yaml.safe_load(value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    load_params(tmp_path / "params.yaml")
 
 
 def test_recipe_summary_means_spread_and_margins():
