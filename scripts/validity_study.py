@@ -78,7 +78,6 @@ OPTIONS: dict[str, list[str]] = {
     # MAD's groups ranked by the mean distance to all competitors; they then overlap more, and n3 36 gives the
     # photo world's three competitors the |M| of the paper's ranking at n3 20 (round 0: 188 images)
     "committee": ["++mining.rank_by=committee", "mining.n3=36"],
-    "committee_same_n3": ["++mining.rank_by=committee"],  # fewer ratings: a smaller M for the same n4 and T
     # the optimizer the pretrained targets were trained with (the photos preset's); ++ adds a key params.yaml lacks
     "adamw": ["++finetune.optimizer=adamw", "finetune.lr_grid=[0.0001,0.0003]"],
 }
