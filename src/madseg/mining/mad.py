@@ -74,7 +74,8 @@ def shard_tops(
     for name, other in competitors:
         versus[name] = side.versus(other, name, distance)
         del other
-    committee = np.round(np.mean([dist for _, dist in versus.values()], axis=0), DISTANCE_DECIMALS)
+    if rank_by == "committee":
+        committee = np.round(np.mean([dist for _, dist in versus.values()], axis=0), DISTANCE_DECIMALS)
     for name, (c_area, dist) in versus.items():
         score = committee if rank_by == "committee" else dist
         c_ok = (c_area[:, fg] > 0) & (c_area[:, fg] >= lo) & (c_area[:, fg] <= hi) & eligible
