@@ -138,15 +138,27 @@ def target_file(option: str, strategy: str, seed: int) -> Path:
     return ROOT / STUDY / f"{experiment_name(strategy, seed, option).removeprefix('study-')}.pt"
 
 
+def labelled_file(option: str, strategy: str, seed: int) -> Path:
+    """Where an experiment's S of every round is kept (its final round's S_all.csv: image_id, round), beside its
+    final target."""
+    return target_file(option, strategy, seed).with_suffix(".S_all.csv")
+
+
 def collect(option: str, strategy: str, seed: int, final_round: str, baseline: str) -> dict:
-    """An experiment's validity metrics (from its git ref), its final target copied to data/study/."""
+    """An experiment's validity metrics (from its git ref); its final target and every round's S (for
+    scripts/selection_bound.py) copied to data/study/."""
     name = experiment_name(strategy, seed, option)
     ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
     metrics = json.loads(git("show", f"{ref}:metrics/validity.json"))
     lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
-    model = f"models/target_{final_round}.pt"
-    (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == model]
-    shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], target_file(option, strategy, seed))
+    outs = {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
+    copies = {
+        f"models/target_{final_round}.pt": target_file,
+        f"annotations/round_{final_round}/S_all.csv": labelled_file,
+    }
+    for out, where in copies.items():
+        md5 = outs[out]
+        shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], where(option, strategy, seed))
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
 

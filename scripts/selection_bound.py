@@ -1,0 +1,187 @@
+"""How much a better choice of S could give: round 0's fine-tune on sets of pool images chosen with the truth.
+
+The validity study compares MAD, entropy and random at the same budget; this bounds that comparison. From
+f_t^(0) (models/target_0.pt) it fine-tunes once per set of selection.n4 pool images, with the project's own
+recipe (params.yaml's finetune section, truth masks as the pixel labels), and scores each result on the held-out
+D_eval, as the validity stage scores f_t^(1):
+- ``project``: S^(1) as the loop chose it (annotations/round_0/S.csv; MAD's unless mining.strategy says else);
+- ``worst``: the in-domain pool images on which f_t^(0) is worst (per-image mIoU against the truth): no
+  selection that sees no truth picks harder ones;
+- ``right``: a seeded random sample of the in-domain pool images f_t^(0) already gets right (mIoU >= 0.5);
+- ``random``: a seeded random sample of the in-domain pool images, unrated.
+
+Beside them, the S^(1) of every experiment scripts/validity_study.py kept in data/study/ (MAD's, entropy's,
+random's, per seed), with its f_t^(1)'s D_eval from the study's CSVs: no fine-tuning needed.
+
+Writes metrics/selection_bound.json (flat keys ``<set>.s<seed>.<all_in_domain|normal|corner|t0>``; for every set
+and study experiment ``<name>.f0_miou`` and ``<name>.f0_wrong_share``, f_t^(0)'s mean per-image mIoU on it
+before fine-tuning and the share it is wrong on; ``f0.<all_in_domain|normal|corner>``, f_t^(0)'s own D_eval
+mIoU) and prints a markdown table. Reads the truth, so it validates and never feeds the loop. Needs a project
+whose round 0 is done (`madseg demo`, or the photo world's). Run from the project root (the photo world on 2 CPU
+cores: about 5 minutes a set and seed):
+
+    .venv/bin/python scripts/selection_bound.py [--sets project worst right random] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from madseg import paths, validity
+from madseg.config import Params, load_params
+from madseg.device import resolve_device
+from madseg.finetuning import finetune_target
+from madseg.inference import predict_images
+from madseg.io.atomic import write_json
+from madseg.io.images import read_rgb
+from madseg.io.store import PredictionStore
+from madseg.io.tables import read_csv
+from madseg.io.truth import HeldOutPool, read_factors, read_held_out_pool, read_truth_masks
+from madseg.io.voc import read_split
+from madseg.metrics import confusion_matrix, image_miou
+from madseg.models.checkpoint import load_checkpoint, save_checkpoint
+from madseg.models.predictors import load_predictor
+
+log = logging.getLogger("madseg.selection_bound")
+OUT = Path("metrics/selection_bound.json")
+SETS = ("project", "worst", "right", "random")
+RIGHT = 0.5  # per-image mIoU from which the target counts as right (as target_wrong_share counts it wrong below)
+GROUPS = ("all_in_domain", "normal", "corner")
+# scripts/validity_study.py's: the study's experiments, and those of its --options
+STUDY_TABLES = (Path("metrics/study.csv"), Path("metrics/study_options.csv"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="*", choices=SETS, default=list(SETS), help="none: the study's alone")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="fine-tuning seeds (finetune.seed)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params("params.yaml")
+    classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
+    held_out = read_held_out_pool(params.evaluation.eval_pool, classes)
+    before = target_miou(params)
+    sets = choose_sets(before, params.selection.n4, seed=params.seed)
+    out: dict[str, float] = {f"f0.{g}": v for g, v in held_out_scores(params, paths.target_checkpoint("0"), held_out)}
+    index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
+    s0 = read_split(params.dataset, params.dataset.train_split, classes)
+    t0 = read_split(params.dataset, params.dataset.val_split, classes)
+    rows = []
+    for name in args.sets:
+        ids = sets[name]
+        out |= hardness(name, ids, before)
+        masks = read_truth_masks(truth_dir, ids, classes)
+        new = [read_rgb(index.loc[i, "path"]) for i in ids], [masks[i] for i in ids]
+        for seed in args.seeds:
+            model, meta = load_checkpoint(paths.target_checkpoint("0"))
+            result = finetune_target(
+                model,
+                meta,
+                new=new,
+                replay=(s0.images, s0.masks),
+                val=(t0.images, t0.masks),
+                params=dataclasses.replace(params.finetune, seed=seed),
+                num_classes=classes.num_classes,
+                device=resolve_device(params.device),
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                checkpoint = Path(folder) / "target.pt"
+                save_checkpoint(checkpoint, result.model, meta, provenance={"selection_bound": name})
+                scores = dict(held_out_scores(params, checkpoint, held_out), t0=result.best.t0_miou)
+            out |= {f"{name}.s{seed}.{g}": v for g, v in scores.items()}
+            rows.append((name, seed, scores))
+            log.info("%s, seed %d: D_eval in-domain %.2f", name, seed, 100 * scores["all_in_domain"])
+    for name, (ids, seed, scores) in study_experiments(params).items():
+        out |= hardness(name, ids, before)
+        rows.append((name, seed, scores))
+    write_json(OUT, out)
+    f0 = ", ".join(f"{g} {100 * out[f'f0.{g}']:.2f}" for g in GROUPS)
+    log.info("D_eval mIoU after round 0's fine-tune on each set (f_t^(0): %s):\n%s", f0, _table(out, rows))
+
+
+def target_miou(params: Params) -> dict[str, float]:
+    """f_t^(0)'s per-image mIoU against the truth on every in-domain pool image, by image id."""
+    classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
+    kinds = read_factors(truth_dir).set_index("image_id")["kind"]
+    store = PredictionStore(paths.target_predictions("0"))
+    pool = read_csv(paths.POOL_INDEX, required=["id"])["id"]
+    ids = sorted(i for i in pool if kinds.get(i, validity.OOD) != validity.OOD)
+    maps, masks = store.read_maps(ids), read_truth_masks(truth_dir, ids, classes)
+    return {i: image_miou(maps[i], masks[i], classes.num_classes) for i in ids}
+
+
+def choose_sets(before: dict[str, float], n: int, seed: int) -> dict[str, list[str]]:
+    """The sets of ``n`` image ids to fine-tune on (the module's list), ``before`` being f_t^(0)'s per-image
+    mIoU of the in-domain pool."""
+    project = read_csv(paths.annotations_dir("0") / "S.csv", required=["image_id"])["image_id"].tolist()
+    rng = np.random.default_rng(seed)
+    ids = sorted(before)
+    right = [i for i in ids if before[i] >= RIGHT]
+    return {
+        "project": project,
+        "worst": sorted(ids, key=lambda i: (before[i], i))[:n],
+        "right": sorted(rng.choice(right, min(n, len(right)), replace=False).tolist()),
+        "random": sorted(rng.choice(ids, min(n, len(ids)), replace=False).tolist()),
+    }
+
+
+def hardness(name: str, ids: list[str], before: dict[str, float]) -> dict[str, float]:
+    """f_t^(0)'s mean per-image mIoU on a set's in-domain images, and the share it is wrong on."""
+    scores = np.array([before[i] for i in ids if i in before])
+    return {f"{name}.f0_miou": float(scores.mean()), f"{name}.f0_wrong_share": float((scores < RIGHT).mean())}
+
+
+def study_experiments(params: Params) -> dict[str, tuple[list[str], int, dict[str, float]]]:
+    """The validity study's experiments whose S scripts/validity_study.py kept (data/study/<name>.S_all.csv), by
+    name: S^(1)'s image ids, the seed, and its f_t^(1)'s D_eval and T0 from the study's CSVs."""
+    study, options = (read_csv(t).to_dict("records") if t.exists() else [] for t in STUDY_TABLES)
+    # the paper's recipe is the study's own rows; the options table's copies of them may be another world's
+    rows = study + [row for row in options if row["option"] != "paper"]
+    first, found = params.finetunes["0"].next, {}
+    for row in rows:
+        option, tail = row.get("option", "paper"), f"{row['strategy']}-s{row['seed']}"
+        name = tail if option == "paper" else f"{option}-{tail}"  # as validity_study.py names it
+        kept = Path("data/study") / f"{name}.S_all.csv"
+        if kept.exists():
+            labelled = read_csv(kept, required=["image_id", "round"])
+            s1 = labelled.loc[labelled["round"].astype(str) == "0", "image_id"].tolist()
+            scores = {g: row[f"target_{first}.{g}"] for g in GROUPS} | {"t0": row[f"target_{first}.T0"]}
+            found[name] = (s1, int(row["seed"]), scores)
+    return found
+
+
+def held_out_scores(params: Params, checkpoint: Path, held_out: HeldOutPool) -> list[tuple[str, float]]:
+    """A target checkpoint's D_eval mIoU on the in-domain images, the normal ones and the corner cases."""
+    classes = params.dataset.class_list()
+    predictor = load_predictor(
+        checkpoint,
+        classes=classes,
+        device=resolve_device(params.device),
+        policy=params.models.input_policy.overrides(),
+    )
+    maps = predict_images(predictor, held_out.images, held_out.factors["image_id"].tolist()).maps
+    cms = np.stack([confusion_matrix(t, p, classes.num_classes) for t, p in zip(held_out.masks, maps, strict=True)])
+    scores = validity.group_scores(cms, held_out.factors)
+    return [(g, scores[g][1]) for g in GROUPS]
+
+
+def _table(out: dict[str, float], rows: list[tuple[str, int, dict[str, float]]]) -> str:
+    lines = [
+        "| set | f_t^(0) mIoU on it | wrong on | seed | in-domain | normal | corner cases | T0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, seed, scores in rows:
+        cells = [f"{100 * scores[g]:.2f}" for g in (*GROUPS, "t0")]
+        hard = f"{out[f'{name}.f0_miou']:.3f} | {100 * out[f'{name}.f0_wrong_share']:.0f} %"
+        lines.append(f"| {name} | {hard} | {seed} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
