@@ -7,7 +7,9 @@ metrics/rounds/round_0.json (every model's T0) and, where scripts/validity_study
 metrics/study.json (MAD's margins over entropy and random across seeds).
 Beside them, why MAD's picks are or are not hard for the target (truth-based, round 0): where the target and a
 competitor disagree in M, how often the competitor is the worse of the two (``m_competitor_worse_share``), and how
-often each competitor beats the target on random in-domain pool images (``pool_competitor_better.<name>``).
+often each competitor beats the target on random in-domain pool images (``pool_competitor_better.<name>``), and
+the share of the whole in-domain pool the target is wrong on (``pool_wrong_share``; ``pool_wrong_share_normal``
+on its normal images), where ``target_wrong_share`` is a random sample's.
 A figure that was not measured is written as null, never guessed. Run from this project's root:
 
     .venv/bin/python scripts/photo_study.py PHOTO_PROJECT [--host "2-core AMD EPYC"] [--minutes 41.5]
@@ -98,6 +100,11 @@ def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
         worse.append(mious(competitors[name], ids, masks).loc[ids].to_numpy() < on_target.loc[ids].to_numpy())
         figures[f"m_target_miou.{name}"] = float(on_target.loc[ids].mean())
         figures[f"m_competitor_worse.{name}"] = float(worse[-1].mean())
+    # target_wrong_share above is a sample's (validity's random candidates); here the whole pool's, exactly
+    in_domain = sorted(set(kinds.index[kinds != "ood"]) & set(target.ids()))
+    everywhere = mious(target, in_domain, read_truth_masks(truth_dir, in_domain, classes)) < 0.5
+    figures["pool_wrong_share"] = float(everywhere.mean())
+    figures["pool_wrong_share_normal"] = float(everywhere[kinds.loc[everywhere.index] == "normal"].mean())
     normal = sorted(set(kinds.index[kinds == "normal"]) & set(target.ids()))
     drawn = sorted(np.random.default_rng(seed).choice(normal, min(sample, len(normal)), replace=False))
     masks = read_truth_masks(truth_dir, drawn, classes)
