@@ -64,6 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params("params.yaml")
+    needed = (paths.target_checkpoint("0"), paths.target_predictions("0"), paths.annotations_dir("0") / "S.csv")
+    if missing := [str(p) for p in needed if not Path(p).exists()]:
+        raise SystemExit(f"round 0 is not done here (run `madseg demo` first): missing {', '.join(missing)}")
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     held_out = read_held_out_pool(params.evaluation.eval_pool, classes)
     before = target_miou(params)

@@ -219,6 +219,29 @@ def test_missing_sources_say_how_to_fetch_them_and_keep_the_old_world(tmp_path):
     assert (tmp_path / "world" / "manifest.json").exists()
 
 
+def test_sources_fetched_by_an_older_selection_are_refused_and_keep_the_old_world(tmp_path):
+    sources = make_sources(tmp_path / "sources")
+    manifest = pd.read_csv(sources / "manifest.csv", dtype=str)
+    # a background an older selection took from one of the shipped packages, dropped since (real objects in it)
+    dropped = [
+        "backgrounds/lomiri_Wine_by_Jakkub_Mede.jpg",
+        "background",
+        "lomiri-wallpapers-16.04",
+        "16.04",
+        "",
+        "",
+        "",
+    ]
+    manifest.loc[len(manifest)] = dropped
+    manifest.to_csv(sources / "manifest.csv", index=False)
+    params = _params(tmp_path, sources)
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "manifest.json").write_text("{}")
+    with pytest.raises(BadInput, match=r"lomiri_Wine_by_Jakkub_Mede.*run `madseg photos fetch` again"):
+        make_world.run(params)
+    assert (tmp_path / "world" / "manifest.json").read_text() == "{}"
+
+
 def test_a_class_without_cut_outs_is_named(tmp_path):
     sources = make_sources(tmp_path / "sources")
     params = _params(tmp_path, sources)

@@ -10,6 +10,11 @@ files of a folder), reads them in pure Python (ar + tar) and writes the normalis
 shorter side at most :data:`BACKGROUND_SIDE`), ``licences/<package>/...`` (the copyright files the licences came
 from) and ``manifest.csv`` (file, role, package, version, path, licence, copyright), sorted. The sources are
 third-party files under their own licences (GPL-2, CC-BY-SA, ...): they are never committed.
+
+The backgrounds are scenes (monuments, landscapes, forests, the sea, textures). Photos whose subject is itself a
+thing of the cut-outs' kinds (a fig in a bowl, cups, paintbrushes, a wine glass, a leaf or grass in close-up, a
+kite, boats) are left out: the truth calls every background pixel background, so such a photo would hide real
+objects the truth denies, and the target's right answers there would count as failures (docs/photo_world.md).
 """
 
 from __future__ import annotations
@@ -55,6 +60,20 @@ def packages(selection: pd.DataFrame | None = None) -> list[str]:
     """The Debian packages the selection takes files from, sorted."""
     table = read_selection() if selection is None else selection
     return sorted(set(table["package"]))
+
+
+def output_file(role: str, name: str) -> str:
+    """Where a selection row's file lands in the sources folder."""
+    return f"backgrounds/{name}.jpg" if role == "background" else f"objects/{role}/{name}.png"
+
+
+def dropped_files(manifest: pd.DataFrame) -> list[str]:
+    """The files of a fetched folder's manifest that come from the selection's packages but that the selection no
+    longer takes (a folder fetched by an older madseg), sorted."""
+    selection = read_selection()
+    taken = {output_file(role, name) for role, name in zip(selection["role"], selection["name"], strict=True)}
+    ours = manifest["package"].isin(set(selection["package"]))
+    return sorted(set(manifest.loc[ours, "file"]) - taken)
 
 
 def how_to_fetch(selection: pd.DataFrame | None = None) -> str:
@@ -312,11 +331,10 @@ def _write_package(stage: Path, package: str, deb: Path, rows: pd.DataFrame) -> 
     out = []
     for row in rows.itertuples():
         data = content(row.path)
+        file = output_file(row.role, row.name)
         if row.role == "background":
-            file = f"backgrounds/{row.name}.jpg"
             _write(stage / file, normalise_background(data))
         else:
-            file = f"objects/{row.role}/{row.name}.png"
             _write(stage / file, normalise_object(data, f"{package}:{row.path}"))
         inner = row.path.partition(":")[2] or row.path
         licence, holder = licence_of(inner, licences[row.licence_file or doc])

@@ -69,9 +69,9 @@ def load_sources(
 
     A class's cut-outs are ``folder``/objects/<f>/*.png for each folder f of its entry in ``folders`` (one per
     foreground class, in order; by default the class's own name). Raises BadInput saying how to fetch them when
-    the sources folder or a class's folder is missing.
+    the sources folder or a class's folder is missing, or was fetched by an older selection.
     """
-    from madseg.world.photo_sources import how_to_fetch
+    from madseg.world.photo_sources import dropped_files, how_to_fetch
 
     root = Path(folder)
     if len(classes) < 2:
@@ -79,6 +79,12 @@ def load_sources(
     if not (root / "backgrounds").is_dir() or not (root / "objects").is_dir():
         raise BadInput(
             f"world.photos.sources: {root} holds no photo sources (objects/, backgrounds/) — {how_to_fetch()}"
+        )
+    manifest = read_sources_manifest(root)
+    if manifest is not None and (dropped := dropped_files(manifest)):
+        raise BadInput(
+            f"world.photos.sources: {root} was fetched by an older madseg and holds {len(dropped)} file(s) its "
+            f"selection no longer takes, e.g. {dropped[0]} — run `madseg photos fetch` again"
         )
     cutouts = []
     per_class = folders or [[name] for name in classes[1:]]
