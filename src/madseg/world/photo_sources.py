@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 SELECTION_CSV = Path(__file__).with_name("photo_sources.csv")
 DEFAULT_DEST = "data/photo_sources"
-BACKGROUND_SIDE = 512  # enough for crops of 128-192 px worlds, and ~80 MB decoded per worker for 81 photos
+BACKGROUND_SIDE = 512  # enough for crops of 128-192 px worlds, and ~70 MB decoded per worker for 69 photos
 BACKGROUND_QUALITY = 92
 MANIFEST_COLUMNS = ["file", "role", "package", "version", "path", "licence", "copyright"]
 
