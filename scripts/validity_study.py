@@ -14,7 +14,8 @@ the experiments' own), metrics/study.csv (one row per experiment, with the minut
 metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into metrics/validity.json. Every
 experiment runs in its own temporary workspace (`dvc exp run --temp`), so the workspace stays on the main line.
 Run from the project root, outside CI (on 2 CPU cores about 10 minutes per experiment, or two at a time with
---jobs 2):
+--jobs 2). On the photo world, first `dvc add data/photo_sources` and commit its .dvc file: the experiments'
+workspaces hold only what git and DVC track.
 
     .venv/bin/python scripts/validity_study.py [--seeds 0 1 2] [--strategies mad entropy random] [--jobs 2]
 
@@ -313,7 +314,9 @@ def main() -> None:
         option_params(option)  # unknown names fail before anything runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    final_round = str(yaml.safe_load((ROOT / "params.yaml").read_text())["final_round"])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    check_world_sources(params.get("world", {}))
+    final_round = str(params["final_round"])
     if args.options != ["paper"]:
         return study_options(args, final_round)
     csv = ROOT / "metrics" / "study.csv"
@@ -341,6 +344,19 @@ def main() -> None:
     summary["jobs"] = args.jobs
     (ROOT / "metrics" / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     log.info("study: %s", json.dumps(summary, indent=2))
+
+
+def check_world_sources(world: dict) -> None:
+    """Stop when the photo world's sources would be missing from the experiments' workspaces: `dvc exp run
+    --temp` copies only what git or DVC tracks, and `madseg photos fetch` leaves its folder to neither."""
+    if world.get("kind") != "photos":
+        return
+    sources = world["photos"]["sources"]
+    if not (ROOT / f"{sources}.dvc").exists() and not git("ls-files", sources).strip():
+        raise SystemExit(
+            f"{sources} is tracked by neither git nor DVC, so the experiments' workspaces would lack it: "
+            f"`dvc add {sources}`, commit {sources}.dvc, then run the study again"
+        )
 
 
 def study_options(args: argparse.Namespace, final_round: str) -> None:
