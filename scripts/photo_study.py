@@ -90,10 +90,12 @@ def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
     def mious(store: PredictionStore, ids: list[str], masks: dict) -> pd.Series:
         return pd.Series({i: image_miou(m, masks[i], k) for i, m in store.read_maps(sorted(ids)).items()})
 
+    # f_t^(0) against the truth on every in-domain pool image, once: M's picks and the sample below are among them
+    in_domain = sorted(set(kinds.index[kinds != "ood"]) & set(target.ids()))
+    masks = read_truth_masks(truth_dir, in_domain, classes)
+    on_target = mious(target, in_domain, masks)
     picks = pd.read_csv(project / paths.mining_dir("0") / "M.csv")
     picks = picks[picks["image_id"].map(kinds) != "ood"]
-    masks = read_truth_masks(truth_dir, sorted(set(picks["image_id"])), classes)
-    on_target = mious(target, list(masks), masks)
     figures, worse = {}, []
     for name, group in picks.groupby("competitor"):
         ids = group["image_id"]
@@ -101,14 +103,12 @@ def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
         figures[f"m_target_miou.{name}"] = float(on_target.loc[ids].mean())
         figures[f"m_competitor_worse.{name}"] = float(worse[-1].mean())
     # target_wrong_share above is a sample's (validity's random candidates); here the whole pool's, exactly
-    in_domain = sorted(set(kinds.index[kinds != "ood"]) & set(target.ids()))
-    everywhere = mious(target, in_domain, read_truth_masks(truth_dir, in_domain, classes)) < 0.5
-    figures["pool_wrong_share"] = float(everywhere.mean())
-    figures["pool_wrong_share_normal"] = float(everywhere[kinds.loc[everywhere.index] == "normal"].mean())
-    normal = sorted(set(kinds.index[kinds == "normal"]) & set(target.ids()))
+    wrong = on_target < 0.5
+    figures["pool_wrong_share"] = float(wrong.mean())
+    figures["pool_wrong_share_normal"] = float(wrong[kinds.loc[wrong.index] == "normal"].mean())
+    normal = [i for i in in_domain if kinds[i] == "normal"]
     drawn = sorted(np.random.default_rng(seed).choice(normal, min(sample, len(normal)), replace=False))
-    masks = read_truth_masks(truth_dir, drawn, classes)
-    baseline = mious(target, drawn, masks)
+    baseline = on_target.loc[drawn]
     for name, store in competitors.items():
         figures[f"pool_competitor_better.{name}"] = float((mious(store, drawn, masks) > baseline).mean())
     return {"m_competitor_worse_share": float(np.concatenate(worse).mean()), **figures}
