@@ -15,10 +15,11 @@ random's, per seed), with its f_t^(1)'s D_eval from the study's CSVs: no fine-tu
 
 Writes metrics/selection_bound.json (flat keys ``<set>.s<seed>.<all_in_domain|normal|corner|t0>``; for every set
 and study experiment ``<name>.f0_miou`` and ``<name>.f0_wrong_share``, f_t^(0)'s mean per-image mIoU on it
-before fine-tuning and the share it is wrong on; ``f0.<all_in_domain|normal|corner>``, f_t^(0)'s own D_eval
-mIoU) and prints a markdown table. Reads the truth, so it validates and never feeds the loop. Needs a project
-whose round 0 is done (`madseg demo`, or the photo world's). Run from the project root (the photo world on 2 CPU
-cores: about 5 minutes a set and seed):
+before fine-tuning and the share it is wrong on, and ``<name>.object_share``, the mean share of its pixels that
+the truth gives an object class, i.e. how much labelled object the same number of images carries;
+``f0.<all_in_domain|normal|corner>``, f_t^(0)'s own D_eval mIoU) and prints a markdown table. Reads the truth,
+so it validates and never feeds the loop. Needs a project whose round 0 is done (`madseg demo`, or the photo
+world's). Run from the project root (the photo world on 2 CPU cores: about 2 minutes a set and seed):
 
     .venv/bin/python scripts/selection_bound.py [--sets project worst right random] [--seeds 0]
 """
@@ -32,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from madseg import paths, validity
 from madseg.config import Params, load_params
@@ -44,6 +46,7 @@ from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 from madseg.io.truth import HeldOutPool, read_factors, read_held_out_pool, read_truth_masks
 from madseg.io.voc import read_split
+from madseg.labels import IGNORE_INDEX
 from madseg.metrics import confusion_matrix, image_miou
 from madseg.models.checkpoint import load_checkpoint, save_checkpoint
 from madseg.models.predictors import load_predictor
@@ -69,8 +72,8 @@ def main() -> None:
         raise SystemExit(f"round 0 is not done here (run `madseg demo` first): missing {', '.join(missing)}")
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     held_out = read_held_out_pool(params.evaluation.eval_pool, classes)
-    before = target_miou(params)
-    sets = choose_sets(before, params.selection.n4, seed=params.seed)
+    before = truth_figures(params)
+    sets = choose_sets(before["f0_miou"].to_dict(), params.selection.n4, seed=params.seed)
     out: dict[str, float] = {f"f0.{g}": v for g, v in held_out_scores(params, paths.target_checkpoint("0"), held_out)}
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
@@ -108,15 +111,22 @@ def main() -> None:
     log.info("D_eval mIoU after round 0's fine-tune on each set (f_t^(0): %s):\n%s", f0, _table(out, rows))
 
 
-def target_miou(params: Params) -> dict[str, float]:
-    """f_t^(0)'s per-image mIoU against the truth on every in-domain pool image, by image id."""
+def truth_figures(params: Params) -> pd.DataFrame:
+    """Every in-domain pool image (index: image id) with f_t^(0)'s per-image mIoU against the truth
+    (``f0_miou``) and the share of its pixels the truth gives an object class (``object_share``)."""
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     kinds = read_factors(truth_dir).set_index("image_id")["kind"]
     store = PredictionStore(paths.target_predictions("0"))
     pool = read_csv(paths.POOL_INDEX, required=["id"])["id"]
     ids = sorted(i for i in pool if kinds.get(i, validity.OOD) != validity.OOD)
     maps, masks = store.read_maps(ids), read_truth_masks(truth_dir, ids, classes)
-    return {i: image_miou(maps[i], masks[i], classes.num_classes) for i in ids}
+    return pd.DataFrame(
+        {
+            "f0_miou": [image_miou(maps[i], masks[i], classes.num_classes) for i in ids],
+            "object_share": [float(((masks[i] > 0) & (masks[i] != IGNORE_INDEX)).mean()) for i in ids],
+        },
+        index=ids,
+    )
 
 
 def choose_sets(before: dict[str, float], n: int, seed: int) -> dict[str, list[str]]:
@@ -134,10 +144,15 @@ def choose_sets(before: dict[str, float], n: int, seed: int) -> dict[str, list[s
     }
 
 
-def hardness(name: str, ids: list[str], before: dict[str, float]) -> dict[str, float]:
-    """f_t^(0)'s mean per-image mIoU on a set's in-domain images, and the share it is wrong on."""
-    scores = np.array([before[i] for i in ids if i in before])
-    return {f"{name}.f0_miou": float(scores.mean()), f"{name}.f0_wrong_share": float((scores < RIGHT).mean())}
+def hardness(name: str, ids: list[str], before: pd.DataFrame) -> dict[str, float]:
+    """f_t^(0)'s mean per-image mIoU on a set's in-domain images, the share it is wrong on, and the mean share
+    of object pixels in their truth (``before`` as :func:`truth_figures` gives it)."""
+    rows = before.loc[before.index.intersection(ids)]
+    return {
+        f"{name}.f0_miou": float(rows["f0_miou"].mean()),
+        f"{name}.f0_wrong_share": float((rows["f0_miou"] < RIGHT).mean()),
+        f"{name}.object_share": float(rows["object_share"].mean()),
+    }
 
 
 def study_experiments(params: Params) -> dict[str, tuple[list[str], int, dict[str, float]]]:
@@ -176,12 +191,15 @@ def held_out_scores(params: Params, checkpoint: Path, held_out: HeldOutPool) -> 
 
 def _table(out: dict[str, float], rows: list[tuple[str, int, dict[str, float]]]) -> str:
     lines = [
-        "| set | f_t^(0) mIoU on it | wrong on | seed | in-domain | normal | corner cases | T0 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| set | f_t^(0) mIoU on it | wrong on | object pixels | seed | in-domain | normal | corner cases | T0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, seed, scores in rows:
         cells = [f"{100 * scores[g]:.2f}" for g in (*GROUPS, "t0")]
-        hard = f"{out[f'{name}.f0_miou']:.3f} | {100 * out[f'{name}.f0_wrong_share']:.0f} %"
+        hard = (
+            f"{out[f'{name}.f0_miou']:.3f} | {100 * out[f'{name}.f0_wrong_share']:.0f} % | "
+            f"{100 * out[f'{name}.object_share']:.0f} %"
+        )
         lines.append(f"| {name} | {hard} | {seed} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -81,6 +81,9 @@ OPTIONS: dict[str, list[str]] = {
     "committee": ["++mining.rank_by=committee", "mining.n3=36"],
     # the optimizer the pretrained targets were trained with (the photos preset's); ++ adds a key params.yaml lacks
     "adamw": ["++finetune.optimizer=adamw", "finetune.lr_grid=[0.0001,0.0003]"],
+    # no content constraint: MAD's groups admit objects of any predicted size (the band from S0's smallest to
+    # largest), as entropy and random do; the paper's [p_k, q_k] is S0's interquartile range
+    "all_sizes": ["mining.area_quantiles=[0.0,1.0]"],
 }
 
 
