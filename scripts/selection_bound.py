@@ -8,7 +8,10 @@ D_eval, as the validity stage scores f_t^(1):
 - ``worst``: the in-domain pool images on which f_t^(0) is worst (per-image mIoU against the truth): no
   selection that sees no truth picks harder ones;
 - ``right``: a seeded random sample of the in-domain pool images f_t^(0) already gets right (mIoU >= 0.5);
-- ``random``: a seeded random sample of the in-domain pool images, unrated.
+- ``random``: a seeded random sample of the in-domain pool images, unrated;
+- ``wrong_large`` and ``wrong_small``: seeded random samples of the in-domain pool images f_t^(0) gets wrong
+  (mIoU < 0.5), from those whose truth holds more object pixels than the failures' median, and from the others:
+  as hard as each other, they differ in how much labelled object they carry.
 
 Beside them, the S^(1) of every experiment scripts/validity_study.py kept in data/study/ (MAD's, entropy's,
 random's, per seed), with its f_t^(1)'s D_eval from the study's CSVs: no fine-tuning needed.
@@ -53,7 +56,7 @@ from madseg.models.predictors import load_predictor
 
 log = logging.getLogger("madseg.selection_bound")
 OUT = Path("metrics/selection_bound.json")
-SETS = ("project", "worst", "right", "random")
+SETS = ("project", "worst", "right", "random", "wrong_large", "wrong_small")
 RIGHT = 0.5  # per-image mIoU from which the target counts as right (as target_wrong_share counts it wrong below)
 GROUPS = ("all_in_domain", "normal", "corner")
 # scripts/validity_study.py's: the study's experiments, and those of its --options
@@ -73,7 +76,7 @@ def main() -> None:
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     held_out = read_held_out_pool(params.evaluation.eval_pool, classes)
     before = truth_figures(params)
-    sets = choose_sets(before["f0_miou"].to_dict(), params.selection.n4, seed=params.seed)
+    sets = choose_sets(before, params.selection.n4, seed=params.seed)
     out: dict[str, float] = {f"f0.{g}": v for g, v in held_out_scores(params, paths.target_checkpoint("0"), held_out)}
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
@@ -129,18 +132,24 @@ def truth_figures(params: Params) -> pd.DataFrame:
     )
 
 
-def choose_sets(before: dict[str, float], n: int, seed: int) -> dict[str, list[str]]:
-    """The sets of ``n`` image ids to fine-tune on (the module's list), ``before`` being f_t^(0)'s per-image
-    mIoU of the in-domain pool."""
+def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]:
+    """The sets of ``n`` image ids to fine-tune on (the module's list), ``before`` as :func:`truth_figures`
+    gives it."""
     project = read_csv(paths.annotations_dir("0") / "S.csv", required=["image_id"])["image_id"].tolist()
     rng = np.random.default_rng(seed)
-    ids = sorted(before)
-    right = [i for i in ids if before[i] >= RIGHT]
+
+    def sample(ids: pd.Index) -> list[str]:
+        return sorted(rng.choice(sorted(ids), min(n, len(ids)), replace=False).tolist())
+
+    wrong = before[before["f0_miou"] < RIGHT]
+    large = wrong["object_share"] > wrong["object_share"].median()
     return {
         "project": project,
-        "worst": sorted(ids, key=lambda i: (before[i], i))[:n],
-        "right": sorted(rng.choice(right, min(n, len(right)), replace=False).tolist()),
-        "random": sorted(rng.choice(ids, min(n, len(ids)), replace=False).tolist()),
+        "worst": before.sort_values(["f0_miou"], kind="stable").index[:n].tolist(),
+        "right": sample(before.index[before["f0_miou"] >= RIGHT]),
+        "random": sample(before.index),
+        "wrong_large": sample(wrong.index[large]),
+        "wrong_small": sample(wrong.index[~large]),
     }
 
 
