@@ -24,7 +24,7 @@ the truth gives an object class, i.e. how much labelled object the same number o
 so it validates and never feeds the loop. Needs a project whose round 0 is done (`madseg demo`, or the photo
 world's). Run from the project root (the photo world on 2 CPU cores: about 2 minutes a set and seed):
 
-    .venv/bin/python scripts/selection_bound.py [--sets project worst right random] [--seeds 0]
+    .venv/bin/python scripts/selection_bound.py [--sets project worst right random wrong_large wrong_small] [--seeds 0]
 """
 
 from __future__ import annotations
