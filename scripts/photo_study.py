@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from madseg import paths
+from madseg.annotation.simulated import true_miou
 from madseg.config import load_params
 from madseg.io.atomic import read_json, write_json
 from madseg.io.store import PredictionStore
 from madseg.io.truth import read_factors, read_truth_masks
-from madseg.metrics import image_miou
 
 log = logging.getLogger("madseg.photo_study")
 OUT = Path("metrics/photo_study.json")
@@ -88,7 +88,7 @@ def who_is_wrong(project: Path, sample: int = 300, seed: int = 0) -> dict:
     }
 
     def mious(store: PredictionStore, ids: list[str], masks: dict) -> pd.Series:
-        return pd.Series({i: image_miou(m, masks[i], k) for i, m in store.read_maps(sorted(ids)).items()})
+        return pd.Series(true_miou(store.read_maps(sorted(ids)), masks, k))
 
     # f_t^(0) against the truth on every in-domain pool image, once: M's picks and the sample below are among them
     in_domain = sorted(set(kinds.index[kinds != "ood"]) & set(target.ids()))

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from madseg import paths, validity
+from madseg.annotation.simulated import true_miou
 from madseg.config import Params, load_params
 from madseg.device import resolve_device
 from madseg.finetuning import finetune_target
@@ -49,8 +50,8 @@ from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 from madseg.io.truth import HeldOutPool, read_factors, read_held_out_pool, read_truth_masks
 from madseg.io.voc import read_split
-from madseg.labels import IGNORE_INDEX
-from madseg.metrics import confusion_matrix, image_miou
+from madseg.metrics import confusion_matrix
+from madseg.mining.bands import class_area_fractions
 from madseg.models.checkpoint import load_checkpoint, save_checkpoint
 from madseg.models.predictors import load_predictor
 
@@ -122,14 +123,10 @@ def truth_figures(params: Params) -> pd.DataFrame:
     store = PredictionStore(paths.target_predictions("0"))
     pool = read_csv(paths.POOL_INDEX, required=["id"])["id"]
     ids = sorted(i for i in pool if kinds.get(i, validity.OOD) != validity.OOD)
-    maps, masks = store.read_maps(ids), read_truth_masks(truth_dir, ids, classes)
-    return pd.DataFrame(
-        {
-            "f0_miou": [image_miou(maps[i], masks[i], classes.num_classes) for i in ids],
-            "object_share": [float(((masks[i] > 0) & (masks[i] != IGNORE_INDEX)).mean()) for i in ids],
-        },
-        index=ids,
-    )
+    masks = read_truth_masks(truth_dir, ids, classes)
+    objects = {i: float(class_area_fractions(m, classes.num_classes)[1:].sum()) for i, m in masks.items()}
+    figures = {"f0_miou": true_miou(store.read_maps(ids), masks, classes.num_classes), "object_share": objects}
+    return pd.DataFrame(figures).loc[ids]
 
 
 def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]:
