@@ -234,7 +234,9 @@ class ModelSpec:
     lr: float | None = None  # its pretraining peak learning rate, overriding pretrain.lr
     input_size: int | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
-    augment: Literal["photometric"] | None = None  # pretraining augmentation beyond flips (madseg.training)
+    # pretraining augmentation beyond flips (madseg.training.AUGMENTATIONS): photometric = colour and contrast,
+    # scale = scale jitter (0.67-1.5x, cropped or padded back)
+    augment: Literal["photometric", "scale"] | None = None
 
 
 @dataclass(frozen=True)

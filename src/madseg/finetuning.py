@@ -231,8 +231,7 @@ def flip_and_photometric(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator)
     classes: a colour-shifted or faint object is still that object)."""
     from madseg.training import photometric
 
-    x, y = hflip_augment(x, y, gen)
-    return photometric(x, gen), y
+    return photometric(*hflip_augment(x, y, gen), gen)
 
 
 def finetune_target(

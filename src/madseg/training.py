@@ -9,12 +9,14 @@ model of another design methodology, and one that can see what the others miss.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from madseg.config import ModelsParams, ModelSpec, PretrainParams
@@ -33,8 +35,8 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(False)
 
 
-def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample colour and contrast changes of a normalised batch (N, 3, H, W); returns a new tensor.
+def photometric(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample colour and contrast changes of a normalised batch x (N, 3, H, W); masks y (N, H, W) pass through.
 
     Each sample, independently: with probability 1/2 its contrast is scaled by U(0.2, 1) around its own
     per-channel mean; with probability 1/2 its channels are permuted; with probability 1/5 it becomes grey.
@@ -50,10 +52,37 @@ def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x[i] = x[i, orders[i]]
     grey = torch.rand(n, generator=gen) < 0.2
     x[grey] = x[grey].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-    return x
+    return x, y
 
 
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {"photometric": photometric}
+def rescale(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, low: float = 0.67, high: float = 1.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample scale jitter of a normalised batch x (N, 3, H, W) and its masks y (N, H, W) int64.
+
+    Each sample is resized by a factor drawn log-uniformly from [low, high] (bilinear for the image, nearest for
+    the mask), then cut back to (H, W) at a random place: a larger view is cropped, a smaller one is pasted on
+    the mean colour (0 after normalising) with its margin ignored (255), so no pixel is given a made-up class.
+    """
+    n, _, h, w = x.shape
+    factors = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * torch.rand(n, generator=gen))
+    out_x, out_y = torch.zeros_like(x), torch.full_like(y, 255)
+    for i, f in enumerate(factors.tolist()):
+        sh, sw = max(1, round(h * f)), max(1, round(w * f))
+        xi = F.interpolate(x[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+        yi = F.interpolate(y[i : i + 1, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
+        # offsets into the view (when larger) and into the canvas (when smaller), one draw per axis
+        dy, dx = (int(torch.randint(abs(a - b) + 1, (1,), generator=gen)) for a, b in ((sh, h), (sw, w)))
+        vy, cy = (dy, 0) if sh >= h else (0, dy)
+        vx, cx = (dx, 0) if sw >= w else (0, dx)
+        ch, cw = min(sh, h), min(sw, w)
+        out_x[i, :, cy : cy + ch, cx : cx + cw] = xi[:, vy : vy + ch, vx : vx + cw]
+        out_y[i, cy : cy + ch, cx : cx + cw] = yi[vy : vy + ch, vx : vx + cw]
+    return out_x, out_y
+
+
+Augmentation = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+AUGMENTATIONS: dict[str, Augmentation] = {"photometric": photometric, "scale": rescale}
 
 
 def pretrain(
@@ -98,7 +127,7 @@ def pretrain(
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
         if augment is not None:  # draws from gen only when asked, so flips-only training is unchanged
-            x = AUGMENTATIONS[augment](x, gen)
+            x, y = AUGMENTATIONS[augment](x, y, gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
