@@ -72,7 +72,7 @@ def test_recipe_summary_means_spread_and_margins():
             row("paper", "mad", 1, 8.0, 0.80, 0.10, 0.12),
             row("views", "mad", 0, 5.0, 0.79, 0.10, 0.30),
             row("views", "entropy", 0, 4.0, 0.77, 0.10, 0.10),
-            row("fewer_masks", "entropy", 1, 4.0, 0.76, 0.10, 0.10),  # an option run for a baseline alone
+            row("objects_budget", "entropy", 1, 4.0, 0.76, 0.10, 0.10),  # an option run for a baseline alone
         ]
     )
     summary = study.summarize_options(table, "2")
@@ -81,8 +81,8 @@ def test_recipe_summary_means_spread_and_margins():
     assert summary["views.gain.low_contrast"] == 20.0 and summary["views.corner_miou_gain_sd"] is None
     assert summary["views.mad_minus_entropy"] == 2.0 and "paper.mad_minus_entropy" not in summary
     assert summary["views.entropy.d_eval_miou"] == 77.0 and summary["views.seeds"] == [0]
-    assert summary["fewer_masks.entropy.d_eval_miou"] == 76.0 and summary["fewer_masks.seeds"] == [1]
-    assert not any(k.startswith("fewer_masks.") and "entropy" not in k and "seeds" not in k for k in summary)
+    assert summary["objects_budget.entropy.d_eval_miou"] == 76.0 and summary["objects_budget.seeds"] == [1]
+    assert not any(k.startswith("objects_budget.") and "entropy" not in k and "seeds" not in k for k in summary)
 
 
 def test_validity_folds_in_the_studys_margins_and_the_gains_of_fine_tuning():

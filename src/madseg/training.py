@@ -2,8 +2,9 @@
 
 AdamW with a one-cycle schedule over a fixed number of steps (not a time budget: the same params must give the
 same weights), horizontal flips (S0's objects are upright; rotations are a corner case on purpose) and, for a
-model that asks for it, photometric augmentation: a competitor trained to ignore colour and contrast is a
-model of another design methodology, and one that can see what the others miss.
+model that asks for it, photometric augmentation (a competitor trained to ignore colour and contrast is a
+model of another design methodology, and one that can see what the others miss) or scale jitter (for photos
+whose objects vary in size more than S0's).
 """
 
 from __future__ import annotations
