@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from madseg.config import ModelsParams, ModelSpec, PretrainParams
-from madseg.labels import ClassList
+from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.models.checkpoint import make_meta
 from madseg.models.input_policy import InputPolicy
 from madseg.models.registry import build_model
@@ -63,11 +63,12 @@ def rescale(
 
     Each sample is resized by a factor drawn log-uniformly from [low, high] (bilinear for the image, nearest for
     the mask), then cut back to (H, W) at a random place: a larger view is cropped, a smaller one is pasted on
-    the mean colour (0 after normalising) with its margin ignored (255), so no pixel is given a made-up class.
+    the mean colour (0 after normalising) with its margin ignored (IGNORE_INDEX), so no pixel is given a made-up
+    class.
     """
     n, _, h, w = x.shape
     factors = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * torch.rand(n, generator=gen))
-    out_x, out_y = torch.zeros_like(x), torch.full_like(y, 255)
+    out_x, out_y = torch.zeros_like(x), torch.full_like(y, IGNORE_INDEX)
     for i, f in enumerate(factors.tolist()):
         sh, sw = max(1, round(h * f)), max(1, round(w * f))
         xi = F.interpolate(x[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
@@ -114,7 +115,7 @@ def pretrain(
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     curve, running = [], []
     order = torch.randperm(len(images), generator=gen)
