@@ -14,7 +14,6 @@ from madseg.finetuning import (
     average_weights,
     finetune_target,
     flip_and_photometric,
-    hflip_augment,
     mixed_batches,
     pick_best,
     train_poly,
@@ -22,6 +21,7 @@ from madseg.finetuning import (
 from madseg.inference import evaluate_model
 from madseg.models.checkpoint import make_meta
 from madseg.models.registry import build_model
+from madseg.training import hflip
 
 
 def test_mixed_batches_hold_the_replay_ratio_and_cycle_new_samples():
@@ -186,7 +186,7 @@ def test_photometric_augmentation_changes_colours_not_classes():
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     x = torch.randn(16, 3, 8, 8)
     y = torch.randint(0, 4, (16, 8, 8))
-    fx, fy = hflip_augment(x, y, gen())
+    fx, fy = hflip(x, y, gen())
     px, py = flip_and_photometric(x, y, gen())
     assert torch.equal(py, fy)  # the same flips; masks keep their classes
     assert not torch.allclose(px, fx)  # colours and contrast changed

@@ -217,21 +217,12 @@ class FinetuneResult:
         }
 
 
-def hflip_augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip each sample horizontally with probability 1/2 (image (N,3,H,W) and mask (N,H,W) together)."""
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x, y = x.clone(), y.clone()
-    x[flip] = x[flip].flip(-1)
-    y[flip] = y[flip].flip(-1)
-    return x, y
-
-
 def flip_and_photometric(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`hflip_augment`, then :func:`madseg.training.photometric` on the images (the masks keep their
-    classes: a colour-shifted or faint object is still that object)."""
-    from madseg.training import photometric
+    """:func:`madseg.training.hflip`, then :func:`madseg.training.photometric` on the images (the masks keep
+    their classes: a colour-shifted or faint object is still that object)."""
+    from madseg.training import hflip, photometric
 
-    return photometric(*hflip_augment(x, y, gen), gen)
+    return photometric(*hflip(x, y, gen), gen)
 
 
 def finetune_target(
@@ -321,6 +312,7 @@ def _fit_candidate(
     """Train one grid candidate from a copy of ``model`` and score it on T0: (its CPU state dict, its
     result)."""
     from madseg.inference import evaluate_model
+    from madseg.training import hflip
 
     torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
@@ -340,7 +332,7 @@ def _fit_candidate(
         seed=params.seed,
         device=device,
         resume_dir=resume_dir,
-        augment=hflip_augment if params.augment is None else flip_and_photometric,
+        augment=hflip if params.augment is None else flip_and_photometric,
         freeze_bn=params.freeze_bn,
     )
     if params.weight_average < 1:  # scored on T0 as averaged: the lr is chosen for the model that is kept

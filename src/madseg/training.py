@@ -36,6 +36,15 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(False)
 
 
+def hflip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample horizontally with probability 1/2: images x (N, 3, H, W) and masks y (N, H, W) together.
+    Returns copies; one draw per sample from ``gen``."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x, y = x.clone(), y.clone()
+    x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+    return x, y
+
+
 def photometric(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample colour and contrast changes of a normalised batch x (N, 3, H, W); masks y (N, H, W) pass through.
 
@@ -125,9 +134,7 @@ def pretrain(
             order, cursor = torch.randperm(len(images), generator=gen), 0
         idx = order[cursor : cursor + batch_size]
         cursor += batch_size
-        x, y = images[idx], masks[idx]
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        x, y = hflip(images[idx], masks[idx], gen)
         if augment is not None:  # draws from gen only when asked, so flips-only training is unchanged
             x, y = AUGMENTATIONS[augment](x, y, gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
