@@ -13,6 +13,7 @@ from madseg.annotation.tasks import (
     SCORE_COLUMNS,
     AnnotationError,
     check_receipt,
+    drawing_cost,
     effort,
     index_tasks,
     parse_pixel,
@@ -23,7 +24,7 @@ from madseg.annotation.tasks import (
     progress,
     weak_label_config,
 )
-from madseg.labels import make_class_list
+from madseg.labels import IGNORE_INDEX, make_class_list
 
 CLASSES = make_class_list("demo")
 
@@ -157,3 +158,20 @@ def test_receipt_check_and_effort():
         "ratings_lead_time_mean_s": 4.0,
     }
     assert effort(table.iloc[:0], 6, "ratings")["ratings_lead_time_mean_s"] is None
+
+
+def test_drawing_cost_counts_regions_and_object_pixels():
+    a = np.zeros((6, 6), dtype=np.uint8)
+    a[0:2, 0:2] = 1  # one region of class 1 ...
+    a[4:6, 4:6] = 1  # ... and a second, apart from it
+    a[2, 2] = 2  # touches the first diagonally, but it is another class: its own region
+    a[3, 3] = 2  # diagonal to the pixel above: the same 8-connected region
+    b = np.full((2, 3), IGNORE_INDEX, dtype=np.uint8)
+    b[0, 0] = 0
+    b[1, :] = 3
+    assert drawing_cost({"a": a, "b": b}) == {
+        "masks_regions": 4,
+        "masks_object_pixels": 8 + 2 + 3,
+        "masks_object_share": 13 / (36 + 4),
+    }
+    assert drawing_cost({})["masks_object_share"] is None

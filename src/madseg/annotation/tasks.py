@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from madseg.annotation.brush import IGNORE_LABEL, label_names, results_to_mask
-from madseg.labels import ClassList
+from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.stops import AnswersIncomplete
 
 LEVELS: tuple[str, ...] = ("bad", "poor", "fair", "good", "excellent")  # score 1..5
@@ -308,4 +309,31 @@ def effort(table: pd.DataFrame, requested: int, kind: str) -> dict[str, Any]:
         f"{kind}_received": len(table),
         f"{kind}_lead_time_total_s": float(lead.sum()) if len(lead) else None,
         f"{kind}_lead_time_mean_s": float(lead.mean()) if len(lead) else None,
+    }
+
+
+def drawing_cost(masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """What the pixel labels held, the part of their cost their count misses: annotators pay per region and per
+    object pixel, and two strategies' images of one count can differ twice over in both.
+
+    Args:
+        masks: image_id -> (H, W) class indices (0 background, IGNORE_INDEX unlabelled).
+    Returns:
+        masks_regions (8-connected regions of one foreground class, summed over the masks: an occluded object
+        drawn in two parts counts twice), masks_object_pixels and masks_object_share (object pixels over the
+        labelled pixels; None without any).
+    """
+    regions = object_pixels = labelled = 0
+    eight = np.ones((3, 3), dtype=bool)
+    for mask in masks.values():
+        labelled += int((mask != IGNORE_INDEX).sum())
+        for c in np.unique(mask):
+            if c in (0, IGNORE_INDEX):
+                continue
+            regions += ndimage.label(mask == c, structure=eight)[1]
+            object_pixels += int((mask == c).sum())
+    return {
+        "masks_regions": regions,
+        "masks_object_pixels": object_pixels,
+        "masks_object_share": object_pixels / labelled if labelled else None,
     }

@@ -91,6 +91,8 @@ def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
     target = params.models.target.name
     scored = {c: metrics[f"{c}.T.miou"] for c in params.models.competitors if f"{c}.T.miou" in metrics}
     best = max(scored.items(), key=lambda kv: kv[1]) if scored else None
+    pixel = paths.METRICS / "annotation" / f"pixel_round_{key}.json"
+    drawn = read_json(pixel) if pixel.exists() else {}
     fine_tune = paths.METRICS / "finetune" / f"round_{key}.json"
     ft = read_json(fine_tune) if fine_tune.exists() else {}
     return RoundFacts(
@@ -101,6 +103,8 @@ def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
         poor=poor,
         worst_class=worst,
         labelled=labelled,
+        regions=drawn.get("masks_regions"),
+        object_share=drawn.get("masks_object_share"),
         target_t=metrics.get(f"{target}.T.miou"),
         best_competitor_t=best,
         t0_before=ft.get("t0_miou_before"),

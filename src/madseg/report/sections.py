@@ -110,6 +110,8 @@ class RoundFacts:
     poor: int  # images of M rated at most 2 (poor or worse) on average
     worst_class: str | None  # the class whose images were most often rated poor
     labelled: int  # images given pixel labels (S and T)
+    regions: int | None  # regions of one class those labels drew, and their share of object pixels (None: unknown)
+    object_share: float | None
     target_t: float | None  # the target's mIoU on this round's test set T
     best_competitor_t: tuple[str, float] | None
     t0_before: float | None  # the target's T0 mIoU before and after this round's fine-tune (None: no fine-tune)
@@ -124,7 +126,10 @@ def manager_summary_html(f: RoundFacts) -> str:
         f"judged the target's prediction poor or worse on {f.poor} of them{share}"
         + (f", most often on {f.worst_class}." if f.worst_class else ".")
     )
-    cost = f"That took {f.ratings} quick ratings and pixel labels for {f.labelled} images."
+    drawn = ""
+    if f.regions is not None and f.object_share is not None:
+        drawn = f" ({f.regions} regions drawn, {100 * f.object_share:.0f} % of their pixels on objects)"
+    cost = f"That took {f.ratings} quick ratings and pixel labels for {f.labelled} images{drawn}."
     if f.target_t is not None and f.best_competitor_t is not None:
         name, score = f.best_competitor_t
         standing = (
