@@ -17,7 +17,7 @@ from madseg.io.atomic import read_json
 from madseg.io.images import encode_png, read_mask, write_mask
 from madseg.io.store import PredictionStore, Shard
 from madseg.io.tables import read_csv, write_csv
-from madseg.labels import IGNORE_INDEX, make_class_list
+from madseg.labels import make_class_list
 
 CLASSES = make_class_list("demo")
 SIM = SimulatedAnnotators()
@@ -178,10 +178,7 @@ def test_stages_on_the_simulated_backend(project):
     assert table["role"].tolist() == ["S", "S", "both", "T", "T"]
     for i in ids[:5]:
         np.testing.assert_array_equal(read_mask(f"annotations/round_0/masks/{i}.png", CLASSES), truth[i])
-    cost = read_json("metrics/annotation/pixel_round_0.json")
-    assert cost["masks_received"] == 5
-    drawn = [truth[i] for i in ids[:5]]
-    assert cost["masks_object_pixels"] == sum(int(((m > 0) & (m != IGNORE_INDEX)).sum()) for m in drawn) > 0
+    assert read_json("metrics/annotation/pixel_round_0.json")["masks_received"] == 5
 
 
 def test_missing_overlay_and_wrong_receipt_are_errors(project):

@@ -26,6 +26,7 @@ def test_report_renders_offline_with_every_image(tiny_project):
     assert round_page.external_requests == [] and round_page.errors == []
     assert round_page.images > 0 and round_page.broken_images == []
     assert round_page.headings[1] == "In short"  # the manager's three sentences come first
+    assert "regions drawn" in (tiny_project / "metrics/report/round_0.html").read_text()  # what the masks cost
     for section in (
         "Candidates from M (image | target | competitor)",
         "T (test set): image | target's prediction",

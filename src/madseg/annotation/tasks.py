@@ -313,8 +313,8 @@ def effort(table: pd.DataFrame, requested: int, kind: str) -> dict[str, Any]:
 
 
 def drawing_cost(masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """What the pixel labels held, the part of their cost their count misses: annotators pay per region and per
-    object pixel, and two strategies' images of one count can differ twice over in both.
+    """What pixel labels held, the part of their cost that their count misses: annotators pay per region and per
+    object pixel, and the same number of images from two strategies can differ by half in both.
 
     Args:
         masks: image_id -> (H, W) class indices (0 background, IGNORE_INDEX unlabelled).

@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from madseg import paths
+from madseg.annotation.tasks import drawing_cost
 from madseg.config import Params
 from madseg.io.atomic import read_json, sha256_file
+from madseg.io.images import read_mask
 from madseg.io.tables import read_csv
 from madseg.report.sections import RoundFacts
 from madseg.report.triage import Card
@@ -91,8 +93,11 @@ def round_facts(params: Params, key: str, metrics: dict) -> RoundFacts:
     target = params.models.target.name
     scored = {c: metrics[f"{c}.T.miou"] for c in params.models.competitors if f"{c}.T.miou" in metrics}
     best = max(scored.items(), key=lambda kv: kv[1]) if scored else None
-    pixel = paths.METRICS / "annotation" / f"pixel_round_{key}.json"
-    drawn = read_json(pixel) if pixel.exists() else {}
+    drawn = {}
+    if labelled:
+        ids = read_csv(ann / "masks.csv")["image_id"].unique()
+        classes = params.dataset.class_list()
+        drawn = drawing_cost({i: read_mask(ann / "masks" / f"{i}.png", classes) for i in ids})
     fine_tune = paths.METRICS / "finetune" / f"round_{key}.json"
     ft = read_json(fine_tune) if fine_tune.exists() else {}
     return RoundFacts(

@@ -10,7 +10,7 @@ import shutil
 
 from madseg import paths
 from madseg.annotation.backend import make_backend, prediction_maps
-from madseg.annotation.tasks import drawing_cost, effort
+from madseg.annotation.tasks import effort
 from madseg.config import Params
 from madseg.io.atomic import read_json, write_json
 from madseg.io.images import write_mask
@@ -44,7 +44,6 @@ def run(params: Params, *, round_key: str) -> None:
         "backend": backend.name,
         **{f"masks_{role}": int((table["role"] == role).sum()) for role in ("S", "T", "both")},
         **effort(table, int(receipt["task_count"]), "masks"),
-        **drawing_cost(masks),
     }
     write_json(paths.METRICS / "annotation" / f"pixel_round_{round_key}.json", metrics)
     log.info("round %s: %d masks imported from %s", round_key, len(masks), backend.name)
