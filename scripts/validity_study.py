@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import logging
 import os
@@ -177,6 +178,23 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
     return {"option": option, "strategy": strategy, "seed": seed, **keep}
 
 
+def ran_with(ref: str, args: list[str]) -> bool:
+    """Whether the experiment at ``ref`` ran with the params that ``args`` (from :func:`experiment_args`) set:
+    --resume must not collect an experiment of the same name that ran under an earlier version of its option.
+    The worker count is left out: it does not change the weights."""
+    params = yaml.safe_load(git("show", f"{ref}:params.yaml"))
+    settings = [setting.removeprefix("++").split("=", 1) for flag, setting in itertools.pairwise(args) if flag == "-S"]
+    for key, value in settings:
+        if key == "finetune.workers":
+            continue
+        node = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != yaml.safe_load(value):
+            return False
+    return True
+
+
 def run_experiments(
     todo: list[tuple[str, str, int]], jobs: int, lr: float | None, final_round: str, reuse: bool = False
 ):
@@ -195,6 +213,10 @@ def run_experiments(
     if reuse:  # experiments that finished under this commit before an interruption are collected, not rerun
         finished = set(git("for-each-ref", "--format=%(refname)", prefix).split())
         for key in [k for k in pending if prefix + experiment_name(k[1], k[2], k[0]) in finished]:
+            ref = prefix + experiment_name(key[1], key[2], key[0])
+            if not ran_with(ref, experiment_args(key[1], key[2], lr, workers, key[0])):
+                log.warning("%s ran with other settings than its option's now: running it again", ref)
+                continue
             pending.remove(key)
             yield collect(*key, final_round, baseline) | {"minutes": None}
     started: dict[tuple[str, str, int], float] = {}

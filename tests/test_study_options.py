@@ -160,3 +160,20 @@ def test_resume_takes_a_row_for_done_only_where_its_final_target_is_kept(tmp_pat
         argparse.Namespace(resume=True, options=options, strategies=["mad"], seeds=[0, 1], lr=None, jobs=1), "2"
     )
     assert asked == [("views", "mad", 0), ("paper", "mad", 1)]
+
+
+def test_resume_collects_only_an_experiment_that_ran_with_its_options_current_params(monkeypatch):
+    """An option's params may change between runs (the committee's n3 did): an experiment of the same name that
+    ran under the old ones is run again, not collected."""
+    ran = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key in ("mining", "selection", "finetune"):
+        ran[key]["seed"] = 1
+    ran["annotation"]["simulated"]["seed"] = 1
+    ran["mining"] |= {"strategy": "mad", "rank_by": "committee", "n3": 36}
+    ran["finetune"]["workers"] = 1  # another worker count trains the same weights
+    monkeypatch.setattr(study, "git", lambda *args: yaml.safe_dump(ran))
+    now = study.experiment_args("mad", 1, None, 2, "committee")
+    assert not study.ran_with("refs/exps/x", now)  # ran at n3 36, the option now says 30
+    ran["mining"]["n3"] = 30
+    assert study.ran_with("refs/exps/x", now)
+    assert not study.ran_with("refs/exps/x", study.experiment_args("mad", 2, None, 2, "committee"))  # another seed
