@@ -9,8 +9,9 @@ two ways, per seed:
    held-out D_eval (their largest disagreements, labelled by the simulated annotators);
 2. the ground-truth way: each target's mIoU on all of D_eval (hidden truth; never mined by any strategy).
 
-Writes metrics/study.json (margins, their spread, the seeds, the minutes this invocation took and the sum of
-the experiments' own), metrics/study.csv (one row per experiment, with the minutes it ran) and
+Writes metrics/study.json (margins, their spread, the seeds, what each strategy's labels cost in regions and
+object pixels, the minutes this invocation took and the sum of the experiments' own), metrics/study.csv (one
+row per experiment, with the minutes it ran and its S's cost) and
 metrics/compare/study-*.json. Then `dvc repro validity` folds the margins into metrics/validity.json. Every
 experiment runs in its own temporary workspace (`dvc exp run --temp`), so the workspace stays on the main line.
 Run from the project root, outside CI (on 2 CPU cores about 10 minutes per experiment, or two at a time with
@@ -45,6 +46,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from madseg.annotation.tasks import drawing_cost
+from madseg.config import load_params
+from madseg.io.tables import read_csv
+from madseg.io.truth import read_truth_masks
 from madseg.validity import STUDY_KEYS  # what validity folds in from study.json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +164,36 @@ def labelled_file(option: str, strategy: str, seed: int) -> Path:
     return target_file(option, strategy, seed).with_suffix(".S_all.csv")
 
 
+COST_KEYS = ("S.images", "S.regions", "S.object_pixels", "S.object_share")
+
+
+def labelling_cost(option: str, strategy: str, seed: int) -> dict:
+    """What an experiment's S of every round cost to draw, read from the pool's truth (the masks the simulated
+    annotators handed over): images, regions, object pixels and their share (see
+    :func:`madseg.annotation.tasks.drawing_cost`). Strategies at one image budget can differ by half in the
+    last two, so the study compares them in both units. Empty where the experiment's S is not kept."""
+    where = labelled_file(option, strategy, seed)
+    if not where.exists():
+        return {}
+    params = load_params(ROOT / "params.yaml")
+    ids = read_csv(where, required=["image_id"])["image_id"]
+    masks = read_truth_masks(ROOT / params.annotation.simulated.truth_dir, ids, params.dataset.class_list())
+    cost = drawing_cost(masks)
+    return {
+        "S.images": len(ids),
+        "S.regions": cost["masks_regions"],
+        "S.object_pixels": cost["masks_object_pixels"],
+        "S.object_share": cost["masks_object_share"],
+    }
+
+
+def with_cost(row: dict) -> dict:
+    """A study row with its labelling cost, computed where a row from before the cost existed lacks it."""
+    if pd.notna(row.get("S.object_pixels")):
+        return row
+    return row | labelling_cost(row.get("option", "paper"), row["strategy"], int(row["seed"]))
+
+
 def collect(option: str, strategy: str, seed: int, final_round: str, baseline: str) -> dict:
     """An experiment's validity metrics (from its git ref); its final target and every round's S (for
     scripts/selection_bound.py) copied to data/study/."""
@@ -175,7 +210,7 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
         md5 = outs[out]
         shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], where(option, strategy, seed))
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
-    return {"option": option, "strategy": strategy, "seed": seed, **keep}
+    return {"option": option, "strategy": strategy, "seed": seed, **keep, **labelling_cost(option, strategy, seed)}
 
 
 def ran_with(ref: str, args: list[str]) -> bool:
@@ -283,6 +318,11 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
     summary: dict = {"seeds": seeds, "metric": f"D_eval in-domain mIoU points of f_t^({final_round})"}
     for strategy in pivot.columns:
         summary[f"d_eval_miou.{strategy}"] = float(pivot[strategy].mean())
+    for key in COST_KEYS[1:]:  # each strategy's labels in the units annotators pay, mean over seeds
+        if key in table:
+            for strategy, values in table.groupby("strategy")[key]:
+                if values.notna().any():
+                    summary[f"{key}.{strategy}"] = float(values.mean())
     for other in ("entropy", "random"):
         if {"mad", other} <= set(pivot.columns):
             diff = pivot["mad"] - pivot[other]
@@ -307,7 +347,8 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
 def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
     """Per option: MAD's D_eval corner-case gain, T0 drop, per-factor gains (f_t^(0) -> final, mIoU points)
     and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they
-    ran, and their own in-domain mIoU (``<option>.<strategy>.d_eval_miou``)."""
+    ran, and their own in-domain mIoU (``<option>.<strategy>.d_eval_miou``); what each strategy's labels cost
+    (``<option>.S.object_pixels``, ``<option>.<strategy>.S.object_pixels``, likewise regions and share)."""
     summary: dict = {}
     factors = sorted(k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor."))
     for option, rows in table.groupby("option", sort=True):
@@ -322,10 +363,14 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
             figures[f"gain.{factor}"] = 100 * (
                 mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
             )
+        for key in [k for k in COST_KEYS[1:] if k in rows]:
+            figures[key] = mad[key].dropna()
         for other in sorted(set(rows["strategy"]) - {"mad"}):
-            theirs = rows[rows["strategy"] == other].set_index("seed")[f"target_{final_round}.all_in_domain"]
-            figures[f"{other}.d_eval_miou"] = 100 * theirs
-            figures[f"mad_minus_{other}"] = (figures["d_eval_miou"] - 100 * theirs).dropna()
+            theirs = rows[rows["strategy"] == other].set_index("seed")
+            figures[f"{other}.d_eval_miou"] = 100 * theirs[f"target_{final_round}.all_in_domain"]
+            figures[f"mad_minus_{other}"] = (figures["d_eval_miou"] - figures[f"{other}.d_eval_miou"]).dropna()
+            for key in [k for k in COST_KEYS[1:] if k in rows]:
+                figures[f"{other}.{key}"] = theirs[key].dropna()
         figures = {key: values for key, values in figures.items() if len(values)}  # an option run without MAD
         for key, values in figures.items():
             summary[f"{option}.{key}"] = round(float(values.mean()), 2)
@@ -358,7 +403,7 @@ def main() -> None:
         return study_options(args, final_round)
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
-    rows = [r for r in rows if target_file("paper", r["strategy"], int(r["seed"])).exists()]
+    rows = [with_cost(r) for r in rows if target_file("paper", r["strategy"], int(r["seed"])).exists()]
     done = {(r["strategy"], int(r["seed"])) for r in rows}
     todo = [("paper", st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
@@ -404,7 +449,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
     main_study = ROOT / "metrics" / "study.json"
     if args.resume and main_study.exists() and json.loads(main_study.read_text()).get("fixed_lr") == args.lr:
         rows += [{"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")]
-    rows = [r for r in rows if target_file(r["option"], r["strategy"], int(r["seed"])).exists()]
+    rows = [with_cost(r) for r in rows if target_file(r["option"], r["strategy"], int(r["seed"])).exists()]
     done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
     todo = [
         (option, st, seed)

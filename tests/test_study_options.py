@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -64,6 +65,7 @@ def test_recipe_summary_means_spread_and_margins():
             "target_2.all_in_domain": final,
             "target_0.factor.low_contrast": low_before,
             "target_2.factor.low_contrast": low_after,
+            "S.object_pixels": 1000 * seed + (500 if strategy == "entropy" else 300),
         }
 
     table = pd.DataFrame(
@@ -82,6 +84,7 @@ def test_recipe_summary_means_spread_and_margins():
     assert summary["views.mad_minus_entropy"] == 2.0 and "paper.mad_minus_entropy" not in summary
     assert summary["views.entropy.d_eval_miou"] == 77.0 and summary["views.seeds"] == [0]
     assert summary["objects_budget.entropy.d_eval_miou"] == 76.0 and summary["objects_budget.seeds"] == [1]
+    assert summary["paper.S.object_pixels_by_seed"] == [300, 1300] and summary["views.entropy.S.object_pixels"] == 500
     assert not any(k.startswith("objects_budget.") and "entropy" not in k and "seeds" not in k for k in summary)
 
 
@@ -177,3 +180,40 @@ def test_resume_collects_only_an_experiment_that_ran_with_its_options_current_pa
     ran["mining"]["n3"] = 30
     assert study.ran_with("refs/exps/x", now)
     assert not study.ran_with("refs/exps/x", study.experiment_args("mad", 2, None, 2, "committee"))  # another seed
+
+
+def test_each_experiments_labels_are_costed_from_the_pools_truth(tmp_path, monkeypatch):
+    from madseg.io.images import write_mask
+
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    params = load_params(tmp_path / "params.yaml")
+    classes = params.dataset.class_list()
+    truth = tmp_path / params.annotation.simulated.truth_dir / "masks"
+    truth.mkdir(parents=True)
+    a = np.zeros((8, 8), dtype=np.uint8)
+    a[:2, :2] = a[5:, 5:] = 1  # two regions of one class: 4 + 9 object pixels
+    b = np.zeros((8, 8), dtype=np.uint8)
+    b[3:5, :] = 2  # one region: 16 object pixels
+    write_mask(truth / "a.png", a, classes)
+    write_mask(truth / "b.png", b, classes)
+    (tmp_path / study.STUDY).mkdir(parents=True)
+    pd.DataFrame({"image_id": ["a", "b"], "round": [0, 1]}).to_csv(study.labelled_file("views", "mad", 0), index=False)
+    cost = {"S.images": 2, "S.regions": 3, "S.object_pixels": 29, "S.object_share": 29 / 128}
+    assert study.labelling_cost("views", "mad", 0) == cost
+    assert study.labelling_cost("views", "mad", 1) == {}  # its S is not kept
+    old_row = {"option": "views", "strategy": "mad", "seed": 0, "corner_miou_gain": 1.0}  # from before the cost
+    assert study.with_cost(old_row) == old_row | cost
+
+
+def test_study_summary_gives_margins_by_seed_and_each_strategys_labelling_cost():
+    runs = [("mad", 0, 0.80, 100), ("mad", 1, 0.79, 120), ("entropy", 0, 0.78, 300), ("entropy", 1, 0.80, 310)]
+    same = {"target_2.corner": 0.5, "corner_miou_gain": 7.0, "t0_drop": 0.1, "precision_ratio_vs_random": 1.2}
+    rows = [
+        {"strategy": s, "seed": seed, "target_2.all_in_domain": miou, "S.object_pixels": px, **same}
+        for s, seed, miou, px in runs
+    ]
+    summary = study.summarize(pd.DataFrame(rows), {}, [0, 1], "2")
+    assert summary["mad_minus_entropy_by_seed"] == pytest.approx([2.0, -1.0])
+    assert summary["mad_beats_entropy_in_seeds"] == 1
+    assert summary["S.object_pixels.mad"] == 110 and summary["S.object_pixels.entropy"] == 305
