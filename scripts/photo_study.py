@@ -58,6 +58,8 @@ def photo_study(project: Path) -> dict:
         },
         "mad_beats_entropy_in_seeds": study.get("mad_beats_entropy_in_seeds"),
         "mad_beats_random_in_seeds": study.get("mad_beats_random_in_seeds"),
+        # what each strategy's labels cost beside the image count the margins hold equal: regions, object pixels
+        **{key: value for key, value in study.items() if key.startswith("S.")},
         "corner_miou_gain": validity.get("corner_miou_gain"),
         "t0_drop": validity.get("t0_drop"),
         "seeds": len(study.get("seeds", [])) or None,  # how many seeds the study's margins are the mean of
