@@ -178,13 +178,7 @@ def labelling_cost(option: str, strategy: str, seed: int) -> dict:
     params = load_params(ROOT / "params.yaml")
     ids = read_csv(where, required=["image_id"])["image_id"]
     masks = read_truth_masks(ROOT / params.annotation.simulated.truth_dir, ids, params.dataset.class_list())
-    cost = drawing_cost(masks)
-    return {
-        "S.images": len(ids),
-        "S.regions": cost["masks_regions"],
-        "S.object_pixels": cost["masks_object_pixels"],
-        "S.object_share": cost["masks_object_share"],
-    }
+    return {"S.images": len(ids), **{f"S.{key}": value for key, value in drawing_cost(masks).items()}}
 
 
 def with_cost(row: dict) -> dict:

@@ -170,8 +170,8 @@ def test_drawing_cost_counts_regions_and_object_pixels():
     b[0, 0] = 0
     b[1, :] = 3
     assert drawing_cost({"a": a, "b": b}) == {
-        "masks_regions": 4,
-        "masks_object_pixels": 8 + 2 + 3,
-        "masks_object_share": 13 / (36 + 4),
+        "regions": 4,
+        "object_pixels": 8 + 2 + 3,
+        "object_share": 13 / (36 + 4),
     }
-    assert drawing_cost({})["masks_object_share"] is None
+    assert drawing_cost({})["object_share"] is None

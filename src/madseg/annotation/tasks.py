@@ -319,9 +319,9 @@ def drawing_cost(masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
     Args:
         masks: image_id -> (H, W) class indices (0 background, IGNORE_INDEX unlabelled).
     Returns:
-        masks_regions (8-connected regions of one foreground class, summed over the masks: an occluded object
-        drawn in two parts counts twice), masks_object_pixels and masks_object_share (object pixels over the
-        labelled pixels; None without any).
+        regions (8-connected regions of one foreground class, summed over the masks: an occluded object drawn
+        in two parts counts twice), object_pixels and object_share (object pixels over the labelled pixels;
+        None without any).
     """
     regions = object_pixels = labelled = 0
     eight = np.ones((3, 3), dtype=bool)
@@ -333,7 +333,7 @@ def drawing_cost(masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
             regions += ndimage.label(mask == c, structure=eight)[1]
             object_pixels += int((mask == c).sum())
     return {
-        "masks_regions": regions,
-        "masks_object_pixels": object_pixels,
-        "masks_object_share": object_pixels / labelled if labelled else None,
+        "regions": regions,
+        "object_pixels": object_pixels,
+        "object_share": object_pixels / labelled if labelled else None,
     }
