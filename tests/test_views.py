@@ -144,3 +144,51 @@ def test_params_name_views_and_keep_self_names_for_them(tmp_path):
         load(lambda r: r["mining"].update(self_consistency=["hflip", "hflip"]))
     with pytest.raises(ConfigError, match="the target's views"):
         load(lambda r: r["models"]["competitors"].update(self_unet=r["models"]["competitors"]["unet"]))
+
+
+class LooksLeft(torch.nn.Module):
+    """A per-row 'segmenter' that is not mirror-symmetric: each pixel's logits weigh its left neighbour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = torch.nn.functional.pad(x, (1, 0))[..., :-1]
+        score = (2 * left - x).sum(1, keepdim=True)
+        return torch.cat([torch.zeros_like(score), score, torch.full_like(score, -50.0).expand(-1, K - 2, -1, -1)], 1)
+
+
+def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror_image():
+    def plain(tta=None) -> TorchPredictor:
+        policy = InputPolicy(kind="resize", size=(16, 16))
+        lut = class_lut(CLASSES.names, CLASSES, None)
+        return TorchPredictor(LooksLeft(), policy=policy, mean=(0,) * 3, std=(1,) * 3, lut=lut, tta=tta)
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model, averaged = LooksLeft(), plain("hflip").forward(x)
+    np.testing.assert_allclose(averaged, (model(x) + model(x.flip(-1)).flip(-1)) / 2, atol=1e-6)
+    assert not torch.allclose(averaged, plain().forward(x))  # the model itself is not symmetric ...
+    np.testing.assert_allclose(plain("hflip").forward(x.flip(-1)), averaged.flip(-1), atol=1e-6)  # ... its TTA is
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'vflip'"):
+        plain("vflip")
+
+
+def test_a_targets_tta_is_kept_in_its_checkpoint_and_its_view_refused(tmp_path):
+    from madseg.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
+    from madseg.models.predictors import load_predictor
+    from madseg.models.registry import build_model
+
+    kwargs = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+    common = {"arch": "smp.Unet", "kwargs": kwargs, "classes": list(CLASSES.names), "input_size": 32}
+    assert "tta" not in make_meta(**common, mean=[0] * 3, std=[1] * 3)  # checkpoints without it keep their bytes
+    meta = make_meta(**common, mean=[0] * 3, std=[1] * 3, tta="hflip")
+    save_checkpoint(tmp_path / "t.pt", build_model("smp.Unet", K, **kwargs), meta, provenance={})
+    assert load_checkpoint(tmp_path / "t.pt")[1]["tta"] == "hflip"
+    assert load_predictor(tmp_path / "t.pt", classes=CLASSES, device=torch.device("cpu")).tta == "hflip"
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"]["target"]["tta"] = "hflip"
+    raw["mining"]["self_consistency"] = ["hflip"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"self_consistency: the target averages over its hflip view"):
+        load_params(tmp_path / "params.yaml")
+    raw["mining"]["self_consistency"] = ["contrast_stretch"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").models.target.tta == "hflip"

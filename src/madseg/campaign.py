@@ -337,7 +337,8 @@ def import_checkpoint(
     input_size: int | None = None,
 ) -> dict:
     """`madseg import-model`: a model trained elsewhere as a madseg checkpoint at ``out``, with the class list,
-    normalisation and input policy of ``params`` (``input_size`` over ``models.input_size``). Returns its meta."""
+    normalisation, input policy and the target's test-time augmentation of ``params`` (``input_size`` over
+    ``models.input_size``). Returns its meta."""
     from madseg.models.checkpoint import save_checkpoint  # torch: only when a model is brought
     from madseg.models.importing import import_model
 
@@ -351,6 +352,7 @@ def import_checkpoint(
         mean=m.mean,
         std=m.std,
         policy=m.input_policy.policy(input_size or m.input_size),
+        tta=m.target.tta,
     )
     save_checkpoint(out, model, meta, provenance=provenance)
     return meta

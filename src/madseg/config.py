@@ -237,6 +237,9 @@ class ModelSpec:
     # pretraining augmentation beyond flips (madseg.training.AUGMENTATIONS): photometric = colour and contrast,
     # scale = scale jitter (0.67-1.5x, cropped or padded back)
     augment: Literal["photometric", "scale"] | None = None
+    # test-time augmentation, kept in its checkpoints: hflip = logits averaged over each image and its mirror image
+    # at every prediction (pool, T0, D_eval), training unchanged; twice the inference
+    tta: Literal["hflip"] | None = None
 
 
 @dataclass(frozen=True)
@@ -571,6 +574,11 @@ def _check_views(params: Params, problems: list[str]) -> None:
         check_views(params.mining.self_consistency)
     except ValueError as e:
         problems.append(f"mining.self_consistency: {e}")
+    if params.models.target.tta is not None and params.models.target.tta in params.mining.self_consistency:
+        problems.append(
+            f"mining.self_consistency: the target averages over its {params.models.target.tta} view "
+            "(models.target.tta), so that view always agrees with it — drop one of the two"
+        )
     for key in params.models.competitors:
         if key.startswith(PREFIX):
             problems.append(

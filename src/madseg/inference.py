@@ -219,6 +219,7 @@ def evaluate_model(model: torch.nn.Module, images, masks, *, meta: dict, num_cla
         std=meta["std"],
         lut=class_lut(meta["classes"], make_class_list(meta["classes"]), None),
         device=device,
+        tta=meta.get("tta"),
     )
     pred = predict_images(predictor, images, [""] * len(images))
     cm = sum(confusion_matrix(t, p, num_classes) for t, p in zip(masks, pred.maps, strict=True))

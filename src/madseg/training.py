@@ -210,6 +210,7 @@ def pretrain_spec(
         mean=models.mean,
         std=models.std,
         input_policy=models.input_policy.policy(size),
+        tta=spec.tta,
     )
     torch.manual_seed(seed)
     net = build_model(spec.arch, classes.num_classes, **spec.kwargs)

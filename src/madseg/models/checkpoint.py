@@ -20,7 +20,7 @@ FORMAT = 1
 REQUIRED = ("format", "arch", "kwargs", "classes", "input_size", "mean", "std", "provenance", "state_dict")
 
 
-OPTIONAL = ("input_policy",)
+OPTIONAL = ("input_policy", "tta")
 ORIGIN = ("pretrained", "imported")  # provenance keys saying where the round-0 weights came from
 
 
@@ -40,11 +40,12 @@ def make_meta(
     mean,
     std,
     input_policy: InputPolicy | None = None,
+    tta: str | None = None,
 ) -> dict:
     """The checkpoint fields other than weights and provenance.
 
-    A plain ``resize`` policy is not written, so that checkpoints stay byte-identical to those made before
-    input policies existed.
+    A plain ``resize`` policy and no test-time augmentation are not written, so that checkpoints stay
+    byte-identical to those made before either existed.
     """
     size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
     meta = {
@@ -57,6 +58,8 @@ def make_meta(
     }
     if input_policy is not None and input_policy.kind != "resize":
         meta["input_policy"] = input_policy.to_meta()
+    if tta is not None:
+        meta["tta"] = tta
     return meta
 
 

@@ -45,8 +45,10 @@ def import_model(
     mean: Sequence[float],
     std: Sequence[float],
     policy: InputPolicy,
+    tta: str | None = None,
 ) -> tuple[nn.Module, dict, dict]:
-    """Rebuild a trained model as a madseg model: (model in eval mode, checkpoint meta, provenance).
+    """Rebuild a trained model as a madseg model: (model in eval mode, checkpoint meta, provenance). ``tta``: the
+    test-time augmentation its predictions will use (kept in the meta).
 
     ``classes`` is the dataset's class list (index order = output channel order); the model must predict
     exactly that many classes, else ClassMismatch names both counts.
@@ -88,6 +90,7 @@ def import_model(
         mean=mean,
         std=std,
         input_policy=policy,
+        tta=tta,
     )
     provenance = {
         "imported": {

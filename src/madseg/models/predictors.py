@@ -26,6 +26,7 @@ from madseg.labels import IGNORE_INDEX, ClassList
 from madseg.models.input_policy import InputPolicy, native_maps, resize_map
 
 SOURCES = ("checkpoint", "torchscript", "onnx", "predictions")
+TTA = (None, "hflip")  # test-time augmentations (config's ModelSpec.tta); None: each image as it is
 SOURCE_FILES = {
     "checkpoint": "model.pt",
     "torchscript": "model.ts",
@@ -90,10 +91,14 @@ class TorchPredictor:
         lut: np.ndarray,
         device: torch.device | None = None,
         batch_size: int = 64,
+        tta: str | None = None,
     ):
+        if tta not in TTA:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {[t for t in TTA if t]}")
         self.device = device or resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.policy, self.mean, self.std, self.lut, self.batch_size = policy, mean, std, lut, batch_size
+        self.tta = tta
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> the normalised (3, h, w) tensor of the policy (runs in DataLoader workers)."""
@@ -101,7 +106,14 @@ class TorchPredictor:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K, h, w) of a prepared batch (N, 3, h, w); with ``tta`` 'hflip' the mean of the logits of
+        the batch and of its mirror image, mirrored back."""
         batch = batch.to(self.device, non_blocking=True)
+        if self.tta == "hflip":
+            return (self.logits(batch) + self.logits(batch.flip(-1)).flip(-1)) / 2
+        return self.logits(batch)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return self.module(batch)
@@ -144,9 +156,9 @@ class OnnxPredictor(TorchPredictor):
             kwargs["std"],
             kwargs["lut"],
         )
-        self.batch_size = 64
+        self.batch_size, self.tta = 64, None
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: batch.numpy()})[0])
 
 
@@ -205,6 +217,7 @@ def load_predictor(
             lut=class_lut(meta["classes"], classes, None),
             device=device,
             batch_size=batch_size,
+            tta=meta.get("tta"),
         )
     spec_path = path / "spec.json"
     if not spec_path.exists():
@@ -224,6 +237,7 @@ def load_predictor(
             lut=class_lut(meta["classes"], classes, spec.get("class_map")),
             device=device,
             batch_size=batch_size,
+            tta=meta.get("tta"),
         )
     lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
     if source == "predictions":

@@ -24,7 +24,8 @@ def run(params: Params) -> None:
     example = torch.zeros(1, 3, *meta["input_size"])
     traced = torch.jit.trace(model.eval(), example)
     save_torchscript(traced, paths.EXPORT / "target.ts")
-    card = {k: meta[k] for k in ("arch", "kwargs", "classes", "input_size", "mean", "std", "input_policy") if k in meta}
+    fields = ("arch", "kwargs", "classes", "input_size", "mean", "std", "input_policy", "tta")
+    card = {k: meta[k] for k in fields if k in meta}
     card |= weights_origin(meta["provenance"])
     card |= {
         "round": int(final),
@@ -33,5 +34,7 @@ def run(params: Params) -> None:
         "usage": "torch.jit.load('target.ts')(normalised NCHW float) -> logits; "
         "or madseg.models.checkpoint.load_checkpoint('target.pt')",
     }
+    if "tta" in meta:  # the traced network is the plain one: its figures were measured with the augmentation
+        card["usage"] += "; its figures average the logits of each image and its mirror image (tta: hflip)"
     write_json(paths.EXPORT / "model_card.json", card)
     log.info("exported f_t^(%s) to %s (checkpoint, TorchScript, model card)", final, paths.EXPORT)
