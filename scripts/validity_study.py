@@ -47,7 +47,7 @@ import pandas as pd
 import yaml
 
 from madseg.annotation.tasks import drawing_cost
-from madseg.config import load_params
+from madseg.config import Params, load_params
 from madseg.io.tables import read_csv
 from madseg.io.truth import read_truth_masks
 from madseg.validity import STUDY_KEYS  # what validity folds in from study.json
@@ -167,7 +167,13 @@ def labelled_file(option: str, strategy: str, seed: int) -> Path:
     return target_file(option, strategy, seed).with_suffix(".S_all.csv")
 
 
-COST_KEYS = ("S.images", "S.regions", "S.object_pixels", "S.object_share")
+COST_KEYS = ("S.regions", "S.object_pixels", "S.object_share")  # beside S.images, averaged per strategy
+
+
+@functools.cache
+def study_params(root: Path) -> Params:
+    """The project's params, read once: every row's cost needs the truth's folder and the class list."""
+    return load_params(root / "params.yaml")
 
 
 def labelling_cost(option: str, strategy: str, seed: int) -> dict:
@@ -178,7 +184,7 @@ def labelling_cost(option: str, strategy: str, seed: int) -> dict:
     where = labelled_file(option, strategy, seed)
     if not where.exists():
         return {}
-    params = load_params(ROOT / "params.yaml")
+    params = study_params(ROOT)
     ids = read_csv(where, required=["image_id"])["image_id"]
     masks = read_truth_masks(ROOT / params.annotation.simulated.truth_dir, ids, params.dataset.class_list())
     return {"S.images": len(ids), **{f"S.{key}": value for key, value in drawing_cost(masks).items()}}
@@ -315,7 +321,7 @@ def summarize(table: pd.DataFrame, competitions: dict, seeds: list[int], final_r
     summary: dict = {"seeds": seeds, "metric": f"D_eval in-domain mIoU points of f_t^({final_round})"}
     for strategy in pivot.columns:
         summary[f"d_eval_miou.{strategy}"] = float(pivot[strategy].mean())
-    for key in COST_KEYS[1:]:  # each strategy's labels in the units annotators pay, mean over seeds
+    for key in COST_KEYS:  # each strategy's labels in the units annotators pay, mean over seeds
         if key in table:
             for strategy, values in table.groupby("strategy")[key]:
                 if values.notna().any():
@@ -360,13 +366,13 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
             figures[f"gain.{factor}"] = 100 * (
                 mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
             )
-        for key in [k for k in COST_KEYS[1:] if k in rows]:
+        for key in [k for k in COST_KEYS if k in rows]:
             figures[key] = mad[key].dropna()
         for other in sorted(set(rows["strategy"]) - {"mad"}):
             theirs = rows[rows["strategy"] == other].set_index("seed")
             figures[f"{other}.d_eval_miou"] = 100 * theirs[f"target_{final_round}.all_in_domain"]
             figures[f"mad_minus_{other}"] = (figures["d_eval_miou"] - figures[f"{other}.d_eval_miou"]).dropna()
-            for key in [k for k in COST_KEYS[1:] if k in rows]:
+            for key in [k for k in COST_KEYS if k in rows]:
                 figures[f"{other}.{key}"] = theirs[key].dropna()
         figures = {key: values for key, values in figures.items() if len(values)}  # an option run without MAD
         for key, values in figures.items():
