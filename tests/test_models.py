@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from madseg.models.checkpoint import load_checkpoint, make_meta, read_checkpoint
 from madseg.models.predictors import class_lut, load_predictor
 from madseg.models.registry import REGISTRY, build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 CLASSES = make_class_list(["background", "a", "b"])
 FAST = {"smp.PSPNet": {"encoder_depth": 3}}
 SIDE = {"smp.PAN": 128}  # PAN's pyramid pooling needs a larger input
@@ -124,6 +126,36 @@ def test_torchscript_and_onnx_competitors_match_the_checkpoint(tmp_path):
     (ox / "spec.json").write_text(json.dumps({**spec, "source": "onnx"}))
     got = load_predictor(ox, classes=CLASSES).predict(images)
     assert (got.maps[0] == reference.maps[0]).mean() > 0.99
+
+
+def test_a_tta_in_params_reaches_an_adopted_target_and_every_competitor_but_precomputed_maps(tmp_path):
+    from madseg.config import ModelSpec, load_params
+    from madseg.models.artefacts import adopt_target, competitor_spec
+
+    model = _checkpoint(tmp_path / "user.pt").eval()  # a user's checkpoint, made without TTA
+    plain = ModelSpec(name="target", source="checkpoint", path=str(tmp_path / "user.pt"))
+    adopt_target(plain, tmp_path / "plain.pt")
+    assert (tmp_path / "plain.pt").read_bytes() == (tmp_path / "user.pt").read_bytes()
+    adopt_target(ModelSpec(**{**vars(plain), "tta": "hflip"}), tmp_path / "t0.pt")
+    meta = load_checkpoint(tmp_path / "t0.pt")[1]
+    assert meta["tta"] == "hflip" and meta["provenance"] == {"test": 1}  # inherited by its fine-tuned descendants
+
+    models = load_params(ROOT / "params.yaml").models
+    assert "tta" not in competitor_spec(ModelSpec(name="ts", source="torchscript"), models)  # older folders' bytes
+    folder = competitor_spec(ModelSpec(name="ts", source="torchscript", tta="hflip"), models)
+    ts = tmp_path / "ts"
+    ts.mkdir()
+    torch.jit.trace(model, torch.randn(1, 3, 32, 32)).save(str(ts / "model.ts"))
+    (ts / "spec.json").write_text(json.dumps(folder | {"input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3}))
+    images = [np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)]
+    with_tta = load_predictor(tmp_path / "t0.pt", classes=CLASSES).predict(images)
+    assert not (load_predictor(tmp_path / "user.pt", classes=CLASSES).predict(images).maps[0] == with_tta.maps[0]).all()
+    assert (load_predictor(ts, classes=CLASSES).predict(images).maps[0] == with_tta.maps[0]).all()
+
+    (tmp_path / "comp" / "predictions").mkdir(parents=True)
+    (tmp_path / "comp" / "spec.json").write_text(json.dumps({"source": "predictions", "tta": "hflip"}))
+    with pytest.raises(ValueError, match="precomputed predictions cannot take a test-time augmentation"):
+        load_predictor(tmp_path / "comp", classes=CLASSES)
 
 
 TRACE = """

@@ -192,3 +192,8 @@ def test_a_targets_tta_is_kept_in_its_checkpoint_and_its_view_refused(tmp_path):
     raw["mining"]["self_consistency"] = ["contrast_stretch"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert load_params(tmp_path / "params.yaml").models.target.tta == "hflip"
+    competitor = next(iter(raw["models"]["competitors"]))
+    raw["models"]["competitors"][competitor] |= {"source": "predictions", "path": "maps", "tta": "hflip"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"competitors.{competitor}.tta: its maps are precomputed"):
+        load_params(tmp_path / "params.yaml")

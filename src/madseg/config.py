@@ -237,8 +237,9 @@ class ModelSpec:
     # pretraining augmentation beyond flips (madseg.training.AUGMENTATIONS): photometric = colour and contrast,
     # scale = scale jitter (0.67-1.5x, cropped or padded back)
     augment: Literal["photometric", "scale"] | None = None
-    # test-time augmentation, kept in its checkpoints: hflip = logits averaged over each image and its mirror image
-    # at every prediction (pool, T0, D_eval), training unchanged; twice the inference
+    # test-time augmentation: hflip = logits averaged over each image and its mirror image at every prediction
+    # (pool, T0, D_eval), training unchanged, twice the inference; kept in the target's checkpoints and a
+    # competitor's spec.json, so every source but precomputed maps takes it
     tta: Literal["hflip"] | None = None
 
 
@@ -486,7 +487,15 @@ def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None 
         params = None
     if params is not None:
         params = _name_models(params, problems)
-        for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views, _check_finetune):
+        for check in (
+            _check_device,
+            _check_classes,
+            _check_rounds,
+            _check_test_set,
+            _check_views,
+            _check_tta,
+            _check_finetune,
+        ):
             check(params, problems)
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems))
@@ -574,15 +583,23 @@ def _check_views(params: Params, problems: list[str]) -> None:
         check_views(params.mining.self_consistency)
     except ValueError as e:
         problems.append(f"mining.self_consistency: {e}")
+    for key in params.models.competitors:
+        if key.startswith(PREFIX):
+            problems.append(
+                f"models.competitors.{key}: names starting with {PREFIX!r} are the target's views — rename it"
+            )
+
+
+def _check_tta(params: Params, problems: list[str]) -> None:
     if params.models.target.tta is not None and params.models.target.tta in params.mining.self_consistency:
         problems.append(
             f"mining.self_consistency: the target averages over its {params.models.target.tta} view "
             "(models.target.tta), so that view always agrees with it — drop one of the two"
         )
-    for key in params.models.competitors:
-        if key.startswith(PREFIX):
+    for key, spec in params.models.competitors.items():
+        if spec.tta is not None and spec.source == "predictions":
             problems.append(
-                f"models.competitors.{key}: names starting with {PREFIX!r} are the target's views — rename it"
+                f"models.competitors.{key}.tta: its maps are precomputed, so no augmentation can reach them — drop it"
             )
 
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from madseg.config import ModelsParams, ModelSpec
-from madseg.models.checkpoint import load_checkpoint
+from madseg.models.checkpoint import load_checkpoint, save_checkpoint
 from madseg.models.predictors import SOURCE_FILES
 
 
@@ -26,12 +26,19 @@ def competitor_source(spec: ModelSpec) -> str:
 
 
 def adopt_target(spec: ModelSpec, dest: Path) -> None:
-    """Copy the user's target checkpoint to ``dest`` after validating it."""
+    """Copy the user's target checkpoint to ``dest`` after validating it.
+
+    A test-time augmentation that params name (``models.target.tta``) is written into the copy, so that its
+    fine-tuned descendants inherit it; otherwise the copy keeps the checkpoint's own bytes.
+    """
     _check_path(spec)
     if spec.source not in ("registry", "checkpoint"):
         raise ValueError(f"the target must be a madseg checkpoint (it is fine-tuned), not {spec.source}")
-    load_checkpoint(spec.path)  # validates
-    shutil.copyfile(spec.path, dest)
+    model, meta = load_checkpoint(spec.path)  # validates
+    if spec.tta is None or meta.get("tta") == spec.tta:
+        shutil.copyfile(spec.path, dest)
+    else:
+        save_checkpoint(dest, model, meta | {"tta": spec.tta}, provenance=meta["provenance"])
 
 
 def adopt_competitor(spec: ModelSpec, folder: Path) -> None:
@@ -45,8 +52,9 @@ def adopt_competitor(spec: ModelSpec, folder: Path) -> None:
 
 
 def competitor_spec(spec: ModelSpec, models: ModelsParams) -> dict:
-    """The ``spec.json`` of a competitor folder: source, class list and map, input size and normalisation."""
-    return {
+    """The ``spec.json`` of a competitor folder: source, class list and map, input size, normalisation and, when
+    params name one, the test-time augmentation (left out otherwise, so that older folders keep their bytes)."""
+    folder = {
         "name": spec.name,
         "source": competitor_source(spec),
         "classes": spec.classes,
@@ -55,6 +63,7 @@ def competitor_spec(spec: ModelSpec, models: ModelsParams) -> dict:
         "mean": list(models.mean),
         "std": list(models.std),
     }
+    return folder | ({"tta": spec.tta} if spec.tta else {})
 
 
 def _check_path(spec: ModelSpec) -> None:

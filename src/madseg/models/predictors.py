@@ -156,7 +156,9 @@ class OnnxPredictor(TorchPredictor):
             kwargs["std"],
             kwargs["lut"],
         )
-        self.batch_size, self.tta = 64, None
+        self.batch_size, self.tta = 64, kwargs.get("tta")
+        if self.tta not in TTA:
+            raise ValueError(f"unknown test-time augmentation {self.tta!r}; valid: {[t for t in TTA if t]}")
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: batch.numpy()})[0])
@@ -197,7 +199,8 @@ def load_predictor(
     """A predictor from a madseg checkpoint file or a competitor folder (``spec.json`` + one model source).
 
     ``policy`` (params' ``models.input_policy`` as a mapping) overrides the input policy the model recorded, all
-    but its input size (:meth:`InputPolicy.overridden`): what params name applies at prediction time.
+    but its input size (:meth:`InputPolicy.overridden`): what params name applies at prediction time. So does a
+    competitor's test-time augmentation in ``spec.json`` (its params' ``tta``) over its checkpoint's.
     """
     from madseg.models.checkpoint import load_checkpoint
 
@@ -237,15 +240,18 @@ def load_predictor(
             lut=class_lut(meta["classes"], classes, spec.get("class_map")),
             device=device,
             batch_size=batch_size,
-            tta=meta.get("tta"),
+            tta=spec.get("tta", meta.get("tta")),
         )
     lut = class_lut(spec.get("classes") or classes.names, classes, spec.get("class_map"))
     if source == "predictions":
+        if spec.get("tta"):
+            raise ValueError(f"{spec_path}: precomputed predictions cannot take a test-time augmentation")
         return FolderPredictor(artefact, lut)
     kwargs = {
         "policy": InputPolicy.from_meta(spec).overridden(policy),
         "mean": spec["mean"],
         "std": spec["std"],
+        "tta": spec.get("tta"),
     }
     if source == "torchscript":
         module = torch.jit.load(str(artefact), map_location="cpu")
