@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -161,6 +162,14 @@ def target_file(option: str, strategy: str, seed: int) -> Path:
     return ROOT / STUDY / f"{experiment_name(strategy, seed, option).removeprefix('study-')}.pt"
 
 
+def kept(row: dict) -> bool:
+    """Whether --resume may take a study row for done: its final target is kept here and, in rows that record
+    it, has the md5 the row was measured with (not a same-named target of another host or a later run)."""
+    where = target_file(row.get("option", "paper"), row["strategy"], int(row["seed"]))
+    recorded = row.get("target_md5")
+    return where.exists() and (not isinstance(recorded, str) or hashlib.md5(where.read_bytes()).hexdigest() == recorded)
+
+
 def labelled_file(option: str, strategy: str, seed: int) -> Path:
     """Where an experiment's S of every round is kept (its final round's S_all.csv: image_id, round), beside its
     final target."""
@@ -213,7 +222,15 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
         md5 = outs[out]
         shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], where(option, strategy, seed))
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
-    return {"option": option, "strategy": strategy, "seed": seed, **keep, **labelling_cost(option, strategy, seed)}
+    cost = labelling_cost(option, strategy, seed)
+    return {
+        "option": option,
+        "strategy": strategy,
+        "seed": seed,
+        **keep,
+        **cost,
+        "target_md5": outs[f"models/target_{final_round}.pt"],
+    }
 
 
 def ran_with(ref: str, args: list[str]) -> bool:
@@ -406,7 +423,7 @@ def main() -> None:
         return study_options(args, final_round)
     csv = ROOT / "metrics" / "study.csv"
     rows = pd.read_csv(csv).to_dict("records") if args.resume and csv.exists() else []
-    rows = [with_cost(r) for r in rows if target_file("paper", r["strategy"], int(r["seed"])).exists()]
+    rows = [with_cost(r) for r in rows if kept(r)]
     done = {(r["strategy"], int(r["seed"])) for r in rows}
     todo = [("paper", st, seed) for seed in args.seeds for st in args.strategies if (st, seed) not in done]
     (ROOT / STUDY).mkdir(parents=True, exist_ok=True)
@@ -452,7 +469,7 @@ def study_options(args: argparse.Namespace, final_round: str) -> None:
     main_study = ROOT / "metrics" / "study.json"
     if args.resume and main_study.exists() and json.loads(main_study.read_text()).get("fixed_lr") == args.lr:
         rows += [{"option": "paper", **r} for r in pd.read_csv(ROOT / "metrics" / "study.csv").to_dict("records")]
-    rows = [with_cost(r) for r in rows if target_file(r["option"], r["strategy"], int(r["seed"])).exists()]
+    rows = [with_cost(r) for r in rows if kept(r)]
     done = {(r["option"], r["strategy"], int(r["seed"])) for r in rows}
     todo = [
         (option, st, seed)

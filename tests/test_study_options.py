@@ -4,6 +4,7 @@ answers."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -139,15 +140,19 @@ def test_precision_ratios_compare_m_and_entropy_with_random_and_say_none_where_u
 
 def test_resume_takes_a_row_for_done_only_where_its_final_target_is_kept(tmp_path, monkeypatch):
     """A clone of the demo carries the demo's committed study CSVs; in a project of another world, --resume must
-    rerun those experiments, not report the demo's figures as its own."""
+    rerun those experiments, not report the demo's figures as its own. Nor a row whose recorded target is not the
+    one kept under its name."""
     monkeypatch.setattr(study, "ROOT", tmp_path)
     (tmp_path / "metrics").mkdir()
     (tmp_path / study.STUDY).mkdir(parents=True)
-    rows = [{"option": "views", "strategy": "mad", "seed": seed, "corner_miou_gain": 1.0} for seed in (0, 1)]
+    rows = [{"option": "views", "strategy": "mad", "seed": seed, "corner_miou_gain": 1.0} for seed in (0, 1, 2)]
+    rows[1]["target_md5"] = hashlib.md5(b"a target this project trained").hexdigest()
+    rows[2]["target_md5"] = hashlib.md5(b"the target it measured").hexdigest()
     pd.DataFrame(rows).to_csv(tmp_path / "metrics" / "study_options.csv", index=False)
     (tmp_path / "metrics" / "study.json").write_text('{"fixed_lr": null}')
     pd.DataFrame([{"strategy": "mad", "seed": 0}]).to_csv(tmp_path / "metrics" / "study.csv", index=False)
     study.target_file("views", "mad", 1).write_bytes(b"a target this project trained")
+    study.target_file("views", "mad", 2).write_bytes(b"a later run's target of the same name")
     study.target_file("paper", "mad", 0).write_bytes(b"another")
     assert study.target_file("paper", "mad", 0).name == "mad-s0.pt"  # the paper's recipe keeps its old names
     asked = []
@@ -160,9 +165,9 @@ def test_resume_takes_a_row_for_done_only_where_its_final_target_is_kept(tmp_pat
     monkeypatch.setattr(study, "summarize_options", lambda table, final_round: {"rows": len(table)})
     options = ["paper", "views"]
     study.study_options(
-        argparse.Namespace(resume=True, options=options, strategies=["mad"], seeds=[0, 1], lr=None, jobs=1), "2"
+        argparse.Namespace(resume=True, options=options, strategies=["mad"], seeds=[0, 1, 2], lr=None, jobs=1), "2"
     )
-    assert asked == [("views", "mad", 0), ("paper", "mad", 1)]
+    assert asked == [("views", "mad", 0), ("paper", "mad", 1), ("paper", "mad", 2), ("views", "mad", 2)]
 
 
 def test_resume_collects_only_an_experiment_that_ran_with_its_options_current_params(monkeypatch):
