@@ -129,8 +129,8 @@ def test_torchscript_and_onnx_competitors_match_the_checkpoint(tmp_path):
 
 
 def test_a_tta_in_params_reaches_an_adopted_target_and_every_competitor_but_precomputed_maps(tmp_path):
+    from madseg.artefacts import adopt_target, competitor_spec
     from madseg.config import ModelSpec, load_params
-    from madseg.models.artefacts import adopt_target, competitor_spec
 
     model = _checkpoint(tmp_path / "user.pt").eval()  # a user's checkpoint, made without TTA
     plain = ModelSpec(name="target", source="checkpoint", path=str(tmp_path / "user.pt"))

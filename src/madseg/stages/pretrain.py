@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 
 from madseg import paths
+from madseg.artefacts import adopt_competitor, adopt_target, competitor_spec
 from madseg.config import ModelSpec, Params
 from madseg.device import resolve_device
 from madseg.inference import evaluate_model, split_miou
 from madseg.io.atomic import write_json
 from madseg.io.tables import write_csv
 from madseg.io.voc import read_split
-from madseg.models.artefacts import adopt_competitor, adopt_target, competitor_spec
 from madseg.models.checkpoint import save_checkpoint
 from madseg.models.predictors import load_predictor
 from madseg.training import pretrain_spec
