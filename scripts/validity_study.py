@@ -222,15 +222,8 @@ def collect(option: str, strategy: str, seed: int, final_round: str, baseline: s
         md5 = outs[out]
         shutil.copyfile(dvc_cache() / "files/md5" / md5[:2] / md5[2:], where(option, strategy, seed))
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) and k not in STUDY_KEYS}
-    cost = labelling_cost(option, strategy, seed)
-    return {
-        "option": option,
-        "strategy": strategy,
-        "seed": seed,
-        **keep,
-        **cost,
-        "target_md5": outs[f"models/target_{final_round}.pt"],
-    }
+    row = {"option": option, "strategy": strategy, "seed": seed, **keep, **labelling_cost(option, strategy, seed)}
+    return row | {"target_md5": outs[f"models/target_{final_round}.pt"]}  # what --resume checks the kept target by
 
 
 def ran_with(ref: str, args: list[str]) -> bool:

@@ -76,6 +76,13 @@ def postprocess(logits: torch.Tensor, shapes: Sequence[tuple[int, int]], lut: np
     )
 
 
+def check_tta(tta: str | None) -> str | None:
+    """``tta`` if it is a known test-time augmentation (or None), else a clear error."""
+    if tta not in TTA:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {[t for t in TTA if t]}")
+    return tta
+
+
 class TorchPredictor:
     """A torch module (from a checkpoint or TorchScript) with its input policy and normalisation."""
 
@@ -93,12 +100,10 @@ class TorchPredictor:
         batch_size: int = 64,
         tta: str | None = None,
     ):
-        if tta not in TTA:
-            raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {[t for t in TTA if t]}")
+        self.tta = check_tta(tta)
         self.device = device or resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.policy, self.mean, self.std, self.lut, self.batch_size = policy, mean, std, lut, batch_size
-        self.tta = tta
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> the normalised (3, h, w) tensor of the policy (runs in DataLoader workers)."""
@@ -156,9 +161,7 @@ class OnnxPredictor(TorchPredictor):
             kwargs["std"],
             kwargs["lut"],
         )
-        self.batch_size, self.tta = 64, kwargs.get("tta")
-        if self.tta not in TTA:
-            raise ValueError(f"unknown test-time augmentation {self.tta!r}; valid: {[t for t in TTA if t]}")
+        self.batch_size, self.tta = 64, check_tta(kwargs.get("tta"))
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: batch.numpy()})[0])
