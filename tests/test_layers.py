@@ -189,6 +189,14 @@ def test_the_library_stays_below_the_backends():
         assert not {m for m in ran if m in above or m.startswith("madseg.mining")}, stage
 
 
+def test_models_and_io_sit_below_the_params():
+    """config checks values against the models' input policies and views, so no model or file format may read
+    params: what adopts a user's files as params name them (madseg.artefacts) lives above config."""
+    edges, modules = import_graph()
+    below = [m for m in modules if m.startswith(("madseg.models", "madseg.io", "madseg.labels"))]
+    assert below and not [m for m in below if "madseg.config" in reached(m, edges)]
+
+
 # ---------------------------------------------------------------------------- the checker on planted graphs
 def test_the_checker_finds_a_planted_cycle_and_names_it():
     edges: Edges = {
