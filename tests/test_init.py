@@ -135,6 +135,11 @@ def test_init_refuses_bad_arguments_before_writing(clone, tmp_path):
     for named in ("--voc: nowhere/JPEGImages", "--pool: nothere is no folder", "--classes:"):
         assert named in result.stderr
     assert (clone / "params.yaml").read_text() == before
+    typo = madseg("init", "--demo", "--preset", "photo", cwd=clone)
+    assert typo.returncode == 2 and "photo is no preset — name one of ['photos', 'pretrained']" in typo.stderr
+    elsewhere = madseg("init", "--demo", "--preset", "photos", cwd=tmp_path)  # not a clone: no presets/ beside it
+    assert elsewhere.returncode == 2 and "no presets/ folder in" in elsewhere.stderr
+    assert (clone / "params.yaml").read_text() == before and not (tmp_path / "params.yaml").exists()
 
 
 def test_a_brought_target_is_a_dependency_and_writes_no_curve(clone, tmp_path):

@@ -384,6 +384,10 @@ def _read_preset(root: Path, preset: str) -> dict:
     path = Path(preset) if preset.endswith((".yaml", ".yml")) else root / "presets" / f"{preset}.yaml"
     if not path.exists():
         names = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
+        if not names:
+            raise ConfigError(
+                f"--preset: {preset}: no presets/ folder in {root} — run it at a clone's root, or give a YAML file"
+            )
         raise ConfigError(f"--preset: {preset} is no preset — name one of {names} or a YAML file")
     return _yaml().load(path.read_text()) or {}
 
