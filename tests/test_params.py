@@ -73,13 +73,30 @@ def test_a_bad_choice_fails_at_load_listing_the_valid_values(tmp_path, dotted, v
         load_params(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("share", [0, 1.5, -0.5])
-def test_a_weight_average_outside_0_1_fails_at_load(tmp_path, share):
+def test_numbers_out_of_range_fail_at_load_all_at_once_with_what_to_write(tmp_path):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["finetune"]["weight_average"] = share
+    wrong = {
+        ("mining", "n3"): (-3, "-3 is out of range — write 1 or more (default: 20)"),
+        ("selection", "n4"): (0, "0 is out of range — write 1 or more"),
+        ("pretrain", "lr"): (0, "0.0 is out of range — write a number above 0"),
+        ("finetune", "replay_ratio"): (1.5, "1.5 is out of range — write a number from 0 to 1"),
+        ("finetune", "weight_average"): (0, "0.0 is out of range — write a number above 0 and at most 1"),
+        ("mining", "seed"): (-1, "-1 is out of range — write 0 or more"),
+        ("annotation", "labelstudio", "port"): (70000, "70000 is out of range — write a number from 1 to 65535"),
+    }
+    for (*section, key), (value, _) in wrong.items():
+        node = raw
+        for part in section:
+            node = node[part]
+        node[key] = value
+    raw["models"]["target"]["steps"] = 0  # an optional number is checked too
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"finetune.weight_average: must be in \(0, 1\], got"):
+    with pytest.raises(ConfigError) as caught:
         load_params(tmp_path / "params.yaml")
+    for (*section, key), (_, message) in wrong.items():
+        assert f"{'.'.join(section)}.{key}: {message}" in str(caught.value)
+    assert "models.target.steps: 0 is out of range — write 1 or more" in str(caught.value)
+    assert "8 problems" in str(caught.value)
 
 
 def test_an_overlay_merges_key_by_key_and_a_null_removes_an_entry(tmp_path):

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 
@@ -25,6 +25,34 @@ if TYPE_CHECKING:  # params never import torch: a process that only reads them (
     from madseg.models.input_policy import InputPolicy
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The valid range of a number param, checked as params are read: ``Annotated[int, Bounds(1)]``."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False  # low itself is out of range (a learning rate of 0)
+
+    def check(self, value: float, where: str) -> None:
+        below = value <= self.low if self.low_open else value < self.low
+        if below or (self.high is not None and value > self.high):
+            raise ConfigError(f"{where}: {value!r} is out of range — {self.describe()}")
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"write a number above {self.low:g}" if self.low_open else f"write {self.low:g} or more"
+        if self.low_open:
+            return f"write a number above {self.low:g} and at most {self.high:g}"
+        return f"write a number from {self.low:g} to {self.high:g}"
+
+
+Count = Annotated[int, Bounds(1)]  # a number of things, steps or workers: at least one
+Natural = Annotated[int, Bounds(0)]  # a seed, or a count where 0 means none
+Positive = Annotated[float, Bounds(0, low_open=True)]  # a learning rate, a timeout, a power
+NonNegative = Annotated[float, Bounds(0)]  # a weight decay, a noise level, a weight
+Share = Annotated[float, Bounds(0, 1)]  # a probability or a part of a whole
 
 
 def parse_section(cls: type[T], data: Any, where: str = "", problems: list[str] | None = None) -> T:
@@ -61,7 +89,7 @@ def _parse(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
         close = difflib.get_close_matches(str(name), fields, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(fields))}"
         problems.append(f"{_key(where, str(name))}: unknown key — {hint}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs, broken = {}, False
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -85,12 +113,20 @@ def _parse(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
 
 def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        kind, *marks = typing.get_args(hint)
+        value = _coerce(kind, value, where, problems)
+        for mark in marks:
+            mark.check(value, where)
+        return value
     if dataclasses.is_dataclass(hint):
         return _parse(hint, value, where, problems)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        if len(forms := [arg for arg in args if arg is not type(None)]) == 1:  # an optional value: its one form
+            return _coerce(forms[0], value, where, problems)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -171,17 +207,17 @@ class WorldParams:
     """The embedded demo world (see madseg.world): procedural shapes (``kind: shapes``, the default) or real-photo
     cut-outs on real scene photos (``kind: photos``, classes from dataset.classes; presets/photos.yaml)."""
 
-    seed: int = 0
-    image_size: int = 64
-    n_train: int = 1500
-    n_val: int = 300
-    n_pool: int = 4000
-    n_eval_pool: int = 2000
-    corner_share: float = 0.32
-    ood_share: float = 0.06
-    max_factors: int = 2
-    near_duplicates: int = 30  # re-encoded/resized/cropped copies of pool images planted in the pool folder
-    benchmark_leaks: int = 15  # copies of S0/T0 images planted in the pool folder (crawl must exclude them)
+    seed: Natural = 0
+    image_size: Count = 64
+    n_train: Count = 1500
+    n_val: Count = 300
+    n_pool: Count = 4000
+    n_eval_pool: Natural = 2000
+    corner_share: Share = 0.32
+    ood_share: Share = 0.06
+    max_factors: Natural = 2
+    near_duplicates: Natural = 30  # re-encoded/resized/cropped copies of pool images planted in the pool folder
+    benchmark_leaks: Natural = 15  # copies of S0/T0 images planted in the pool folder (crawl must exclude them)
     out_dir: str = "data/world"
     kind: Literal["shapes", "photos"] = "shapes"
     photos: PhotoWorldParams = field(default_factory=PhotoWorldParams)
@@ -201,18 +237,18 @@ class CrawlParams:
     url_list: str | None = None
     store_dir: str = "data/crawl_store"
     reference_sets: list[str] = field(default_factory=list)
-    min_side: int = 32
-    max_side: int = 8192
-    max_pixels: int = 40_000_000
-    max_bytes: int = 30_000_000
-    timeout_s: float = 10.0
-    retries: int = 2
-    backoff_s: float = 0.5
-    workers: int = 8
-    decode_workers: int = 2
-    max_redirects: int = 5
-    near_dup_threshold: int = 12
-    near_dup_max_color_diff: float = 5.0
+    min_side: Count = 32
+    max_side: Count = 8192
+    max_pixels: Count = 40_000_000
+    max_bytes: Count = 30_000_000
+    timeout_s: Positive = 10.0
+    retries: Natural = 2
+    backoff_s: NonNegative = 0.5
+    workers: Count = 8
+    decode_workers: Count = 2
+    max_redirects: Natural = 5
+    near_dup_threshold: Natural = 12
+    near_dup_max_color_diff: NonNegative = 5.0
 
 
 @dataclass(frozen=True)
@@ -230,9 +266,9 @@ class ModelSpec:
     path: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # its class name -> target class name; unmapped -> ignore
-    steps: int | None = None  # pretraining steps for this model (demo), overriding pretrain.steps
-    lr: float | None = None  # its pretraining peak learning rate, overriding pretrain.lr
-    input_size: int | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
+    steps: Count | None = None  # pretraining steps for this model (demo), overriding pretrain.steps
+    lr: Positive | None = None  # its pretraining peak learning rate, overriding pretrain.lr
+    input_size: Count | None = None  # its input side, overriding models.input_size (e.g. a stride-16 design)
     classes: list[str] | None = None  # its own class list when it differs from the dataset's
     # pretraining augmentation beyond flips (madseg.training.AUGMENTATIONS): photometric = colour and contrast,
     # scale = scale jitter (0.67-1.5x, cropped or padded back)
@@ -249,11 +285,11 @@ class InputPolicyParams:
     square of ``resize`` and the training crop of the other policies."""
 
     kind: Literal["resize", "shorter_side", "tiles"] = "resize"
-    shorter_side: int = 512
-    max_side: int = 1024
-    tile: int = 512
+    shorter_side: Count = 512
+    max_side: Count = 1024
+    tile: Count = 512
     overlap: float = 0.25
-    pad_to: int = 32
+    pad_to: Count = 32
 
     def policy(self, input_size: int) -> InputPolicy:
         from madseg.models.input_policy import InputPolicy
@@ -267,7 +303,7 @@ class InputPolicyParams:
 
 @dataclass(frozen=True)
 class ModelsParams:
-    input_size: int = 64
+    input_size: Count = 64
     mean: list[float] = (0.485, 0.456, 0.406)  # type: ignore[assignment]
     std: list[float] = (0.229, 0.224, 0.225)  # type: ignore[assignment]
     input_policy: InputPolicyParams = field(default_factory=InputPolicyParams)
@@ -277,20 +313,20 @@ class ModelsParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    steps: int = 400  # default optimiser steps per model (a fixed count, so training is reproducible)
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    threads: int = 1
+    steps: Count = 400  # default optimiser steps per model (a fixed count, so training is reproducible)
+    batch_size: Count = 16
+    lr: Positive = 2e-3
+    weight_decay: NonNegative = 1e-4
+    threads: Count = 1
 
 
 @dataclass(frozen=True)
 class InferParams:
     backend: Literal["local", "ray"] = "local"
-    batch_size: int = 64
-    workers: int = 1
-    shard_size: int = 1024
-    threads: int = 2
+    batch_size: Count = 64
+    workers: Natural = 1
+    shard_size: Count = 1024
+    threads: Count = 2
 
 
 @dataclass(frozen=True)
@@ -298,24 +334,24 @@ class RayParams:
     """Where the Ray backends run (``infer.backend`` / ``mining.backend: ray``)."""
 
     address: str | None = None  # host:port, ray://host:port or auto; null: $RAY_ADDRESS, else a Ray for the stage
-    connect_timeout_s: float = 5.0
-    actors: int = 0  # predicting actors; 0: one per GPU (device allowing), else the cluster's CPUs // infer.threads
-    cpus_per_actor: float = 1.0
+    connect_timeout_s: Positive = 5.0
+    actors: Natural = 0  # predicting actors; 0: one per GPU (device allowing), else the cluster's CPUs // infer.threads
+    cpus_per_actor: Positive = 1.0
 
 
 @dataclass(frozen=True)
 class MiningParams:
     strategy: Literal["mad", "entropy", "random"] = "mad"
     backend: Literal["local", "ray"] = "local"
-    n3: int = 20
+    n3: Count = 20
     distance: Literal["miou", "pixel_accuracy"] = "miou"
     # what ranks each MAD group: pair = the distance to the group's competitor (the paper's); committee = the
     # mean distance to all competitors, so that one competitor's own failures rank lower (madseg.mining.mad)
     rank_by: Literal["pair", "committee"] = "pair"
     area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
     area_overrides: dict[str, list[float]] = field(default_factory=dict)
-    seed: int = 0
-    overlay_min_side: int = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
+    seed: Natural = 0
+    overlay_min_side: Count = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
     exclude_trained_on: bool = False  # keep S^(1..i) out of M^(i+1) (the paper keeps them out of T only)
     # views of the target that compete with it, as competitors self_<view>, recomputed every round (beyond the
     # paper: failures every model shares; see madseg.models.views); [] = the paper's MAD
@@ -326,10 +362,10 @@ class MiningParams:
 class SimulatedAnnotators:
     thresholds: list[float] = (0.3, 0.5, 0.7, 0.85)  # type: ignore[assignment]
     bias: list[float] = (0.0, 0.25, -0.25)  # type: ignore[assignment]
-    noise_sd: float = 0.5
-    ood_veto_prob: float = 0.8
-    false_veto_rate: float = 0.01
-    seed: int = 0
+    noise_sd: NonNegative = 0.5
+    ood_veto_prob: Share = 0.8
+    false_veto_rate: Share = 0.01
+    seed: Natural = 0
     # the pool's truth (masks/<image id>.png, factors.csv): the demo world's, or your own fully labelled pool for a
     # dry run of the method before paying annotators
     truth_dir: str | None = "data/world/pool_truth"
@@ -345,10 +381,10 @@ class LabelStudioParams:
 
     env_file: str = ".env"
     project_prefix: str = "madseg"
-    batch_size: int = 500
+    batch_size: Count = 500
     document_root: str = "."
     data_dir: str = ".labelstudio"
-    port: int = 8080
+    port: Annotated[int, Bounds(1, 65535)] = 8080
     users: list[str] = ()  # type: ignore[assignment]  # annotators' emails: `make labelstudio` creates their accounts
     users_file: str | None = None  # a text file of more emails, one a line (# comments): accounts made the same way
 
@@ -356,51 +392,51 @@ class LabelStudioParams:
 @dataclass(frozen=True)
 class AnnotationParams:
     backend: Literal["simulated", "labelstudio"] = "simulated"
-    annotators_per_task: int = 3
+    annotators_per_task: Count = 3
     simulated: SimulatedAnnotators = field(default_factory=SimulatedAnnotators)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
 
 
 @dataclass(frozen=True)
 class SelectionParams:
-    n4: int = 100
+    n4: Count = 100
     # S from the mean score or from the rater model's quality; the n4 lowest, or MAD's groups in turn
     scores: Literal["mean", "rater_model"] = "rater_model"  # the validity study's winner; mean = the paper's
     method: Literal["lowest", "round_robin"] = "lowest"
-    pool_factor: float = 2.0  # round_robin picks among the pool_factor * n4 lowest-scored images
-    t_size: int = 40
-    t_cap: int = 8
-    seed: int = 0
+    pool_factor: Positive = 2.0  # round_robin picks among the pool_factor * n4 lowest-scored images
+    t_size: Count = 40
+    t_cap: Count = 8
+    seed: Natural = 0
 
 
 @dataclass(frozen=True)
 class FinetuneParams:
     lr_grid: list[float] = (3e-3, 1e-2)  # type: ignore[assignment]
-    epochs: int = 3
-    batch_size: int = 8
-    replay_ratio: float = 0.875
-    poly_power: float = 0.9
+    epochs: Count = 3
+    batch_size: Count = 8
+    replay_ratio: Share = 0.875
+    poly_power: NonNegative = 0.9
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper's (with momentum); adamw: as the pretraining's
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: Share = 0.9
+    weight_decay: NonNegative = 5e-4
     freeze_bn: bool = True  # keep pretrained batch-norm statistics (small mixed batches would shift them)
     # beyond the flips, on every fine-tuning batch (S and replay alike, whatever the strategy): photometric =
     # contrast scaling, channel permutation, greyscale (madseg.training.photometric); null = the paper's recipe
     augment: Literal["photometric"] | None = None
     # the fine-tuned weights' share in the result, the rest f_t^(i)'s (weight-space ensembling, WiSE-FT: Wortsman
     # et al., CVPR 2022): 1.0 = the paper's recipe; 0.5 keeps more of what T0 was good at (docs/photo_world.md)
-    weight_average: float = 1.0
-    seed: int = 0
-    threads: int = 1  # torch threads per candidate (the weights depend on it)
-    workers: int = 2  # grid candidates trained side by side, one process each
+    weight_average: Annotated[float, Bounds(0, 1, low_open=True)] = 1.0
+    seed: Natural = 0
+    threads: Count = 1  # torch threads per candidate (the weights depend on it)
+    workers: Count = 2  # grid candidates trained side by side, one process each
 
 
 @dataclass(frozen=True)
 class EvaluationParams:
-    bootstrap: int = 1000  # resamples of T's images for the 95 % interval
-    seed: int = 0
-    k_min: int = 20  # Appendix C: rank models on the first k images of T, k = k_min..|T|
-    stability_threshold: float = 0.9  # report the smallest k from which SRCC stays at or above this
+    bootstrap: Count = 1000  # resamples of T's images for the 95 % interval
+    seed: Natural = 0
+    k_min: Count = 20  # Appendix C: rank models on the first k images of T, k = k_min..|T|
+    stability_threshold: Share = 0.9  # report the smallest k from which SRCC stays at or above this
     # D_eval, the held-out pool every hidden-truth figure is measured on (images/, truth/): read by validity only
     eval_pool: str | None = "data/world/eval_pool"
 
@@ -410,24 +446,24 @@ class EmbedParams:
     """The pool's ImageNet features for the slices (madseg.embedding); same bytes on either backend."""
 
     model: Literal["mobilenet_v2"] = "mobilenet_v2"  # madseg.models.embedders.EMBEDDERS
-    image_size: int = 224  # every image squashed to this square (the whole frame; small images upsampled)
+    image_size: Count = 224  # every image squashed to this square (the whole frame; small images upsampled)
     backend: Literal["local", "ray"] = "local"
-    batch_size: int = 64
-    workers: int = 1  # local backend: DataLoader processes decoding images
-    shard_size: int = 1024
-    threads: int = 2  # torch threads of the embedding process (each Ray actor too)
+    batch_size: Count = 64
+    workers: Natural = 1  # local backend: DataLoader processes decoding images
+    shard_size: Count = 1024
+    threads: Count = 2  # torch threads of the embedding process (each Ray actor too)
 
 
 @dataclass(frozen=True)
 class SlicesParams:
     # k of the k-means that groups the pool into kinds of image (madseg.slices.find_slices)
-    clusters: int = 12
-    seed: int = 0
+    clusters: Count = 12
+    seed: Natural = 0
     # the pool's embeddings (embed stage) beside the attributes in the clustering: this many principal
     # components, scaled to this share of the attributes' total variance (0: attributes only; the default, since
     # ImageNet features follow what images show more than how they are degraded: docs/study.md "Failure slices")
-    embedding_dims: int = 32
-    embedding_weight: float = 0.0
+    embedding_dims: Natural = 32
+    embedding_weight: NonNegative = 0.0
 
     @property
     def uses_embeddings(self) -> bool:
@@ -444,7 +480,7 @@ class RoundSpec:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int
+    seed: Natural
     dataset: DatasetParams
     crawl: CrawlParams
     models: ModelsParams
@@ -487,15 +523,7 @@ def load_params(path: str | Path = "params.yaml", *, overlay: str | Path | None 
         params = None
     if params is not None:
         params = _name_models(params, problems)
-        for check in (
-            _check_device,
-            _check_classes,
-            _check_rounds,
-            _check_test_set,
-            _check_views,
-            _check_tta,
-            _check_finetune,
-        ):
+        for check in (_check_device, _check_classes, _check_rounds, _check_test_set, _check_views, _check_tta):
             check(params, problems)
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}\n  " + "\n  ".join(problems))
@@ -523,11 +551,6 @@ def merge_overlay(base: dict, overlay: dict) -> dict:
         else:
             base[key] = value
     return base
-
-
-def _check_finetune(params: Params, problems: list[str]) -> None:
-    if not 0 < params.finetune.weight_average <= 1:
-        problems.append(f"finetune.weight_average: must be in (0, 1], got {params.finetune.weight_average}")
 
 
 def _check_device(params: Params, problems: list[str]) -> None:
