@@ -89,14 +89,16 @@ def test_numbers_out_of_range_fail_at_load_all_at_once_with_what_to_write(tmp_pa
         for part in section:
             node = node[part]
         node[key] = value
-    raw["models"]["target"]["steps"] = 0  # an optional number is checked too
+    raw["models"]["target"]["steps"] = 0  # an optional number is checked too, and each number of a list
+    raw["finetune"]["lr_grid"] = [0.01, -1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as caught:
         load_params(tmp_path / "params.yaml")
     for (*section, key), (_, message) in wrong.items():
         assert f"{'.'.join(section)}.{key}: {message}" in str(caught.value)
     assert "models.target.steps: 0 is out of range — write 1 or more" in str(caught.value)
-    assert "8 problems" in str(caught.value)
+    assert "finetune.lr_grid[1]: -1.0 is out of range — write a number above 0" in str(caught.value)
+    assert "9 problems" in str(caught.value)
 
 
 def test_an_overlay_merges_key_by_key_and_a_null_removes_an_entry(tmp_path):

@@ -194,7 +194,7 @@ class PhotoWorldParams:
     """
 
     sources: str = "data/photo_sources"
-    shares: list[float] = (0.6, 0.15, 0.25)  # type: ignore[assignment]
+    shares: list[Share] = (0.6, 0.15, 0.25)  # type: ignore[assignment]
     folders: dict[str, list[str]] = field(default_factory=dict)
 
     def folders_of(self, classes: Sequence[str]) -> tuple[tuple[str, ...], ...]:
@@ -305,7 +305,7 @@ class InputPolicyParams:
 class ModelsParams:
     input_size: Count = 64
     mean: list[float] = (0.485, 0.456, 0.406)  # type: ignore[assignment]
-    std: list[float] = (0.229, 0.224, 0.225)  # type: ignore[assignment]
+    std: list[Positive] = (0.229, 0.224, 0.225)  # type: ignore[assignment]
     input_policy: InputPolicyParams = field(default_factory=InputPolicyParams)
     target: ModelSpec = field(default_factory=lambda: ModelSpec(name="target", arch="smp.DeepLabV3Plus"))
     competitors: dict[str, ModelSpec] = field(default_factory=dict)  # key = the model's name
@@ -348,8 +348,8 @@ class MiningParams:
     # what ranks each MAD group: pair = the distance to the group's competitor (the paper's); committee = the
     # mean distance to all competitors, so that one competitor's own failures rank lower (madseg.mining.mad)
     rank_by: Literal["pair", "committee"] = "pair"
-    area_quantiles: list[float] = (0.25, 0.75)  # type: ignore[assignment]
-    area_overrides: dict[str, list[float]] = field(default_factory=dict)
+    area_quantiles: list[Share] = (0.25, 0.75)  # type: ignore[assignment]
+    area_overrides: dict[str, list[Share]] = field(default_factory=dict)
     seed: Natural = 0
     overlay_min_side: Count = 192  # overlays upscale small images (maps nearest-neighbour) to at least this side
     exclude_trained_on: bool = False  # keep S^(1..i) out of M^(i+1) (the paper keeps them out of T only)
@@ -360,7 +360,7 @@ class MiningParams:
 
 @dataclass(frozen=True)
 class SimulatedAnnotators:
-    thresholds: list[float] = (0.3, 0.5, 0.7, 0.85)  # type: ignore[assignment]
+    thresholds: list[Share] = (0.3, 0.5, 0.7, 0.85)  # type: ignore[assignment]
     bias: list[float] = (0.0, 0.25, -0.25)  # type: ignore[assignment]
     noise_sd: NonNegative = 0.5
     ood_veto_prob: Share = 0.8
@@ -411,7 +411,7 @@ class SelectionParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    lr_grid: list[float] = (3e-3, 1e-2)  # type: ignore[assignment]
+    lr_grid: list[Positive] = (3e-3, 1e-2)  # type: ignore[assignment]
     epochs: Count = 3
     batch_size: Count = 8
     replay_ratio: Share = 0.875
