@@ -179,6 +179,9 @@ def labelled_file(option: str, strategy: str, seed: int) -> Path:
 
 
 COST_KEYS = ("S.regions", "S.object_pixels", "S.object_share")  # beside S.images, averaged per strategy
+# round 0 against the truth, before any fine-tune: how hard M is, and how often the target is wrong on a random
+# sample (a recipe that changes the target, like tta, moves both)
+ROUND_0_KEYS = ("m_over_random_miou", "target_wrong_share")
 
 
 @functools.cache
@@ -363,7 +366,8 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
     """Per option: MAD's D_eval corner-case gain, T0 drop, per-factor gains (f_t^(0) -> final, mIoU points)
     and in-domain mIoU, each as mean, sd and by seed; MAD's margin over the other strategies where they
     ran, and their own in-domain mIoU (``<option>.<strategy>.d_eval_miou``); what each strategy's labels cost
-    (``<option>.S.object_pixels``, ``<option>.<strategy>.S.object_pixels``, likewise regions and share)."""
+    (``<option>.S.object_pixels``, ``<option>.<strategy>.S.object_pixels``, likewise regions and share); MAD's
+    round-0 ``m_over_random_miou`` and ``target_wrong_share``."""
     summary: dict = {}
     factors = sorted(k.split(".factor.")[1] for k in table.columns if k.startswith(f"target_{final_round}.factor."))
     for option, rows in table.groupby("option", sort=True):
@@ -379,6 +383,8 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
                 mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
             )
         for key in [k for k in COST_KEYS if k in rows]:
+            figures[key] = mad[key].dropna()
+        for key in [k for k in ROUND_0_KEYS if k in rows]:
             figures[key] = mad[key].dropna()
         for other in sorted(set(rows["strategy"]) - {"mad"}):
             theirs = rows[rows["strategy"] == other].set_index("seed")

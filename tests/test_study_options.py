@@ -67,6 +67,7 @@ def test_recipe_summary_means_spread_and_margins():
             "target_0.factor.low_contrast": low_before,
             "target_2.factor.low_contrast": low_after,
             "S.object_pixels": 1000 * seed + (500 if strategy == "entropy" else 300),
+            "m_over_random_miou": 0.6 + seed / 50 if strategy == "mad" else 0.7,
         }
 
     table = pd.DataFrame(
@@ -87,6 +88,7 @@ def test_recipe_summary_means_spread_and_margins():
     assert summary["objects_budget.entropy.d_eval_miou"] == 76.0 and summary["objects_budget.seeds"] == [1]
     assert summary["paper.S.object_pixels_by_seed"] == [300, 1300] and summary["views.entropy.S.object_pixels"] == 500
     assert not any(k.startswith("objects_budget.") and "entropy" not in k and "seeds" not in k for k in summary)
+    assert summary["paper.m_over_random_miou"] == 0.61 and summary["paper.m_over_random_miou_by_seed"] == [0.6, 0.62]
 
 
 def test_validity_folds_in_the_studys_margins_and_the_gains_of_fine_tuning():
