@@ -137,8 +137,13 @@ def test_init_refuses_bad_arguments_before_writing(clone, tmp_path):
     assert (clone / "params.yaml").read_text() == before
     typo = madseg("init", "--demo", "--preset", "photo", cwd=clone)
     assert typo.returncode == 2 and "photo is no preset — name one of ['photos', 'pretrained']" in typo.stderr
-    elsewhere = madseg("init", "--demo", "--preset", "photos", cwd=tmp_path)  # not a clone: no presets/ beside it
-    assert elsewhere.returncode == 2 and "no presets/ folder in" in elsewhere.stderr
+    elsewhere = madseg("init", "--demo", "--preset", "photos", cwd=tmp_path)  # not a clone: no .dvc/, no presets/
+    assert (
+        elsewhere.returncode == 2 and "holds no .dvc/ — run madseg init at the root of your clone" in elsewhere.stderr
+    )
+    (clone / "presets" / "photos.yaml").unlink()
+    (clone / "presets" / "pretrained.yaml").unlink()
+    assert "no presets/ folder in" in madseg("init", "--demo", "--preset", "photos", cwd=clone).stderr
     assert (clone / "params.yaml").read_text() == before and not (tmp_path / "params.yaml").exists()
 
 

@@ -108,6 +108,8 @@ def init_demo(root: Path, *, preset: str | None = None) -> None:
 
     The committed study figures (scripts/validity_study.py's, which the validity stage and the report fold in) were
     measured on the default demo: under a preset they read "not run" until the study runs there."""
+    if problem := _not_a_project(root):
+        raise ConfigError(f"madseg init: {problem}")
     if preset is None:
         (root / "params.yaml").write_text(_template_text("params.yaml"))
     else:
@@ -135,8 +137,15 @@ def server_problems(params: Params) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ arguments
+def _not_a_project(root: Path) -> str | None:
+    """Why ``root`` cannot take a campaign, if it cannot: init writes a DVC pipeline, so it runs at a clone's root."""
+    if not (root / ".dvc").is_dir():
+        return f"{root.resolve()} holds no .dvc/ — run madseg init at the root of your clone of madseg"
+    return None
+
+
 def _check_spec(root: Path, spec: CampaignSpec, *, force: bool) -> None:
-    problems = []
+    problems = [problem] if (problem := _not_a_project(root)) else []
     voc = spec.voc
     splits = [f"ImageSets/Segmentation/{split}.txt" for split in ("train", "val")]
     for part in ("JPEGImages", "SegmentationClass", *splits):
