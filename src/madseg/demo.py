@@ -227,6 +227,11 @@ def _fork_once() -> None:
     _preloaded.set()
 
 
+# what multiprocessing reports when the forkserver cannot tell how its child ended (popen_forkserver's poll); no
+# stage exits with it, and a stage run again redoes or resumes its work
+LOST_STATUS = 255
+
+
 def _launch(cmd: str | list[str]) -> int:
     """Run a stage's command to its end; returns its exit code. `madseg run ...` forks from the preloaded process
     once it is ready."""
@@ -240,6 +245,9 @@ def _launch(cmd: str | list[str]) -> int:
     process = multiprocessing.get_context("forkserver").Process(target=_run_madseg, args=(argv[1:], os.getcwd()))
     process.start()
     process.join()
+    if process.exitcode == LOST_STATUS:  # seen once in CI, right after the stage logged that it finished
+        log.warning("%s: the forkserver lost its exit status; running it again as a plain process", cmd)
+        return subprocess.run([sys.executable, "-m", "madseg.cli", *argv[1:]], env=env).returncode
     return process.exitcode
 
 
