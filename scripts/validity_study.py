@@ -382,9 +382,7 @@ def summarize_options(table: pd.DataFrame, final_round: str) -> dict:
             figures[f"gain.{factor}"] = 100 * (
                 mad[f"target_{final_round}.factor.{factor}"] - mad[f"target_0.factor.{factor}"]
             )
-        for key in [k for k in COST_KEYS if k in rows]:
-            figures[key] = mad[key].dropna()
-        for key in [k for k in ROUND_0_KEYS if k in rows]:
+        for key in [k for k in (*COST_KEYS, *ROUND_0_KEYS) if k in rows]:
             figures[key] = mad[key].dropna()
         for other in sorted(set(rows["strategy"]) - {"mad"}):
             theirs = rows[rows["strategy"] == other].set_index("seed")
