@@ -106,6 +106,10 @@ OPTIONS: dict[str, list[str]] = {
     # 29 images for T^(2) (photos' t_size 30); T, the competition's test set, shrinks to 20 (from seed 1 on; S and
     # the target do not depend on it)
     "tta": ["++models.target.tta=hflip", "selection.t_size=20"],
+    # no image the target was fine-tuned on is a candidate again, for every strategy: after a fine-tune the target
+    # is right on S^(1..i) where the fixed competitors still fail, so the paper's MAD proposes them again and
+    # spends ratings and group places on them (the demo's M^(2) held 93 of them in 375, 2026-11-27)
+    "fresh": ["mining.exclude_trained_on=true"],
 }
 
 

@@ -132,8 +132,14 @@ def test_init_refuses_bad_arguments_before_writing(clone, tmp_path):
     before = (clone / "params.yaml").read_text()
     result = madseg("init", "--voc", "nowhere", "--pool", "nothere", "--classes", "background", cwd=clone)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    for named in ("--voc: nowhere/JPEGImages", "--pool: nothere is no folder", "--classes:"):
+    for named in ("--voc: nowhere is no folder", "--pool: nothere is no folder", "--classes:"):
         assert named in result.stderr
+    assert "JPEGImages" not in result.stderr  # one line for a missing folder, not one per part of the layout
+    (tmp_path / "bare").mkdir()
+    bare = madseg(
+        "init", "--voc", str(tmp_path / "bare"), "--pool", "../mine/pool", "--classes", "background,a", cwd=clone
+    )
+    assert f"--voc: {tmp_path / 'bare' / 'JPEGImages'} does not exist" in bare.stderr
     assert (clone / "params.yaml").read_text() == before
     typo = madseg("init", "--demo", "--preset", "photo", cwd=clone)
     assert typo.returncode == 2 and "photo is no preset — name one of ['photos', 'pretrained']" in typo.stderr

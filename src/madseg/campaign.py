@@ -148,9 +148,12 @@ def _check_spec(root: Path, spec: CampaignSpec, *, force: bool) -> None:
     problems = [problem] if (problem := _not_a_project(root)) else []
     voc = spec.voc
     splits = [f"ImageSets/Segmentation/{split}.txt" for split in ("train", "val")]
-    for part in ("JPEGImages", "SegmentationClass", *splits):
-        if not (voc / part).exists():
-            problems.append(f"--voc: {voc / part} does not exist — give a folder in PASCAL VOC layout")
+    if not voc.is_dir():  # one line, not one per missing part of the layout
+        problems.append(f"--voc: {voc} is no folder — give a folder in PASCAL VOC layout")
+    else:
+        for part in ("JPEGImages", "SegmentationClass", *splits):
+            if not (voc / part).exists():
+                problems.append(f"--voc: {voc / part} does not exist — give a folder in PASCAL VOC layout")
     for pool in spec.pools:
         if not pool.is_dir():
             problems.append(f"--pool: {pool} is no folder — give a folder of images")
