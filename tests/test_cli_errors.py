@@ -147,7 +147,7 @@ def test_a_target_with_other_classes_is_told_to_reimport(tmp_path, cli):
         ),
         (
             ["init", "--voc", "nowhere", "--classes", "background,a"],
-            ["--voc: nowhere/JPEGImages does not exist"],
+            ["--voc: nowhere is no folder"],
         ),
         (["import-model", "nowhere", "--form", "smp", "--out", "x.pt"], ["nowhere"]),
         (["check", "--params", "missing.yaml"], ["missing.yaml: no such params file", "madseg init"]),
