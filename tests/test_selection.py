@@ -11,6 +11,7 @@ from madseg.selection import (
     krippendorff_alpha_ordinal,
     main_class,
     mean_opinion_scores,
+    ratings_left_no_choice,
     select_lowest,
 )
 
@@ -51,6 +52,20 @@ def test_select_lowest_skips_vetoed_and_previous():
     chosen = select_lowest(mos, 2, exclude=["a"])
     assert chosen["image_id"].tolist() == ["c", "d"]
     assert select_lowest(mos, 10)["image_id"].tolist() == ["a", "c", "d"]  # never a vetoed image
+
+
+def test_a_round_whose_ratings_choose_nothing_is_named_with_its_cause():
+    # 10 images of M: 3 already fine-tuned on, 2 vetoed, so S may take 5
+    mos = _mos_table(10, vetoed={"img008", "img009"})
+    trained_on = ["img000", "img001", "img002", "elsewhere"]
+    assert ratings_left_no_choice(mos, 4, exclude=trained_on) is None  # 4 of 5: the ratings still choose
+    assert ratings_left_no_choice(mos, 0, exclude=trained_on) is None  # the last round selects no S
+    warning = ratings_left_no_choice(mos, 5, exclude=trained_on)
+    assert "all 5 images of M (10)" in warning and "3 already fine-tuned on, 2 vetoed" in warning
+    assert "exclude_trained_on" in warning and "fewer than n4" not in warning
+    short = ratings_left_no_choice(mos, 8)  # nothing fine-tuned on yet: only n3 can help
+    assert "all 8 images" in short and "fewer than n4 = 8" not in short and "exclude_trained_on" not in short
+    assert "fewer than n4 = 9" in ratings_left_no_choice(mos, 9)
 
 
 def _mos_table(n, vetoed=()):

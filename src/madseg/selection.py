@@ -5,7 +5,6 @@ All functions are pure: they take tables of ids and scores and return tables; th
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import numpy as np
 import pandas as pd
 
 from madseg.rater_model import estimate
-
-log = logging.getLogger(__name__)
 
 SCORE_LEVELS = ("bad", "poor", "fair", "good", "excellent")  # 1..5
 
@@ -80,11 +77,34 @@ def select_lowest(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> pd
     """
     if n4 < 0:
         raise ValueError(f"n4 must be >= 0, got {n4}")
-    excluded = set(exclude)
-    eligible = mos[~mos["vetoed"] & ~mos["image_id"].isin(excluded)]
-    if len(eligible) < n4:
-        log.warning("only %d eligible images for S (asked for %d)", len(eligible), n4)
+    eligible = mos[~mos["vetoed"] & ~mos["image_id"].isin(set(exclude))]
     return eligible.head(n4).reset_index(drop=True)
+
+
+def ratings_left_no_choice(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> str | None:
+    """Why the ratings chose nothing, when S^(i+1) must take every image of M that it may take.
+
+    Vetoed images and those already in S^(1..i) (``exclude``) cannot enter S. When no more than ``n4`` of M are
+    left, S is all of them, the target's successes included, and the round's ratings bought nothing. After a
+    fine-tune the target is right on its S images where the fixed competitors are still wrong, so MAD proposes
+    them again: on the photo world they took 52 of round 1's 175 images (2026-12-06, docs/photo_world.md).
+
+    Returns:
+        the warning to give (what M held, and what to change), or None while the ratings still choose.
+    """
+    vetoed = int(mos["vetoed"].sum())
+    again = int((mos["image_id"].isin(set(exclude)) & ~mos["vetoed"]).sum())
+    eligible = len(mos) - vetoed - again
+    if n4 == 0 or eligible > n4:
+        return None
+    short = f", fewer than n4 = {n4}" if eligible < n4 else ""
+    free = (
+        ", or set mining.exclude_trained_on: true to give new images the places of those fine-tuned on" if again else ""
+    )
+    return (
+        f"S takes all {eligible} images of M ({len(mos)}) that it may take{short}: {again} already fine-tuned on, "
+        f"{vetoed} vetoed as out-of-domain, so the ratings chose nothing — raise mining.n3{free}"
+    )
 
 
 def select_round_robin(

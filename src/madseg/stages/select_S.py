@@ -10,7 +10,13 @@ from madseg import paths
 from madseg.config import Params
 from madseg.io.atomic import write_json
 from madseg.io.tables import read_csv, write_csv
-from madseg.selection import krippendorff_alpha_ordinal, opinion_scores, select_lowest, select_round_robin
+from madseg.selection import (
+    krippendorff_alpha_ordinal,
+    opinion_scores,
+    ratings_left_no_choice,
+    select_lowest,
+    select_round_robin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,8 @@ def run(params: Params, *, round_key: str) -> None:
     mos = opinion_scores(scores, candidates, params.selection.scores)
     # the last round only measures (ratings and T's masks): it fine-tunes nothing, so it selects no S
     n4 = params.selection.n4 if spec.finetune else 0
+    if warning := ratings_left_no_choice(mos, n4, exclude=previous["image_id"]):
+        log.warning("round %s: %s", round_key, warning)
     if params.selection.method == "round_robin":
         groups = read_csv(
             paths.mining_dir(round_key) / "candidates.csv",
