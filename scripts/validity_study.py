@@ -108,7 +108,8 @@ OPTIONS: dict[str, list[str]] = {
     "tta": ["++models.target.tta=hflip", "selection.t_size=20"],
     # no image the target was fine-tuned on is a candidate again, for every strategy: after a fine-tune the target
     # is right on S^(1..i) where the fixed competitors still fail, so the paper's MAD proposes them again and
-    # spends ratings and group places on them (the demo's M^(2) held 93 of them in 375, 2026-11-27)
+    # spends ratings and group places on them (the demo's M^(2) held 93 of them in 375, 2026-11-27; the photo
+    # world's 52 in 175, and with 24 vetoed S^(2) took every image left: its ratings chose nothing)
     "fresh": ["mining.exclude_trained_on=true"],
 }
 
