@@ -77,8 +77,12 @@ def select_lowest(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> pd
     """
     if n4 < 0:
         raise ValueError(f"n4 must be >= 0, got {n4}")
-    eligible = mos[~mos["vetoed"] & ~mos["image_id"].isin(set(exclude))]
-    return eligible.head(n4).reset_index(drop=True)
+    return mos[_may_enter_S(mos, exclude)].head(n4).reset_index(drop=True)
+
+
+def _may_enter_S(mos: pd.DataFrame, exclude: Iterable[str]) -> pd.Series:
+    """Per row of ``mos``: neither vetoed nor already in S^(1..i)."""
+    return ~mos["vetoed"] & ~mos["image_id"].isin(set(exclude))
 
 
 def ratings_left_no_choice(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = ()) -> str | None:
@@ -87,14 +91,14 @@ def ratings_left_no_choice(mos: pd.DataFrame, n4: int, exclude: Iterable[str] = 
     Vetoed images and those already in S^(1..i) (``exclude``) cannot enter S. When no more than ``n4`` of M are
     left, S is all of them, the target's successes included, and the round's ratings bought nothing. After a
     fine-tune the target is right on its S images where the fixed competitors are still wrong, so MAD proposes
-    them again: on the photo world they took 52 of round 1's 175 images (2026-12-06, docs/photo_world.md).
+    them again (measured on the photo world: docs/photo_world.md).
 
     Returns:
         the warning to give (what M held, and what to change), or None while the ratings still choose.
     """
     vetoed = int(mos["vetoed"].sum())
-    again = int((mos["image_id"].isin(set(exclude)) & ~mos["vetoed"]).sum())
-    eligible = len(mos) - vetoed - again
+    eligible = int(_may_enter_S(mos, exclude).sum())
+    again = len(mos) - vetoed - eligible
     if n4 == 0 or eligible > n4:
         return None
     short = f", fewer than n4 = {n4}" if eligible < n4 else ""
