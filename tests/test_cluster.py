@@ -68,7 +68,9 @@ def _on_ray(project: Path, address: str | None, **ray_params) -> Path:
 
 
 def _finish(proc: subprocess.Popen) -> str:
-    _, err = proc.communicate(timeout=300)
+    # a guard against a hang, not a timing: an idle 2-core host takes about a minute, one shared with a training
+    # job took over 300 s (2026-12-06)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     return err
 
