@@ -16,6 +16,17 @@ D_eval, as the validity stage scores f_t^(1):
 Beside them, the S^(1) of every experiment scripts/validity_study.py kept in data/study/ (MAD's, entropy's,
 random's, per seed), with its f_t^(1)'s D_eval from the study's CSVs: no fine-tuning needed.
 
+With ``--failure-shares``, each strategy's own S^(1) on a pool where the target's failures are rarer: the paper
+assumes a top-performing target, wrong on a minority of the pool, and the margins of a strategy over a rated
+random sample depend on how rare its failures are. For each share w (of the in-domain pool the target gets
+wrong), a seeded random part of the failures is left out of the pool until w of what remains are failures; MAD,
+entropy and random then propose M^(1) from the rest as the ``mine`` stage does (the project's mining params;
+the baselines at MAD's |M|), the project's simulated annotators rate it as ``import_scores`` does, and S^(1) is
+its n4 lowest as ``select_S`` takes it (sets ``<strategy>@<w>``; at w no lower than the pool's own share nothing
+is left out, and MAD's set is the loop's own S^(1)). D_eval is left whole, so every set is scored on the same
+images. Keys ``<set>.M_f0_miou`` and ``<set>.M_size`` give f_t^(0)'s mean per-image mIoU on the in-domain
+images of M and its size.
+
 Writes metrics/selection_bound.json (flat keys ``<set>.s<seed>.<all_in_domain|normal|corner|t0>``; for every set
 and study experiment ``<name>.f0_miou`` and ``<name>.f0_wrong_share``, f_t^(0)'s mean per-image mIoU on it
 before fine-tuning and the share it is wrong on, and ``<name>.object_share``, the mean share of its pixels that
@@ -25,6 +36,7 @@ so it validates and never feeds the loop. Needs a project whose round 0 is done 
 world's). Run from the project root (the photo world on 2 CPU cores: about 2 minutes a set and seed):
 
     .venv/bin/python scripts/selection_bound.py [--sets project worst right random wrong_large wrong_small] [--seeds 0]
+        [--failure-shares 0.41 0.25 0.15]
 """
 
 from __future__ import annotations
@@ -39,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from madseg import paths, validity
-from madseg.annotation.simulated import true_miou
+from madseg.annotation.simulated import HiddenTruth, simulate_ratings, true_miou
+from madseg.backends import propose, s0_area_bands
 from madseg.config import Params, load_params
 from madseg.device import resolve_device
 from madseg.finetuning import finetune_target
@@ -52,8 +65,11 @@ from madseg.io.truth import HeldOutPool, read_factors, read_held_out_pool, read_
 from madseg.io.voc import read_split
 from madseg.metrics import confusion_matrix
 from madseg.mining.bands import class_area_fractions
+from madseg.mining.candidates import STRATEGIES
 from madseg.models.checkpoint import load_checkpoint, save_checkpoint
 from madseg.models.predictors import load_predictor
+from madseg.models.views import competitor_name
+from madseg.selection import opinion_scores, select_lowest
 
 log = logging.getLogger("madseg.selection_bound")
 OUT = Path("metrics/selection_bound.json")
@@ -68,7 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="*", choices=SETS, default=list(SETS), help="none: the study's alone")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="fine-tuning seeds (finetune.seed)")
+    parser.add_argument(
+        "--failure-shares",
+        nargs="*",
+        type=float,
+        default=[],
+        help="each strategy's S^(1) on the pool thinned until this share of its in-domain images are failures",
+    )
     args = parser.parse_args()
+    if bad := [w for w in args.failure_shares if not 0 < w < 1]:
+        raise SystemExit(f"--failure-shares must lie in (0, 1), got {bad}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params("params.yaml")
     needed = (paths.target_checkpoint("0"), paths.target_predictions("0"), paths.annotations_dir("0") / "S.csv")
@@ -77,14 +102,18 @@ def main() -> None:
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     held_out = read_held_out_pool(params.evaluation.eval_pool, classes)
     before = truth_figures(params)
-    sets = choose_sets(before, params.selection.n4, seed=params.seed)
+    every = choose_sets(before, params.selection.n4, seed=params.seed)
+    sets = {name: every[name] for name in args.sets}
     out: dict[str, float] = {f"f0.{g}": v for g, v in held_out_scores(params, paths.target_checkpoint("0"), held_out)}
+    for share in args.failure_shares:
+        chosen, figures = strategy_sets(params, before, share, seed=params.seed)
+        sets |= chosen
+        out |= figures
     index = read_csv(paths.POOL_INDEX, required=["id", "path"]).set_index("id")
     s0 = read_split(params.dataset, params.dataset.train_split, classes)
     t0 = read_split(params.dataset, params.dataset.val_split, classes)
     rows = []
-    for name in args.sets:
-        ids = sets[name]
+    for name, ids in sets.items():
         out |= hardness(name, ids, before)
         masks = read_truth_masks(truth_dir, ids, classes)
         new = [read_rgb(index.loc[i, "path"]) for i in ids], [masks[i] for i in ids]
@@ -106,6 +135,7 @@ def main() -> None:
                 scores = dict(held_out_scores(params, checkpoint, held_out), t0=result.best.t0_miou)
             out |= {f"{name}.s{seed}.{g}": v for g, v in scores.items()}
             rows.append((name, seed, scores))
+            write_json(OUT, out)  # after every fine-tune: an interrupted run keeps what it measured
             log.info("%s, seed %d: D_eval in-domain %.2f", name, seed, 100 * scores["all_in_domain"])
     for name, (ids, seed, scores) in study_experiments(params).items():
         out |= hardness(name, ids, before)
@@ -148,6 +178,60 @@ def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]
         "wrong_large": sample(wrong.index[large]),
         "wrong_small": sample(wrong.index[~large]),
     }
+
+
+def strategy_sets(
+    params: Params, before: pd.DataFrame, share: float, seed: int
+) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """S^(1) of every strategy, as the loop's round 0 would choose it from the pool thinned of failures until
+    ``share`` of its in-domain images are failures (the module's docstring), by set name ``<strategy>@<w>``
+    (w the share reached, two decimals); and per set M's size and f_t^(0)'s mean per-image mIoU on M's in-domain
+    images. ``seed`` draws the failures left out."""
+    classes, mp = params.dataset.class_list(), params.mining
+    truth = HiddenTruth(params.annotation.simulated.truth_dir, classes)
+    target = PredictionStore(paths.target_predictions("0"))
+    competitors = {name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors}
+    for view in mp.self_consistency:
+        competitors[competitor_name(view)] = PredictionStore(paths.target_view_predictions("0", view))
+    bands, _ = s0_area_bands(params.dataset, mp, classes)
+    wrong = sorted(before.index[before["f0_miou"] < RIGHT])
+    right = len(before) - len(wrong)
+    kept = min(len(wrong), round(share * right / (1 - share)))
+    left_out = frozenset(np.random.default_rng([seed, 11]).permutation(wrong)[: len(wrong) - kept].tolist())
+    label = f"{kept / (right + kept):.2f}"
+    log.info("failure share %s: %d of %d failures left out of the pool", label, len(left_out), len(wrong))
+    sets, figures = {}, {}
+    for strategy in STRATEGIES:
+        m = (
+            propose(
+                strategy,
+                target=target,
+                competitors=competitors,
+                bands=bands,
+                classes=classes,
+                n3=mp.n3,
+                distance=mp.distance,
+                rank_by=mp.rank_by,
+                seed=mp.seed,  # round 0's
+                exclude=left_out,
+            )
+            .m["image_id"]
+            .tolist()
+        )
+        miou = true_miou(target.read_maps(m), truth.masks(m), classes.num_classes)
+        ratings = simulate_ratings(
+            miou,
+            truth.ood_ids() & set(m),
+            params.annotation.simulated,
+            annotators=params.annotation.annotators_per_task,
+            round_key="0",
+        )
+        mos = opinion_scores(ratings, m, params.selection.scores)
+        name = f"{strategy}@{label}"
+        sets[name] = select_lowest(mos, params.selection.n4)["image_id"].tolist()
+        in_domain = before.index.intersection(m)
+        figures |= {f"{name}.M_size": len(m), f"{name}.M_f0_miou": float(before.loc[in_domain, "f0_miou"].mean())}
+    return sets, figures
 
 
 def hardness(name: str, ids: list[str], before: pd.DataFrame) -> dict[str, float]:
