@@ -202,22 +202,19 @@ def strategy_sets(
     log.info("failure share %s: %d of %d failures left out of the pool", label, len(left_out), len(wrong))
     sets, figures = {}, {}
     for strategy in STRATEGIES:
-        m = (
-            propose(
-                strategy,
-                target=target,
-                competitors=competitors,
-                bands=bands,
-                classes=classes,
-                n3=mp.n3,
-                distance=mp.distance,
-                rank_by=mp.rank_by,
-                seed=mp.seed,  # round 0's
-                exclude=left_out,
-            )
-            .m["image_id"]
-            .tolist()
+        proposal = propose(
+            strategy,
+            target=target,
+            competitors=competitors,
+            bands=bands,
+            classes=classes,
+            n3=mp.n3,
+            distance=mp.distance,
+            rank_by=mp.rank_by,
+            seed=mp.seed,  # round 0's
+            exclude=left_out,
         )
+        m = proposal.m["image_id"].tolist()
         miou = true_miou(target.read_maps(m), truth.masks(m), classes.num_classes)
         ratings = simulate_ratings(
             miou,
