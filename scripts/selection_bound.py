@@ -52,7 +52,7 @@ import pandas as pd
 
 from madseg import paths, validity
 from madseg.annotation.simulated import HiddenTruth, simulate_ratings, true_miou
-from madseg.backends import propose, s0_area_bands
+from madseg.backends import propose, round_stores, s0_area_bands
 from madseg.config import Params, load_params
 from madseg.device import resolve_device
 from madseg.finetuning import finetune_target
@@ -68,7 +68,6 @@ from madseg.mining.bands import class_area_fractions
 from madseg.mining.candidates import STRATEGIES
 from madseg.models.checkpoint import load_checkpoint, save_checkpoint
 from madseg.models.predictors import load_predictor
-from madseg.models.views import competitor_name
 from madseg.selection import opinion_scores, select_lowest
 
 log = logging.getLogger("madseg.selection_bound")
@@ -189,10 +188,7 @@ def strategy_sets(
     images. ``seed`` draws the failures left out."""
     classes, mp = params.dataset.class_list(), params.mining
     truth = HiddenTruth(params.annotation.simulated.truth_dir, classes)
-    target = PredictionStore(paths.target_predictions("0"))
-    competitors = {name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors}
-    for view in mp.self_consistency:
-        competitors[competitor_name(view)] = PredictionStore(paths.target_view_predictions("0", view))
+    target, competitors = round_stores("0", params.models.competitors, mp.self_consistency)
     bands, _ = s0_area_bands(params.dataset, mp, classes)
     wrong = sorted(before.index[before["f0_miou"] < RIGHT])
     right = len(before) - len(wrong)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from madseg import paths
 from madseg.cluster import embed_pool_ray, mine_mad_ray, predict_pool_ray
 from madseg.config import DatasetParams, EmbedParams, InferParams, MiningParams, RayParams
 from madseg.device import resolve_device
@@ -32,6 +33,7 @@ from madseg.mining import (
     proposal,
 )
 from madseg.models.embedders import load_embedder
+from madseg.models.views import competitor_name
 
 
 def _predict_local(predictor, source, index, store, *, model_name, classes, infer_params, view, pin_memory, **_) -> int:
@@ -205,6 +207,17 @@ def propose(
     )
     stats = None if strategy == "mad" else target.stats()
     return proposal(strategy, mad, classes=classes, target_stats=stats, seed=seed, exclude=exclude)
+
+
+def round_stores(
+    round_key: str, competitors: Iterable[str], views: Iterable[str] = ()
+) -> tuple[PredictionStore, dict[str, PredictionStore]]:
+    """What MAD mines in round ``round_key``: the target's prediction store, and by name every competitor's, the
+    target seen through each of ``views`` among them (as ``self_<view>``: it competes with the target itself)."""
+    stores = {name: PredictionStore(paths.competitor_predictions(name)) for name in competitors}
+    for view in views:
+        stores[competitor_name(view)] = PredictionStore(paths.target_view_predictions(round_key, view))
+    return PredictionStore(paths.target_predictions(round_key)), stores
 
 
 def s0_area_bands(dataset: DatasetParams, mining: MiningParams, classes: ClassList) -> tuple[np.ndarray, np.ndarray]:

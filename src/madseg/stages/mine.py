@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 
 from madseg import paths
-from madseg.backends import propose, s0_area_bands
+from madseg.backends import propose, round_stores, s0_area_bands
 from madseg.config import Params
 from madseg.io.atomic import write_json
-from madseg.io.store import PredictionStore, ids_digest
+from madseg.io.store import ids_digest
 from madseg.io.tables import read_csv, write_csv
 from madseg.mining import bands_frame
-from madseg.models.views import competitor_name
 from madseg.overlays import write_candidate_overlays
 
 log = logging.getLogger(__name__)
@@ -33,10 +32,7 @@ def run(params: Params, *, round_key: str) -> None:
     mp, classes, out = params.mining, params.dataset.class_list(), paths.mining_dir(round_key)
     index = read_csv(paths.POOL_INDEX, required=["id", "path"])
     ids = sorted(index["id"])
-    target = PredictionStore(paths.target_predictions(round_key))
-    competitors = {name: PredictionStore(paths.competitor_predictions(name)) for name in params.models.competitors}
-    for view in mp.self_consistency:  # the target seen through a view competes with the target itself
-        competitors[competitor_name(view)] = PredictionStore(paths.target_view_predictions(round_key, view))
+    target, competitors = round_stores(round_key, params.models.competitors, mp.self_consistency)
     digest = ids_digest(ids)
     for name, store in [("target", target), *competitors.items()]:
         store.check_covers(model=name, classes=classes.names, ids_sha256=digest, count=len(ids))
