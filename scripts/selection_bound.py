@@ -11,7 +11,10 @@ D_eval, as the validity stage scores f_t^(1):
 - ``random``: a seeded random sample of the in-domain pool images, unrated;
 - ``wrong_large`` and ``wrong_small``: seeded random samples of the in-domain pool images f_t^(0) gets wrong
   (mIoU < 0.5), from those whose truth holds more object pixels than the failures' median, and from the others:
-  as hard as each other, they differ in how much labelled object they carry.
+  as hard as each other, they differ in how much labelled object they carry;
+- ``wrong_sure`` and ``wrong_unsure``: the same, from the failures whose mean entropy (the entropy strategy's
+  score) lies under the failures' median, and from the others: the failures the target is sure of, which only
+  the competitors' disagreement finds, and those its own uncertainty finds.
 
 Beside them, the S^(1) of every experiment scripts/validity_study.py kept in data/study/ (MAD's, entropy's,
 random's, per seed), with its f_t^(1)'s D_eval from the study's CSVs: no fine-tuning needed.
@@ -35,8 +38,8 @@ the truth gives an object class, i.e. how much labelled object the same number o
 so it validates and never feeds the loop. Needs a project whose round 0 is done (`madseg demo`, or the photo
 world's). Run from the project root (the photo world on 2 CPU cores: about 2 minutes a set and seed):
 
-    .venv/bin/python scripts/selection_bound.py [--sets project worst right random wrong_large wrong_small] [--seeds 0]
-        [--failure-shares 0.41 0.25 0.15]
+    .venv/bin/python scripts/selection_bound.py [--sets project worst right random wrong_large wrong_small
+        wrong_sure wrong_unsure] [--seeds 0] [--failure-shares 0.41 0.25 0.15]
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from madseg.selection import opinion_scores, select_lowest
 
 log = logging.getLogger("madseg.selection_bound")
 OUT = Path("metrics/selection_bound.json")
-SETS = ("project", "worst", "right", "random", "wrong_large", "wrong_small")
+SETS = ("project", "worst", "right", "random", "wrong_large", "wrong_small", "wrong_sure", "wrong_unsure")
 RIGHT = 0.5  # per-image mIoU from which the target counts as right (as target_wrong_share counts it wrong below)
 GROUPS = ("all_in_domain", "normal", "corner")
 # scripts/validity_study.py's: the study's experiments, and those of its --options
@@ -146,7 +149,8 @@ def main() -> None:
 
 def truth_figures(params: Params) -> pd.DataFrame:
     """Every in-domain pool image (index: image id) with f_t^(0)'s per-image mIoU against the truth
-    (``f0_miou``) and the share of its pixels the truth gives an object class (``object_share``)."""
+    (``f0_miou``), the share of its pixels the truth gives an object class (``object_share``) and f_t^(0)'s mean
+    per-pixel entropy on it (``entropy``)."""
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     kinds = read_factors(truth_dir).set_index("image_id")["kind"]
     store = PredictionStore(paths.target_predictions("0"))
@@ -155,7 +159,8 @@ def truth_figures(params: Params) -> pd.DataFrame:
     masks = read_truth_masks(truth_dir, ids, classes)
     objects = {i: float(class_area_fractions(m, classes.num_classes)[1:].sum()) for i, m in masks.items()}
     figures = {"f0_miou": true_miou(store.read_maps(ids), masks, classes.num_classes), "object_share": objects}
-    return pd.DataFrame(figures).loc[ids]
+    entropy = store.stats().set_index("id")["entropy"].astype(np.float64)
+    return pd.DataFrame(figures).loc[ids].join(entropy)
 
 
 def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]:
@@ -169,6 +174,7 @@ def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]
 
     wrong = before[before["f0_miou"] < RIGHT]
     large = wrong["object_share"] > wrong["object_share"].median()
+    unsure = wrong["entropy"] > wrong["entropy"].median()
     return {
         "project": project,
         "worst": before.sort_values(["f0_miou"], kind="stable").index[:n].tolist(),
@@ -176,6 +182,8 @@ def choose_sets(before: pd.DataFrame, n: int, seed: int) -> dict[str, list[str]]
         "random": sample(before.index),
         "wrong_large": sample(wrong.index[large]),
         "wrong_small": sample(wrong.index[~large]),
+        "wrong_sure": sample(wrong.index[~unsure]),
+        "wrong_unsure": sample(wrong.index[unsure]),
     }
 
 
@@ -228,13 +236,14 @@ def strategy_sets(
 
 
 def hardness(name: str, ids: list[str], before: pd.DataFrame) -> dict[str, float]:
-    """f_t^(0)'s mean per-image mIoU on a set's in-domain images, the share it is wrong on, and the mean share
-    of object pixels in their truth (``before`` as :func:`truth_figures` gives it)."""
+    """f_t^(0)'s mean per-image mIoU on a set's in-domain images, the share it is wrong on, the mean share of
+    object pixels in their truth and its mean entropy on them (``before`` as :func:`truth_figures` gives it)."""
     rows = before.loc[before.index.intersection(ids)]
     return {
         f"{name}.f0_miou": float(rows["f0_miou"].mean()),
         f"{name}.f0_wrong_share": float((rows["f0_miou"] < RIGHT).mean()),
         f"{name}.object_share": float(rows["object_share"].mean()),
+        f"{name}.f0_entropy": float(rows["entropy"].mean()),
     }
 
 
