@@ -42,7 +42,7 @@ from madseg.config import Params, load_params
 from madseg.io.atomic import read_json, write_json
 from madseg.io.tables import read_csv
 from madseg.io.truth import read_factors, read_truth_masks
-from madseg.labels import IGNORE_INDEX
+from madseg.mining.bands import class_area_fractions
 from madseg.mining.kernel import shard_pair_stats
 
 log = logging.getLogger("madseg.failure_detection")
@@ -81,7 +81,7 @@ def detection(params: Params, top_n: int) -> dict[str, float]:
     truth = read_truth_masks(truth_dir, ids, classes)
     miou = pd.Series(true_miou(round_stores("0", ())[0].read_maps(ids), truth, classes.num_classes)).loc[ids]
     wrong = miou < WRONG
-    objects = pd.Series([np.mean((truth[i] != 0) & (truth[i] != IGNORE_INDEX)) for i in ids], index=ids)
+    objects = pd.Series([class_area_fractions(truth[i], classes.num_classes)[1:].sum() for i in ids], index=ids)
     figures = {"images": float(len(ids)), "wrong_share": float(wrong.mean()), "top_n": float(top_n)}
     figures["object_share"] = float(objects.mean())
     for name in ("entropy", "mad", "committee"):
