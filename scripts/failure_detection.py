@@ -40,6 +40,7 @@ from madseg.annotation.simulated import true_miou
 from madseg.backends import round_stores
 from madseg.config import Params, load_params
 from madseg.io.atomic import read_json, write_json
+from madseg.io.store import PredictionStore
 from madseg.io.tables import read_csv
 from madseg.io.truth import read_factors, read_truth_masks
 from madseg.mining.bands import class_area_fractions
@@ -57,15 +58,15 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def pool_scores(params: Params) -> pd.DataFrame:
-    """Per pool image of round 0 (index id): ``entropy``, ``mad`` and ``committee``, as the module says."""
-    classes = params.dataset.class_list()
-    target, competitors = round_stores("0", params.models.competitors, params.mining.self_consistency)
+def pool_scores(
+    target: PredictionStore, competitors: dict[str, PredictionStore], num_classes: int, distance: str
+) -> pd.DataFrame:
+    """Per pool image (index id): ``entropy``, ``mad`` and ``committee``, as the module says."""
     parts = []
     shards = zip(target.iter_shards(), *(s.iter_shards() for s in competitors.values()), strict=True)
     for target_shard, *others in shards:
         ids, _, versus = shard_pair_stats(
-            target_shard, dict(zip(competitors, others, strict=True)), classes.num_classes, params.mining.distance
+            target_shard, dict(zip(competitors, others, strict=True)), num_classes, distance
         )
         distances = np.stack([distance for _, distance in versus.values()], axis=1)  # (N, competitors)
         parts.append(pd.DataFrame({"mad": distances.max(1), "committee": distances.mean(1)}, index=ids))
@@ -76,10 +77,12 @@ def detection(params: Params, top_n: int) -> dict[str, float]:
     """The figures of the module docstring for this project."""
     classes, truth_dir = params.dataset.class_list(), params.annotation.simulated.truth_dir
     kinds = read_factors(truth_dir).set_index("image_id")["kind"]
-    scores = pool_scores(params).sort_index()  # ties below: id ascending, as the baselines break them
+    target, competitors = round_stores("0", params.models.competitors, params.mining.self_consistency)
+    scores = pool_scores(target, competitors, classes.num_classes, params.mining.distance)
+    scores = scores.sort_index()  # ties below: id ascending, as the baselines break them
     ids = [i for i in scores.index if kinds[i] != "ood"]
     truth = read_truth_masks(truth_dir, ids, classes)
-    miou = pd.Series(true_miou(round_stores("0", ())[0].read_maps(ids), truth, classes.num_classes)).loc[ids]
+    miou = pd.Series(true_miou(target.read_maps(ids), truth, classes.num_classes)).loc[ids]
     wrong = miou < WRONG
     objects = pd.Series([class_area_fractions(truth[i], classes.num_classes)[1:].sum() for i in ids], index=ids)
     figures = {"images": float(len(ids)), "wrong_share": float(wrong.mean()), "top_n": float(top_n)}
